@@ -1,0 +1,1 @@
+"""The `lapse` subcommands, one module each; starter.py wires them together."""

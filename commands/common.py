@@ -1,0 +1,70 @@
+"""What every `lapse` command shares: settings, the database, Temporal, and clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+from temporalio.client import Client
+
+from infra.db import connect_pool
+from infra.embedded import StackError, resolve_endpoints
+from infra.migrate import MigrationError
+from infra.settings import Settings, SettingsError
+from infra.store import NotFound, ensure_calendar_seeded
+from infra.temporal import connect_client
+
+
+class UserError(Exception):
+    """Bad input or state a user can fix: printed as is, exit code 2."""
+
+
+def command(fn: Callable[[argparse.Namespace, Settings], Awaitable[int]]):
+    """Run an async command with validated settings; errors become one line on stderr."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            settings = Settings.from_env()
+            return asyncio.run(fn(args, settings))
+        except (SettingsError, UserError, NotFound, StackError, MigrationError) as err:
+            print(f"lapse {args.command}: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the configured, running or embedded database, migrated and seeded."""
+    async with resolve_endpoints(settings) as endpoints:
+        pool = await connect_pool(endpoints.database_url, min_size=1, max_size=4)
+        try:
+            async with pool.acquire() as conn:
+                await ensure_calendar_seeded(conn)
+            yield pool
+        finally:
+            await pool.close()
+
+
+@asynccontextmanager
+async def temporal(settings: Settings) -> AsyncIterator[Client]:
+    async with resolve_endpoints(settings, database=False) as endpoints:
+        try:
+            yield await connect_client(settings, endpoints.require_temporal())
+        except RuntimeError as err:
+            if "connect" in str(err).lower():
+                raise UserError(f"cannot reach Temporal: {err}") from None
+            raise
+
+
+def today_in_shanghai():
+    from datetime import datetime
+
+    from domain.plan import TZ
+    return datetime.now(TZ)

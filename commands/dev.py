@@ -1,0 +1,100 @@
+"""`lapse dev`: the embedded Temporal dev server (with Web UI) and PostgreSQL, kept running."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from infra.embedded import Stack, StackError
+from infra.migrate import MigrationError
+from infra.settings import Settings, SettingsError, redact_dsn
+from infra.temporal import SearchAttributesError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dev",
+        help="run the embedded Temporal dev server and PostgreSQL until Ctrl-C",
+        description="Start the Temporal dev server (with Web UI) and PostgreSQL under "
+        "LAPSE_DATA_DIR, print where they are, and keep them running until Ctrl-C. "
+        "Other `lapse` commands and `lapse-worker` find them while it runs.",
+    )
+    p.add_argument("--json", action="store_true", help="print the addresses as one JSON line")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"lapse dev: {error}", file=sys.stderr)
+        return 2
+    return run_dev(settings, json_output=args.json)
+
+
+def run_dev(settings: Settings, *, json_output: bool = False) -> int:
+    """Run until Ctrl-C or SIGTERM, then stop both servers; 0 on a clean stop."""
+    try:
+        return asyncio.run(_dev(settings, json_output))
+    except (StackError, MigrationError, SearchAttributesError) as error:
+        print(f"lapse dev: {error}", file=sys.stderr)
+        return 1
+
+
+async def _dev(settings: Settings, json_output: bool) -> int:
+    stop = asyncio.Event()
+    started = False
+    main = asyncio.current_task()
+
+    def on_signal() -> None:
+        # While starting, give up the start (the Stack stops what it started); once
+        # running, stop in order. Later signals are ignored while stopping.
+        if not stop.is_set():
+            stop.set()
+            if not started:
+                main.cancel()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        async with Stack(settings, ui=True) as stack:
+            started = True
+            _print_addresses(stack, json_output)
+            await stop.wait()
+            if not json_output:
+                print("stopping...", flush=True)
+    except asyncio.CancelledError:
+        if not stop.is_set():
+            raise
+        return 130  # interrupted while starting
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _print_addresses(stack: Stack, json_output: bool) -> None:
+    addresses = {
+        "temporal_address": stack.temporal_address,
+        "namespace": stack.namespace,
+        "ui_url": stack.ui_url,
+        "database_url": redact_dsn(stack.database_url),
+        "data_dir": str(stack.data_dir),
+    }
+    if json_output:
+        print(json.dumps(addresses), flush=True)
+        return
+    rows = [
+        ("Temporal gRPC", f"{stack.temporal_address}  (namespace {stack.namespace})"),
+        ("Temporal Web UI", stack.ui_url or "-  (TEMPORAL_ADDRESS is set)"),
+        ("PostgreSQL", f"DATABASE_URL={addresses['database_url']}"),
+        ("Data folder", addresses["data_dir"]),
+    ]
+    for label, value in rows:
+        print(f"{label:<16} {value}")
+    print("Running. Other `lapse` commands in this folder find these. Press Ctrl-C to stop.")
+    sys.stdout.flush()

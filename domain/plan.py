@@ -1,0 +1,85 @@
+"""The dated timeline of a journey: what the planner produces and the workflow follows."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+
+from domain.models import Channel, MilestoneKind, Model, Segment, TriggerKind
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+class SendWindow(Model):
+    """The local hours in which a channel may reach a customer."""
+
+    start: time
+    end: time
+
+
+def _default_windows() -> dict[Channel, SendWindow]:
+    written = SendWindow(start=time(8, 0), end=time(21, 0))
+    spoken = SendWindow(start=time(9, 0), end=time(21, 0))
+    return {
+        Channel.SMS: written,
+        Channel.WECHAT: written,
+        Channel.EMAIL: written,
+        Channel.LETTER: written,
+        Channel.VOICE: spoken,
+        Channel.AGENT_CALL: spoken,
+    }
+
+
+class CompanyRules(Model):
+    """Company-wide rules (quiet hours, dial limits). Numbers are MISSION.md defaults."""
+
+    send_windows: dict[Channel, SendWindow] = Field(default_factory=_default_windows)
+    max_dial_attempts_per_day: int = Field(6, ge=1, le=20)
+    inquiry_response_business_days: int = Field(1, ge=1, le=10)
+
+
+class ChannelSlot(Model):
+    channel: Channel
+    at: datetime  # aware, Asia/Shanghai: the first allowed moment for this channel
+
+
+class PlannedMilestone(Model):
+    key: str  # unique in a plan: "first_reminder", "follow_up_3", ...
+    kind: MilestoneKind
+    index: int | None = None  # the follow-up month k
+    day: date  # the business day it goes out on
+    at: datetime  # the earliest slot of its channels
+    slots: list[ChannelSlot]
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def channels(self) -> list[Channel]:
+        return [s.channel for s in self.slots]
+
+    def slots_by_time(self) -> list[tuple[datetime, list[Channel]]]:
+        """The channels grouped by the moment they may go out, earliest first."""
+        groups: dict[datetime, list[Channel]] = {}
+        for slot in self.slots:
+            groups.setdefault(slot.at, []).append(slot.channel)
+        return sorted(groups.items())
+
+
+class JourneyPlan(Model):
+    policy_number: str
+    trigger: TriggerKind
+    segments: list[Segment]
+    due_date: date  # D
+    grace_ends_on: date | None  # E; None for a rescission
+    lapses_on: date | None  # L = E + 1, cover suspended from 00:00
+    lapses_at: datetime | None
+    reinstatement_deadline: date | None  # L + reinstatement years, for reinstatable products
+    milestones: list[PlannedMilestone]
+    warnings: list[str] = Field(default_factory=list)
+
+    def milestone(self, key: str) -> PlannedMilestone:
+        for m in self.milestones:
+            if m.key == key:
+                return m
+        raise KeyError(key)

@@ -1,0 +1,1 @@
+"""The imperative shell: database, providers and packaged data."""

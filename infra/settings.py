@@ -1,0 +1,350 @@
+"""Settings from environment variables, validated once, with secrets kept out of sight."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_TASK_QUEUE = "policy-lapse"
+DEFAULT_DATA_DIR = ".lapse-data"
+MAX_TIME_SCALE = 10_000_000
+
+Provider = Literal["twilio", "sendgrid", "wechat"]
+
+_HOST_PORT = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$"
+)
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_TASK_QUEUE = re.compile(r"^\S{1,1000}$")
+_TWILIO_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+_TOKEN = re.compile(r"^\S+$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+    def __init__(self, variable: str, expected: str) -> None:
+        super().__init__(f"{variable}: {expected}")
+        self.variable = variable
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TwilioSettings(_Frozen):
+    account_sid: str
+    auth_token: SecretStr
+    from_number: str
+
+
+class SendGridSettings(_Frozen):
+    api_key: SecretStr
+    from_email: str
+    # The Event Webhook's verification key (base64 DER, from SendGrid's mail settings);
+    # without it the callback endpoint refuses every SendGrid event.
+    webhook_public_key: str | None = None
+
+
+class WeChatSettings(_Frozen):
+    app_id: str
+    app_secret: SecretStr
+    # Message kind -> the template id the official account registered for it.
+    template_ids: dict[str, str] = Field(default_factory=dict)
+
+
+class Settings(_Frozen):
+    """Everything the commands and the worker read from the environment."""
+
+    temporal_address: str | None = None
+    temporal_namespace: str = DEFAULT_NAMESPACE
+    temporal_api_key: SecretStr | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_task_queue: str = DEFAULT_TASK_QUEUE
+    # A URL may carry a password, so it is kept as a secret like the rest.
+    database_url: SecretStr | None = None
+    twilio: TwilioSettings | None = None
+    sendgrid: SendGridSettings | None = None
+    wechat: WeChatSettings | None = None
+    time_scale: float = 1.0
+    data_dir: Path = Field(default_factory=lambda: Path(DEFAULT_DATA_DIR).resolve())
+    # The public base URL of the callback endpoint, given to providers for delivery status.
+    callback_url: str | None = None
+    # Messages per second per channel and worker process; unset channels use the defaults.
+    send_rates: dict[str, float] = Field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read and check every setting; raise `SettingsError` on the first bad one."""
+        env = _Env(environ)
+        temporal_address = env.get("TEMPORAL_ADDRESS", _check_address)
+        api_key = env.secret("TEMPORAL_API_KEY")
+        tls_cert, tls_key = _tls_files(env)
+        if temporal_address is None:
+            for name, value in (
+                ("TEMPORAL_API_KEY", api_key),
+                ("TEMPORAL_TLS_CERT", tls_cert),
+            ):
+                if value is not None:
+                    raise SettingsError(
+                        name, "needs TEMPORAL_ADDRESS (the embedded server takes no credentials)"
+                    )
+        return cls(
+            temporal_address=temporal_address,
+            temporal_namespace=env.get("TEMPORAL_NAMESPACE", _check_namespace) or DEFAULT_NAMESPACE,
+            temporal_api_key=api_key,
+            temporal_tls_cert=tls_cert,
+            temporal_tls_key=tls_key,
+            temporal_task_queue=env.get("TEMPORAL_TASK_QUEUE", _check_task_queue)
+            or DEFAULT_TASK_QUEUE,
+            database_url=env.secret("DATABASE_URL", _check_database_url),
+            twilio=_twilio(env),
+            sendgrid=_sendgrid(env),
+            wechat=_wechat(env),
+            time_scale=env.get("LAPSE_TIME_SCALE", _parse_time_scale) or 1.0,
+            data_dir=_parse_data_dir(
+                "LAPSE_DATA_DIR", env.raw("LAPSE_DATA_DIR") or DEFAULT_DATA_DIR
+            ),
+            callback_url=env.get("LAPSE_CALLBACK_URL", _check_http_url),
+            send_rates=env.get("LAPSE_SEND_RATES", _parse_send_rates) or {},
+        )
+
+    @property
+    def providers_sandboxed(self) -> list[Provider]:
+        """The providers without credentials, which talk to the local sandbox instead."""
+        configured = {"twilio": self.twilio, "sendgrid": self.sendgrid, "wechat": self.wechat}
+        return [name for name, value in configured.items() if value is None]
+
+    @property
+    def temporal_auth(self) -> Literal["api key", "mTLS", "none"]:
+        if self.temporal_api_key is not None:
+            return "api key"
+        return "mTLS" if self.temporal_tls_cert is not None else "none"
+
+    @property
+    def temporal_embedded(self) -> bool:
+        return self.temporal_address is None
+
+    @property
+    def database_embedded(self) -> bool:
+        return self.database_url is None
+
+    def describe(self) -> dict[str, object]:
+        """What is safe to print: endpoints and choices, never a secret."""
+        return {
+            "temporal_address": self.temporal_address or "embedded",
+            "temporal_namespace": self.temporal_namespace,
+            "temporal_auth": self.temporal_auth,
+            "task_queue": self.temporal_task_queue,
+            "database": redact_dsn(self.database_url.get_secret_value())
+            if self.database_url
+            else "embedded",
+            "providers_sandboxed": self.providers_sandboxed,
+            "time_scale": self.time_scale,
+            "data_dir": str(self.data_dir),
+            "callback_url": self.callback_url,
+            "send_rates": self.send_rates,
+        }
+
+
+def redact_dsn(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return parts._replace(netloc=f"{user}@{netloc[-1]}").geturl()
+
+
+class _Env:
+    """Reads variables, treating empty ones as unset, and checks them as it goes."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def get(self, name: str, parse):
+        value = self.raw(name)
+        return None if value is None else parse(name, value)
+
+    def secret(self, name: str, check=None) -> SecretStr | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        if check is not None:
+            check(name, value)
+        elif not _TOKEN.match(value):
+            raise SettingsError(name, "must not contain spaces")
+        return SecretStr(value)
+
+    def group(self, names: tuple[str, ...], unset_means: str = "to use the sandbox") -> bool:
+        """True if all of the variables are set, False if none; else an error."""
+        missing = [name for name in names if self.raw(name) is None]
+        if not missing:
+            return True
+        if len(missing) == len(names):
+            return False
+        present = [name for name in names if name not in missing]
+        raise SettingsError(
+            missing[0],
+            f"must be set together with {', '.join(present)} "
+            f"(or leave all of {', '.join(names)} unset {unset_means})",
+        )
+
+
+def _check_address(name: str, value: str) -> str:
+    match = _HOST_PORT.match(value)
+    if not match or not 1 <= int(match.group(2)) <= 65535:
+        raise SettingsError(name, f"must be host:port, e.g. localhost:7233 (got {value!r})")
+    return value
+
+
+def _check_namespace(name: str, value: str) -> str:
+    if not _NAMESPACE.match(value):
+        raise SettingsError(name, f"must be letters, digits, '.', '-' or '_' (got {value!r})")
+    return value
+
+
+def _check_task_queue(name: str, value: str) -> str:
+    if not _TASK_QUEUE.match(value):
+        raise SettingsError(name, "must be a name without spaces")
+    return value
+
+
+def _check_database_url(name: str, value: str) -> str:
+    # The value may hold a password: only its scheme is ever shown.
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in ("postgres", "postgresql"):
+        shown = f"{scheme}://..." if scheme else "no scheme"
+        raise SettingsError(name, f"must be a postgres:// or postgresql:// URL (got {shown})")
+    try:
+        urlsplit(value).port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise SettingsError(name, "has a malformed host or port") from None
+    return value
+
+
+def _parse_time_scale(name: str, value: str) -> float:
+    expected = f"must be a number greater than 0 and at most {MAX_TIME_SCALE:_}"
+    try:
+        scale = float(value)
+    except ValueError:
+        raise SettingsError(name, f"{expected} (got {value!r})") from None
+    if not math.isfinite(scale) or not 0 < scale <= MAX_TIME_SCALE:
+        raise SettingsError(name, f"{expected} (got {value!r})")
+    return scale
+
+
+_CHANNELS = ("sms", "wechat", "voice", "agent_call", "email", "letter")
+
+
+def _check_http_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise SettingsError(name, f"must be an http(s) URL without a query (got {value!r})")
+    return value.rstrip("/")
+
+
+def _pairs(name: str, value: str, keys: tuple[str, ...] | None) -> dict[str, str]:
+    """`a=1,b=2` as a dict; with `keys`, only those keys are allowed."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, sep, val = item.partition("=")
+        key, val = key.strip(), val.strip()
+        if not sep or not key or not val:
+            raise SettingsError(name, f"must be key=value pairs separated by commas (got {item!r})")
+        if keys is not None and key not in keys:
+            raise SettingsError(name, f"{key!r} is not one of {', '.join(keys)}")
+        pairs[key] = val
+    return pairs
+
+
+def _parse_send_rates(name: str, value: str) -> dict[str, float]:
+    rates = {}
+    for channel, text in _pairs(name, value, _CHANNELS).items():
+        try:
+            rate = float(text)
+        except ValueError:
+            rate = -1.0
+        if not math.isfinite(rate) or rate <= 0:
+            raise SettingsError(name, f"{channel}: must be messages per second > 0 (got {text!r})")
+        rates[channel] = rate
+    return rates
+
+
+def _parse_data_dir(name: str, value: str) -> Path:
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise SettingsError(name, f"must be a folder, not a file (got {str(path)!r})")
+    return path
+
+
+def _tls_files(env: _Env) -> tuple[Path | None, Path | None]:
+    names = ("TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY")
+    if not env.group(names, "for a server without mTLS"):
+        return None, None
+    paths = []
+    for name in names:
+        path = Path(env.raw(name)).expanduser()
+        if not path.is_file():
+            raise SettingsError(name, f"must be an existing file (got {str(path)!r})")
+        paths.append(path.resolve())
+    return paths[0], paths[1]
+
+
+def _twilio(env: _Env) -> TwilioSettings | None:
+    if not env.group(("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER")):
+        return None
+    sid = env.raw("TWILIO_ACCOUNT_SID")
+    if not _TWILIO_SID.match(sid):
+        raise SettingsError(
+            "TWILIO_ACCOUNT_SID", f"must be 'AC' followed by 32 hex digits (got {sid!r})"
+        )
+    number = env.raw("TWILIO_FROM_NUMBER")
+    if not _E164.match(number):
+        raise SettingsError(
+            "TWILIO_FROM_NUMBER",
+            f"must be a phone number in E.164 form, e.g. +8610xxxxxxxx (got {number!r})",
+        )
+    return TwilioSettings(
+        account_sid=sid, auth_token=env.secret("TWILIO_AUTH_TOKEN"), from_number=number
+    )
+
+
+def _sendgrid(env: _Env) -> SendGridSettings | None:
+    if not env.group(("SENDGRID_API_KEY", "SENDGRID_FROM")):
+        return None
+    sender = env.raw("SENDGRID_FROM")
+    if not _EMAIL.match(sender):
+        raise SettingsError(
+            "SENDGRID_FROM", f"must be an e-mail address, e.g. notices@example.com (got {sender!r})"
+        )
+    return SendGridSettings(api_key=env.secret("SENDGRID_API_KEY"), from_email=sender,
+                            webhook_public_key=env.raw("SENDGRID_WEBHOOK_PUBLIC_KEY"))
+
+
+def _wechat(env: _Env) -> WeChatSettings | None:
+    if not env.group(("WECHAT_APP_ID", "WECHAT_APP_SECRET")):
+        return None
+    app_id = env.raw("WECHAT_APP_ID")
+    if not _TOKEN.match(app_id):
+        raise SettingsError("WECHAT_APP_ID", f"must not contain spaces (got {app_id!r})")
+    templates = env.raw("WECHAT_TEMPLATE_IDS")
+    return WeChatSettings(app_id=app_id, app_secret=env.secret("WECHAT_APP_SECRET"),
+                          template_ids=_pairs("WECHAT_TEMPLATE_IDS", templates, None)
+                          if templates else {})

@@ -1,0 +1,168 @@
+"""Migrations: once, in order, from concurrent callers, and guarded against edits."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from infra.db import connect_pool
+from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SLOW_MIGRATIONS = {
+    # The sleep keeps the first caller inside the lock while the second one arrives.
+    "0001_first.sql": "CREATE TABLE first_table (id integer PRIMARY KEY);\nSELECT pg_sleep(0.5);\n",
+    "0002_second.sql": "CREATE TABLE second_table (id integer PRIMARY KEY);\n",
+}
+
+
+def write_migrations(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(exist_ok=True)
+    for name, sql in files.items():
+        (directory / name).write_text(sql)
+    return directory
+
+
+async def tables(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        )
+        return [row["tablename"] for row in rows]
+    finally:
+        await conn.close()
+
+
+async def recorded(dsn: str) -> list[tuple[int, str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+        return [(row["version"], row["name"]) for row in rows]
+    finally:
+        await conn.close()
+
+
+async def test_fresh_database_gets_every_migration_then_nothing(empty_db_url):
+    names = [m.name for m in load_migrations()]
+    assert names[0] == "0001_initial"
+    assert await migrate(empty_db_url) == names
+    assert {"policies", "notifications", "journeys", "schema_migrations"} <= set(
+        await tables(empty_db_url)
+    )
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        row = await conn.fetchrow("SELECT * FROM schema_migrations ORDER BY version LIMIT 1")
+    finally:
+        await conn.close()
+    assert row["checksum"] == load_migrations()[0].checksum
+    assert len(row["checksum"]) == 64 and row["applied_at"] is not None
+
+    assert await migrate(empty_db_url) == []
+    assert await recorded(empty_db_url) == [(m.version, m.name) for m in load_migrations()]
+
+
+async def test_concurrent_calls_apply_each_migration_once(empty_db_url, tmp_path):
+    directory = write_migrations(tmp_path / "migrations", SLOW_MIGRATIONS)
+    results = await asyncio.gather(
+        migrate(empty_db_url, directory), migrate(empty_db_url, directory)
+    )
+    assert sorted(results) == [[], ["0001_first", "0002_second"]]
+    assert await tables(empty_db_url) == ["first_table", "schema_migrations", "second_table"]
+
+
+async def test_concurrent_processes_apply_each_migration_once(empty_db_url, tmp_path):
+    directory = write_migrations(tmp_path / "migrations", SLOW_MIGRATIONS)
+    script = "import asyncio, sys; from infra.migrate import migrate; from pathlib import Path; "
+    script += "print(asyncio.run(migrate(sys.argv[1], Path(sys.argv[2]))))"
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, empty_db_url, str(directory),
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = await asyncio.wait_for(
+        asyncio.gather(*(process.communicate() for process in processes)), timeout=30
+    )
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    printed = sorted(stdout.decode().strip() for stdout, _ in outputs)
+    assert printed == ["['0001_first', '0002_second']", "[]"]
+    assert await recorded(empty_db_url) == [(1, "0001_first"), (2, "0002_second")]
+
+
+async def test_a_changed_applied_migration_is_refused(empty_db_url, tmp_path):
+    directory = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, directory)
+    await migrate(empty_db_url, directory)
+    with (directory / "0001_initial.sql").open("a") as file:
+        file.write("\n-- an innocent-looking edit\n")
+    with pytest.raises(
+        MigrationError, match=r"^0001_initial\.sql was changed after it was applied"
+    ):
+        await migrate(empty_db_url, directory)
+
+
+async def test_a_failing_migration_leaves_no_trace_and_names_its_file(empty_db_url, tmp_path):
+    directory = write_migrations(
+        tmp_path / "migrations",
+        {
+            "0001_good.sql": "CREATE TABLE good (id integer);",
+            "0002_bad.sql": "CREATE TABLE half_done (id integer);\nSELECT no_such_function();",
+        },
+    )
+    with pytest.raises(MigrationError, match=r"^0002_bad\.sql failed: .*no_such_function"):
+        await migrate(empty_db_url, directory)
+    assert await tables(empty_db_url) == ["good", "schema_migrations"]
+    assert await recorded(empty_db_url) == [(1, "0001_good")]
+
+
+async def test_a_migration_unknown_to_this_code_is_refused(empty_db_url, tmp_path):
+    directory = write_migrations(tmp_path / "new", {"0001_a.sql": "", "0002_b.sql": "SELECT 1;"})
+    await migrate(empty_db_url, directory)
+    (directory / "0002_b.sql").unlink()
+    with pytest.raises(MigrationError, match="has migration 0002_b, which is not among"):
+        await migrate(empty_db_url, directory)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"1_x.sql": ""}, r"^1_x\.sql: migration files must be named NNNN_name\.sql"),
+        (
+            {"0001_a.sql": "", "0001_b.sql": ""},
+            r"^0001_b\.sql: version 0001 is also used by 0001_a",
+        ),
+    ],
+)
+def test_badly_named_migration_files(tmp_path, files, message):
+    with pytest.raises(MigrationError, match=message):
+        load_migrations(write_migrations(tmp_path / "migrations", files))
+
+
+async def test_pool_round_trips_jsonb_as_python_values(db_url):
+    pool = await connect_pool(db_url)
+    try:
+        rules = {"grace_days": 60, "rate": Decimal("0.05"), "since": date(2026, 1, 1)}
+        await pool.execute(
+            "INSERT INTO products (code, name, kind, rules) VALUES ($1, $2, $3, $4)",
+            "P1", "Life", "long_term", rules,
+        )  # fmt: skip
+        # JSON text (e.g. a model's model_dump_json()) is stored as it is, not re-quoted.
+        await pool.execute(
+            "INSERT INTO products (code, name, kind, rules) VALUES ($1, $2, $3, $4::jsonb)",
+            "P2", "Accident", "short_term", '{"grace_days": 30}',
+        )  # fmt: skip
+        stored = await pool.fetch("SELECT code, rules FROM products ORDER BY code")
+    finally:
+        await pool.close()
+    assert stored[0]["rules"] == {"grace_days": 60, "rate": "0.05", "since": "2026-01-01"}
+    assert stored[1]["rules"] == {"grace_days": 30}

@@ -1,0 +1,354 @@
+"""The journey timeline against the real 2026 calendar (expected dates worked out by hand)."""
+
+import json
+from datetime import date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from commands.plan_view import plan_json, plan_table
+from domain.calendar import BusinessCalendar, CalendarYear, fallback_warning
+from domain.models import (
+    Channel,
+    DebitFailure,
+    DebitFailureReason,
+    MilestoneKind,
+    Product,
+    ProductKind,
+    ProductRules,
+    Segment,
+    Trigger,
+    TriggerKind,
+)
+from domain.plan import TZ, CompanyRules, JourneyPlan, SendWindow
+from domain.planner import plan_journey
+from infra.calendar_seed import package_years
+
+FIXTURE_2027 = Path(__file__).parent / "data" / "calendar-2027.json"
+SEED = [y for y in package_years() if y.year <= 2026]
+CAL = BusinessCalendar(SEED)
+CAL_2027 = BusinessCalendar([*SEED, CalendarYear.model_validate_json(FIXTURE_2027.read_bytes())])
+NO_2027 = fallback_warning(2027)
+STANDARD = {Segment.STANDARD}
+SMS, WECHAT, VOICE, AGENT, EMAIL, LETTER = (
+    Channel.SMS, Channel.WECHAT, Channel.VOICE, Channel.AGENT_CALL, Channel.EMAIL, Channel.LETTER)
+
+
+def long_term(**rules) -> Product:
+    return Product(code="WL01", name="安心终身寿险", kind=ProductKind.LONG_TERM,
+                   rules=ProductRules(**rules))
+
+
+def short_term(**rules) -> Product:
+    return Product(code="ACC1", name="一年期意外险", kind=ProductKind.SHORT_TERM,
+                   rules=ProductRules(reinstatable=False, **rules))
+
+
+def trigger(due: date, kind: TriggerKind = TriggerKind.PREMIUM_OVERDUE, **extra) -> Trigger:
+    return Trigger(kind=kind, policy_number="P2026000001", due_date=due,
+                   amount_due=Decimal("0") if kind is TriggerKind.RESCISSION
+                   else Decimal("1200.00"), **extra)
+
+
+def at(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=TZ)
+
+
+def days(plan: JourneyPlan) -> dict[str, date]:
+    return {m.key: m.day for m in plan.milestones}
+
+
+def test_due_just_before_national_day():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(), STANDARD, CAL)
+    assert plan.grace_ends_on == date(2026, 11, 29)
+    assert plan.lapses_on == date(2026, 11, 30)
+    assert plan.lapses_at == at(2026, 11, 30, 0, 0)
+    assert plan.reinstatement_deadline == date(2028, 11, 30)
+    assert days(plan) == {
+        "first_reminder": date(2026, 10, 8),  # 1 to 7 October are holidays
+        "second_reminder": date(2026, 11, 13),  # 14 November is a Saturday: the Friday before
+        "lapse_notice": date(2026, 11, 30),
+        "follow_up_1": date(2026, 12, 30),
+        "follow_up_2": date(2027, 2, 1),  # 30 January 2027 is a Saturday
+        "follow_up_3": date(2027, 3, 1),  # 28 February 2027 is a Sunday
+        "follow_up_4": date(2027, 3, 30),
+        "follow_up_5": date(2027, 4, 30),
+        "follow_up_6": date(2027, 5, 31),  # 30 May 2027 is a Sunday
+    }
+    first = plan.milestone("first_reminder")
+    assert first.at == at(2026, 10, 8, 10, 0)
+    assert first.channels == [SMS, WECHAT]
+    assert plan.milestone("second_reminder").channels == [VOICE]
+    assert plan.milestone("lapse_notice").channels == [EMAIL, SMS, WECHAT]
+    assert [plan.milestone(f"follow_up_{k}").channels for k in (1, 2, 3, 6)] == [
+        [SMS], [SMS], [SMS, EMAIL], [SMS, EMAIL]]
+    assert [m.index for m in plan.milestones if m.kind is MilestoneKind.FOLLOW_UP] == [
+        1, 2, 3, 4, 5, 6]
+    assert plan.milestone("follow_up_1").warnings == []
+    assert plan.milestone("follow_up_2").warnings == [NO_2027]
+    assert plan.warnings == [NO_2027]
+
+
+def test_make_up_days_count_as_business_days():
+    three = plan_journey(trigger(date(2026, 9, 30)), long_term(first_reminder_business_days=3),
+                         STANDARD, CAL)
+    assert three.milestone("first_reminder").day == date(2026, 10, 10)  # a Saturday
+    sunday = plan_journey(trigger(date(2026, 9, 18)), long_term(), STANDARD, CAL)
+    assert sunday.milestone("first_reminder").at == at(2026, 9, 20, 10, 0)  # a Sunday
+
+
+def test_grace_ending_on_a_holiday():
+    plan = plan_journey(trigger(date(2026, 8, 2)), long_term(), STANDARD, CAL)
+    assert plan.grace_ends_on == date(2026, 10, 1)
+    assert plan.lapses_on == date(2026, 10, 2)
+    assert plan.lapses_at == at(2026, 10, 2, 0, 0)
+    assert days(plan)["first_reminder"] == date(2026, 8, 3)  # D is a Sunday
+    assert days(plan)["second_reminder"] == date(2026, 9, 16)
+    assert days(plan)["lapse_notice"] == date(2026, 10, 8)
+    assert days(plan)["follow_up_1"] == date(2026, 11, 2)
+
+
+def test_second_reminder_on_a_holiday_moves_earlier():
+    plan = plan_journey(trigger(date(2026, 8, 19)), long_term(), STANDARD, CAL)
+    assert plan.grace_ends_on == date(2026, 10, 18)
+    # E - 15 = 3 October, a holiday: the last business day before it.
+    assert days(plan)["second_reminder"] == date(2026, 9, 30)
+    assert days(plan)["lapse_notice"] == date(2026, 10, 19)
+
+
+def test_a_grace_period_too_short_for_a_second_reminder():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(grace_days=10), STANDARD, CAL)
+    assert plan.grace_ends_on == date(2026, 10, 10)
+    assert list(days(plan))[:3] == ["first_reminder", "lapse_notice", "follow_up_1"]
+    assert days(plan)["lapse_notice"] == date(2026, 10, 12)  # L = 11 October, a Sunday
+
+
+def test_lapse_on_31_january_clamps_follow_ups_to_month_end():
+    plan = plan_journey(trigger(date(2025, 12, 1)), long_term(), STANDARD, CAL)
+    assert plan.lapses_on == date(2026, 1, 31)
+    assert plan.reinstatement_deadline == date(2028, 1, 31)
+    assert days(plan) == {
+        "first_reminder": date(2025, 12, 2),
+        "second_reminder": date(2026, 1, 15),
+        "lapse_notice": date(2026, 2, 2),  # 31 January 2026 is a Saturday
+        "follow_up_1": date(2026, 2, 28),  # clamped, and a make-up Saturday (Spring Festival)
+        "follow_up_2": date(2026, 3, 31),
+        "follow_up_3": date(2026, 4, 30),
+        "follow_up_4": date(2026, 6, 1),  # 31 May 2026 is a Sunday
+        "follow_up_5": date(2026, 6, 30),
+        "follow_up_6": date(2026, 7, 31),
+    }
+    assert plan.warnings == []
+
+
+def test_lapse_on_31_january_of_a_leap_year():
+    plan = plan_journey(trigger(date(2023, 12, 1)), long_term(), STANDARD, CAL)
+    assert plan.lapses_on == date(2024, 1, 31)
+    assert days(plan)["follow_up_1"] == date(2024, 2, 29)
+
+
+def test_reinstatement_deadline_from_29_february():
+    plan = plan_journey(trigger(date(2023, 12, 30)), long_term(), STANDARD, CAL)
+    assert plan.lapses_on == date(2024, 2, 29)
+    assert plan.reinstatement_deadline == date(2026, 2, 28)
+    assert days(plan)["follow_up_1"] == date(2024, 3, 29)
+
+
+def test_journey_into_2027_without_its_calendar():
+    plan = plan_journey(trigger(date(2026, 12, 7)), long_term(), STANDARD, CAL)
+    assert plan.grace_ends_on == date(2027, 2, 5)
+    assert plan.lapses_on == date(2027, 2, 6)  # a Saturday
+    assert days(plan)["first_reminder"] == date(2026, 12, 8)
+    assert days(plan)["second_reminder"] == date(2027, 1, 21)
+    assert days(plan)["lapse_notice"] == date(2027, 2, 8)  # Monday-Friday fallback
+    assert plan.milestone("first_reminder").warnings == []
+    assert plan.milestone("lapse_notice").warnings == [NO_2027]
+    assert plan.warnings == [NO_2027]
+
+
+def test_journey_into_2027_with_its_calendar_loaded():
+    plan = plan_journey(trigger(date(2026, 12, 7)), long_term(), STANDARD, CAL_2027)
+    assert days(plan)["second_reminder"] == date(2027, 1, 21)
+    # The fixture's Spring Festival runs 5-13 February; 14 February is a make-up Sunday.
+    assert days(plan)["lapse_notice"] == date(2027, 2, 14)
+    assert days(plan)["follow_up_1"] == date(2027, 3, 8)
+    assert days(plan)["follow_up_2"] == date(2027, 4, 6)
+    assert plan.warnings == []
+
+
+def test_quiet_hours_move_voice_but_not_sms():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(send_time=time(8, 30)),
+                        {Segment.ELDERLY}, CAL)
+    first = plan.milestone("first_reminder")
+    assert {s.channel: s.at for s in first.slots} == {
+        VOICE: at(2026, 10, 8, 9, 0), LETTER: at(2026, 10, 8, 8, 30), SMS: at(2026, 10, 8, 8, 30)}
+    assert first.at == at(2026, 10, 8, 8, 30)
+    standard = plan_journey(trigger(date(2026, 9, 30)), long_term(send_time=time(8, 30)),
+                            STANDARD, CAL)
+    assert standard.milestone("second_reminder").at == at(2026, 11, 13, 9, 0)
+
+
+def test_early_send_time_waits_for_the_window():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(send_time=time(7, 0)),
+                        STANDARD, CAL)
+    assert plan.milestone("first_reminder").at == at(2026, 10, 8, 8, 0)
+
+
+@pytest.mark.parametrize("send_time", [time(21, 0), time(21, 30)])
+def test_late_send_time_moves_to_the_next_business_day(send_time):
+    plan = plan_journey(trigger(date(2026, 9, 29)), long_term(send_time=send_time),
+                        STANDARD, CAL)
+    # The first reminder falls on 30 September; the next business day is 8 October.
+    first = plan.milestone("first_reminder")
+    assert first.day == date(2026, 10, 8)
+    assert [s.at for s in first.slots] == [at(2026, 10, 8, 8, 0)] * 2
+    # Second reminder: 13 November (Friday) too late for a call: Monday 16th at 09:00.
+    assert plan.milestone("second_reminder").at == at(2026, 11, 16, 9, 0)
+
+
+def test_company_send_windows_are_configuration():
+    company = CompanyRules(send_windows={
+        **CompanyRules().send_windows, Channel.SMS: SendWindow(start=time(11, 0), end=time(20, 0))})
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(), STANDARD, CAL, company)
+    slots = {s.channel: s.at for s in plan.milestone("first_reminder").slots}
+    assert slots == {SMS: at(2026, 10, 8, 11, 0), WECHAT: at(2026, 10, 8, 10, 0)}
+    missing = CompanyRules(send_windows={Channel.SMS: SendWindow(start=time(8), end=time(21))})
+    with pytest.raises(ValueError, match="no send window for wechat"):
+        plan_journey(trigger(date(2026, 9, 30)), long_term(), STANDARD, CAL, missing)
+
+
+def test_rescission_is_one_notice_on_the_next_business_day():
+    t = trigger(date(2026, 10, 1), TriggerKind.RESCISSION, rescission_reason="non_disclosure")
+    plan = plan_journey(t, long_term(), STANDARD, CAL)
+    assert [m.key for m in plan.milestones] == ["rescission_notice"]
+    notice = plan.milestones[0]
+    assert notice.kind is MilestoneKind.RESCISSION_NOTICE
+    assert notice.at == at(2026, 10, 8, 10, 0)
+    assert notice.channels == [LETTER, EMAIL, SMS]
+    assert (plan.grace_ends_on, plan.lapses_on, plan.lapses_at,
+            plan.reinstatement_deadline) == (None, None, None, None)
+    same_day = plan_journey(trigger(date(2026, 9, 30), TriggerKind.RESCISSION,
+                                    rescission_reason="fraud"), long_term(), STANDARD, CAL)
+    assert same_day.milestones[0].day == date(2026, 9, 30)
+
+
+def test_short_term_offers_re_enrolment_instead_of_reinstatement():
+    t = trigger(date(2026, 3, 31), TriggerKind.RENEWAL_UNPAID)
+    plan = plan_journey(t, short_term(), STANDARD, CAL)
+    assert plan.lapses_on == date(2026, 5, 31)
+    assert plan.reinstatement_deadline is None
+    assert days(plan) == {
+        "first_reminder": date(2026, 4, 1),
+        "second_reminder": date(2026, 5, 15),
+        "lapse_notice": date(2026, 6, 1),  # 31 May is a Sunday
+        "reenrolment_offer_1": date(2026, 6, 30),
+        "reenrolment_offer_2": date(2026, 7, 31),
+        "reenrolment_offer_3": date(2026, 8, 31),
+        "reenrolment_offer_4": date(2026, 9, 30),
+        "reenrolment_offer_5": date(2026, 11, 2),  # 31 October is a Saturday
+        "reenrolment_offer_6": date(2026, 11, 30),
+    }
+    offers = [m for m in plan.milestones if m.kind is MilestoneKind.REENROLMENT_OFFER]
+    assert [m.index for m in offers] == [1, 2, 3, 4, 5, 6]
+    assert all(m.channels == [SMS] for m in offers)  # no care e-mail
+
+
+def test_a_debit_failure_on_a_short_term_product_is_still_short_term():
+    failure = DebitFailure(failed_at=at(2026, 3, 31, 2, 0), amount=Decimal("1200.00"),
+                           reason_code=DebitFailureReason.CARD_EXPIRED)
+    t = trigger(date(2026, 3, 31), TriggerKind.DEBIT_FAILED, debit_failure=failure)
+    plan = plan_journey(t, short_term(), STANDARD, CAL)
+    assert plan.reinstatement_deadline is None
+    assert "reenrolment_offer_1" in days(plan) and "follow_up_1" not in days(plan)
+
+
+def test_a_renewal_trigger_on_a_long_term_product_gets_no_reinstatement():
+    plan = plan_journey(trigger(date(2026, 3, 31), TriggerKind.RENEWAL_UNPAID), long_term(),
+                        STANDARD, CAL)
+    assert plan.reinstatement_deadline is None
+    assert "reenrolment_offer_6" in days(plan)
+
+
+def test_a_long_term_product_that_cannot_be_reinstated_has_no_follow_ups():
+    plan = plan_journey(trigger(date(2026, 3, 31)), long_term(reinstatable=False), STANDARD, CAL)
+    assert list(days(plan)) == ["first_reminder", "second_reminder", "lapse_notice"]
+    assert plan.reinstatement_deadline is None
+
+
+def test_elderly_channels_and_care_letter():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(),
+                        {Segment.ELDERLY, Segment.HARDSHIP}, CAL)
+    assert plan.segments == [Segment.ELDERLY, Segment.HARDSHIP]
+    assert plan.milestone("first_reminder").channels == [VOICE, LETTER, SMS]
+    assert plan.milestone("second_reminder").channels == [VOICE, AGENT, SMS]
+    assert plan.milestone("lapse_notice").channels == [LETTER, VOICE, SMS]
+    assert plan.milestone("follow_up_1").channels == [SMS]
+    assert plan.milestone("follow_up_3").channels == [SMS, LETTER]
+
+
+def test_group_and_hardship_use_standard_channels():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(),
+                        {Segment.GROUP, Segment.HARDSHIP}, CAL)
+    assert plan.milestone("first_reminder").channels == [SMS, WECHAT]
+    assert plan.milestone("second_reminder").channels == [VOICE]
+
+
+def test_starts_at_before_the_journey_changes_nothing():
+    t, p = trigger(date(2026, 9, 30)), long_term()
+    assert plan_journey(t, p, STANDARD, CAL, starts_at=at(2026, 10, 1, 0, 0)) == plan_journey(
+        t, p, STANDARD, CAL)
+
+
+def test_starts_at_late_in_grace_moves_the_first_reminder_and_drops_the_past():
+    # Saturday 14 November, 20:30: the first allowed slot is Monday 16th.
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(), STANDARD, CAL,
+                        starts_at=at(2026, 11, 14, 20, 30))
+    assert [m.key for m in plan.milestones][:2] == ["first_reminder", "lapse_notice"]
+    first = plan.milestone("first_reminder")
+    assert first.day == date(2026, 11, 16)
+    assert [s.at for s in first.slots] == [at(2026, 11, 16, 8, 0)] * 2
+    assert first.warnings == ["first_reminder moved from 2026-10-08 10:00 because the journey "
+                              "started at 2026-11-14 20:30"]
+    assert plan.milestone("lapse_notice").at == at(2026, 11, 30, 10, 0)
+    assert ("second_reminder was due on 2026-11-13, before the journey started "
+            "(2026-11-14 20:30): not sent") in plan.warnings
+
+
+def test_starts_at_on_the_second_reminder_day_keeps_it():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(), STANDARD, CAL,
+                        starts_at=at(2026, 11, 13, 15, 0))
+    assert plan.milestone("first_reminder").at == at(2026, 11, 13, 15, 0)
+    assert plan.milestone("second_reminder").at == at(2026, 11, 13, 15, 0)
+
+
+def test_starts_at_after_the_lapse_sends_the_lapse_notice_instead():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(), STANDARD, CAL,
+                        starts_at=at(2026, 12, 1, 12, 0))
+    assert [m.key for m in plan.milestones][:2] == ["lapse_notice", "follow_up_1"]
+    assert plan.milestone("lapse_notice").at == at(2026, 12, 1, 12, 0)
+    assert plan.milestone("follow_up_1").at == at(2026, 12, 30, 10, 0)
+    assert ("first_reminder can no longer go out before the lapse (2026-11-30 00:00): not sent"
+            in plan.warnings)
+
+
+def test_starts_at_moves_a_late_rescission_notice():
+    t = trigger(date(2026, 9, 30), TriggerKind.RESCISSION, rescission_reason="fraud")
+    plan = plan_journey(t, long_term(), STANDARD, CAL, starts_at=at(2026, 10, 3, 9, 0))
+    assert plan.milestones[0].at == at(2026, 10, 8, 8, 0)
+
+
+def test_starts_at_must_be_aware():
+    with pytest.raises(ValueError, match="time zone"):
+        plan_journey(trigger(date(2026, 9, 30)), long_term(), STANDARD, CAL,
+                     starts_at=datetime(2026, 10, 1))
+
+
+def test_plan_views():
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(send_time=time(8, 30)),
+                        {Segment.ELDERLY}, CAL)
+    table = plan_table(plan)
+    assert "2026-10-08  周四  08:30  first_reminder" in table
+    assert "voice 09:00, letter, sms" in table
+    assert f"[1] {NO_2027}" in table
+    assert JourneyPlan.model_validate(json.loads(plan_json(plan))) == plan
