@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from commands import calendar, dev, load, plan, schema
+from commands import calendar, dev, journey, load, plan, schema
 
-COMMANDS = (dev, load, schema, calendar, plan)
+COMMANDS = (dev, load, schema, calendar, plan, journey)
 
 
 def build_parser() -> argparse.ArgumentParser:

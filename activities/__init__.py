@@ -1,0 +1,1 @@
+"""Activities: the only code that touches the database, providers and the outside clock."""

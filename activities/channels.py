@@ -1,0 +1,83 @@
+"""What a channel sender must do, the errors it raises, and the local outbox sender."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from domain.models import Channel
+
+
+class SendError(Exception):
+    """A provider refused a message. `code` is the provider's error code, never personal data."""
+
+    def __init__(self, code: str, message: str = ""):
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+
+
+class PermanentSendError(SendError):
+    """The message can never go this way (invalid number, unsubscribed, bounced address)."""
+
+
+class TransientSendError(SendError):
+    """Try again later: the provider did not take the message (rate limited, down, refused
+    the connection), so sending it again cannot make a duplicate."""
+
+    def __init__(self, code: str, message: str = "", retry_after: float | None = None):
+        super().__init__(code, message)
+        self.retry_after = retry_after
+
+
+class UncertainSendError(SendError):
+    """The request went out and no answer came back (read timeout, connection dropped):
+    the provider may have the message. Never re-sent automatically (no double sends); the
+    record becomes 'unknown' until a provider callback or an operator settles it."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str = "application/pdf"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    notification_id: str
+    channel: Channel
+    address: str  # phone number, e-mail, WeChat openid, postal address line, or phone to call
+    subject: str | None
+    body: str
+    fields: dict[str, str] | None
+    # What providers may see instead of the notification id, which names policy and person.
+    reference: str = ""
+    template_id: str | None = None
+    link: str | None = None  # where a WeChat message opens
+    attachment: Attachment | None = None  # the PDF letter of a formal notice
+    # For the senders that stay inside the company (agent tasks, print queue) only.
+    policy_number: str = ""
+    journey_id: str = ""
+    recipient_id: str = ""
+    addressee: str = ""  # the name on a paper letter's envelope
+
+
+class Sender(Protocol):
+    provider: str
+
+    async def send(self, message: Outgoing) -> str:
+        """Hand the message to the provider and return the provider's message id."""
+        ...
+
+
+class LocalOutbox:
+    """Accepts every message and keeps it only in the notification records.
+
+    The journey works end to end with it; the provider senders replace it per channel.
+    """
+
+    provider = "local-outbox"
+
+    async def send(self, message: Outgoing) -> str:
+        return f"local-{uuid.uuid5(uuid.NAMESPACE_URL, message.notification_id).hex[:20]}"

@@ -1,0 +1,316 @@
+"""The journey's activities: plan, re-check, send with records, payments, stages, tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.channels import Outgoing, PermanentSendError, Sender, TransientSendError
+from activities.content import render_for
+from domain.calendar import BusinessCalendar
+from domain.content.rules import ContentRuleError
+from domain.journey import (
+    InquiryRequest,
+    InquiryView,
+    PaymentRecord,
+    PolicyCheck,
+    Preparation,
+    PrepareRequest,
+    SendOutcome,
+    SendRequest,
+    Stage,
+    StageChange,
+    TaskRequest,
+)
+from domain.models import Channel, Customer, Segment
+from domain.plan import TZ
+from domain.planner import plan_journey
+from domain.triggers import segments_for
+from infra import store
+
+# Statuses after which a provider has the message: never send it again.
+_ACCEPTED = ("sent", "delivered")
+_REFUSED = ("failed", "bounced")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    recipient_id: str
+    role: str  # policyholder, group_employer, group_member, emergency_contact
+    customer: Customer
+
+
+def _address(recipient: Recipient, channel: Channel) -> str | None:
+    c = recipient.customer
+    if recipient.role == "emergency_contact":
+        ec = c.emergency_contact
+        return ec.phone if ec and channel in (Channel.SMS, Channel.VOICE) else None
+    if channel in (Channel.SMS, Channel.VOICE):
+        return c.mobile
+    if channel is Channel.EMAIL:
+        return c.email
+    if channel is Channel.WECHAT:
+        return c.wechat_openid
+    if channel is Channel.LETTER and c.postal_address:
+        a = c.postal_address
+        return f"{a.postcode} {a.province}{a.city}{a.district}{a.street}"
+    if channel is Channel.AGENT_CALL:
+        return c.mobile
+    return None
+
+
+class JourneyActivities:
+    """Activities bound to a database pool and one sender per channel."""
+
+    def __init__(self, pool: asyncpg.Pool, senders: dict[Channel, Sender]):
+        self._pool = pool
+        self._senders = senders
+
+    async def _calendar(self, conn: asyncpg.Connection) -> BusinessCalendar:
+        return BusinessCalendar(await store.load_calendar_years(conn))
+
+    @activity.defn
+    async def prepare_journey(self, req: PrepareRequest) -> Preparation:
+        async with self._pool.acquire() as conn:
+            bundle = await store.load_policy(conn, req.trigger.policy_number,
+                                             with_members=False)
+            members = await conn.fetchval(
+                "SELECT count(*) FROM policy_insured WHERE policy_number = $1 AND role = 'member'",
+                req.trigger.policy_number)
+            calendar = await self._calendar(conn)
+            start_day = req.starts_at.astimezone(TZ).date()
+            segments = segments_for(bundle.policy, bundle.product, bundle.policyholder,
+                                    start_day)
+            plan = plan_journey(req.trigger, bundle.product, segments, calendar,
+                                starts_at=req.starts_at)
+            await conn.execute(
+                "INSERT INTO journeys (journey_id, policy_number, trigger, started_at, stage) "
+                "VALUES ($1, $2, $3, $4, 'at_risk') ON CONFLICT (journey_id) DO NOTHING",
+                req.journey_id, req.trigger.policy_number, req.trigger.kind.value, req.starts_at)
+        rules = bundle.product.rules
+        return Preparation(
+            plan=plan, product_kind=bundle.product.kind.value, product_name=bundle.product.name,
+            reinstatable=rules.reinstatable, interest_rate=rules.reinstatement_interest_rate,
+            recipients=1 + members, policyholder_id=bundle.policyholder.customer_id,
+            fallbacks={s: rules.fallbacks_for(s) for s in (Segment.STANDARD, Segment.ELDERLY)})
+
+    @activity.defn
+    async def check_policy(self, policy_number: str) -> PolicyCheck:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT p.status, p.premium, "
+                "  (SELECT sum(amount - paid_amount) FROM premium_dues d "
+                "   WHERE d.policy_number = p.policy_number AND d.due_date <= p.due_date) AS owed "
+                "FROM policies p WHERE p.policy_number = $1", policy_number)
+        if row is None:
+            raise ApplicationError(f"unknown policy {policy_number}", type="UnknownPolicy",
+                                   non_retryable=True)
+        owed = row["owed"] if row["owed"] is not None else row["premium"]
+        return PolicyCheck(in_force=row["status"] == "in_force", outstanding=owed,
+                           status=row["status"])
+
+    async def _recipients(self, conn: asyncpg.Connection, req: SendRequest) -> list[Recipient]:
+        bundle = await store.load_policy(conn, req.policy_number, with_members=False)
+        holder = bundle.policyholder
+        if req.scope == "policyholder":
+            role = "group_employer" if holder.is_organisation else "policyholder"
+            return [Recipient(holder.customer_id, role, holder)]
+        if req.scope == "emergency_contact":
+            if holder.emergency_contact is None:
+                return []
+            return [Recipient(f"{holder.customer_id}.ec", "emergency_contact", holder)]
+        if req.only is not None:
+            ids = req.only
+        else:
+            ids = [r["customer_id"] for r in await conn.fetch(
+                "SELECT customer_id FROM policy_insured WHERE policy_number = $1 "
+                "AND role = 'member' ORDER BY customer_id OFFSET $2 LIMIT $3",
+                req.policy_number, req.offset, req.limit)]
+        people = await store.load_customers(conn, ids)
+        return [Recipient(i, "group_member", people[i]) for i in ids if i in people]
+
+    @activity.defn
+    async def send_notifications(self, req: SendRequest) -> SendOutcome:
+        """Send one message on one channel to a batch of recipients, each on its own record.
+
+        Each record is written before the provider call and completed after it, under a
+        deterministic id, so a retried activity never re-sends what a provider accepted.
+        """
+        sender = self._senders[req.channel]
+        sent, failed, first_id = 0, [], None
+        async with self._pool.acquire() as conn:
+            recipients = await self._recipients(conn, req)
+            bundle = await store.load_policy(conn, req.policy_number, with_members=False)
+            for r in recipients:
+                nid = f"{req.journey_id}/{req.milestone_key}/{req.channel.value}/{r.recipient_id}"
+                first_id = first_id or nid
+                prior = await conn.fetchval(
+                    "SELECT status FROM notifications WHERE notification_id = $1", nid)
+                if prior in _ACCEPTED:
+                    sent += 1
+                    continue
+                if prior in _REFUSED:
+                    failed.append(r.recipient_id)
+                    continue
+                address = _address(r, req.channel)
+                if not address:
+                    await self._record(conn, nid, req, r, None, "failed", "no_address")
+                    failed.append(r.recipient_id)
+                    continue
+                try:
+                    rendered = render_for(req, bundle, r.customer, r.role)
+                except ContentRuleError as err:
+                    # A template that breaks a rule will not mend itself on a retry.
+                    raise ApplicationError(str(err), type="ContentRuleError",
+                                           non_retryable=True) from None
+                await self._record(conn, nid, req, r, rendered, "sending", None)
+                try:
+                    provider_id = await sender.send(Outgoing(
+                        notification_id=nid, channel=req.channel, address=address,
+                        subject=rendered.subject, body=rendered.body, fields=rendered.fields))
+                except PermanentSendError as err:
+                    await self._status(conn, nid, "failed", err.code)
+                    failed.append(r.recipient_id)
+                    continue
+                except TransientSendError as err:
+                    await self._status(conn, nid, "queued", err.code)
+                    delay = (timedelta(seconds=err.retry_after) if err.retry_after else None)
+                    raise ApplicationError(f"{req.channel.value} provider: {err.code}",
+                                           type="TransientSendError",
+                                           next_retry_delay=delay) from None
+                await self._status(conn, nid, "sent", None, sender.provider, provider_id)
+                sent += 1
+        return SendOutcome(channel=req.channel, sent=sent, failed=failed,
+                           first_notification_id=first_id)
+
+    async def _record(self, conn, nid: str, req: SendRequest, r: Recipient, rendered,
+                      status: str, error: str | None) -> None:
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO notifications (notification_id, journey_id, policy_number, "
+                "  milestone, channel, recipient_id, recipient_role, template_id, "
+                "  template_version, subject, body, status, error_code, attempts) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1) "
+                "ON CONFLICT (notification_id) DO UPDATE SET status = EXCLUDED.status, "
+                "  error_code = EXCLUDED.error_code, body = EXCLUDED.body, "
+                "  subject = EXCLUDED.subject, attempts = notifications.attempts + 1, "
+                "  updated_at = now()",
+                nid, req.journey_id, req.policy_number, req.milestone_key, req.channel.value,
+                r.recipient_id, r.role, rendered.template_id if rendered else None,
+                rendered.template_version if rendered else None,
+                rendered.subject if rendered else None, rendered.body if rendered else None,
+                status, error)
+            await conn.execute(
+                "INSERT INTO notification_events (notification_id, status, error_code, "
+                "occurred_at) VALUES ($1, $2, $3, now())", nid, status, error)
+
+    async def _status(self, conn, nid: str, status: str, error: str | None,
+                      provider: str | None = None, provider_id: str | None = None) -> None:
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE notifications SET status = $2, error_code = $3, "
+                "provider = COALESCE($4, provider), "
+                "provider_message_id = COALESCE($5, provider_message_id), updated_at = now() "
+                "WHERE notification_id = $1", nid, status, error, provider, provider_id)
+            await conn.execute(
+                "INSERT INTO notification_events (notification_id, status, error_code, "
+                "occurred_at) VALUES ($1, $2, $3, now())", nid, status, error)
+
+    @activity.defn
+    async def record_payment(self, rec: PaymentRecord) -> Decimal:
+        """Store the payment once (by transaction id) and apply it to the oldest open dues."""
+        p = rec.payment
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO payments (transaction_id, policy_number, amount, currency, paid_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (transaction_id) DO NOTHING "
+                "RETURNING true", p.transaction_id, rec.policy_number, p.amount, p.currency,
+                p.paid_at)
+            if inserted:
+                left = p.amount
+                dues = await conn.fetch(
+                    "SELECT due_date, amount - paid_amount AS open FROM premium_dues "
+                    "WHERE policy_number = $1 AND paid_amount < amount ORDER BY due_date "
+                    "FOR UPDATE", rec.policy_number)
+                for d in dues:
+                    if left <= 0:
+                        break
+                    take = min(left, d["open"])
+                    await conn.execute(
+                        "UPDATE premium_dues SET paid_amount = paid_amount + $3 "
+                        "WHERE policy_number = $1 AND due_date = $2",
+                        rec.policy_number, d["due_date"], take)
+                    left -= take
+            owed = await conn.fetchval(
+                "SELECT COALESCE(sum(amount - paid_amount), 0) FROM premium_dues "
+                "WHERE policy_number = $1", rec.policy_number)
+        return owed
+
+    @activity.defn
+    async def change_stage(self, change: StageChange) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE journeys SET stage = $2, outcome = COALESCE($3, outcome), "
+                "  lapsed_at = CASE WHEN $2 = 'lapsed' AND lapsed_at IS NULL THEN $4 "
+                "                   ELSE lapsed_at END, "
+                "  closed_at = CASE WHEN $2 = 'closed' THEN $4 ELSE closed_at END "
+                "WHERE journey_id = $1", change.journey_id, change.stage.value,
+                change.outcome.value if change.outcome else None, change.at)
+            if change.policy_status:
+                await conn.execute(
+                    "UPDATE policies SET status = $2, status_changed_at = $3, updated_at = now() "
+                    "WHERE policy_number = $1 AND status <> $2",
+                    change.policy_number, change.policy_status, change.at)
+
+    @activity.defn
+    async def create_task(self, task: TaskRequest) -> str:
+        task_id = f"{task.journey_id}/{task.kind}/{task.reference}"
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO agent_tasks (task_id, policy_number, journey_id, kind, priority, "
+                "due_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO NOTHING",
+                task_id, task.policy_number, task.journey_id, task.kind, task.priority,
+                task.due_at)
+        return task_id
+
+    @activity.defn
+    async def open_inquiry(self, req: InquiryRequest) -> InquiryView:
+        """Start the response clock: one business day, at the same time of day."""
+        async with self._pool.acquire() as conn:
+            calendar = await self._calendar(conn)
+            received = req.received_journey_at.astimezone(TZ)
+            respond_day = calendar.add_business_days(received.date(), 1)
+            respond_by = datetime.combine(respond_day, received.timetz())
+            await conn.execute(
+                "INSERT INTO inquiries (inquiry_id, policy_number, kind, received_at, respond_by) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (inquiry_id) DO NOTHING",
+                req.inquiry.inquiry_id, req.policy_number, req.inquiry.kind.value, received,
+                respond_by)
+        return InquiryView(inquiry_id=req.inquiry.inquiry_id, kind=req.inquiry.kind,
+                           received_at=received, respond_by=respond_by)
+
+    @activity.defn
+    async def set_public_notice(self, policy_number: str, listed: bool) -> None:
+        async with self._pool.acquire() as conn:
+            if listed:
+                await conn.execute(
+                    "INSERT INTO public_notices (policy_number) VALUES ($1) "
+                    "ON CONFLICT (policy_number) DO UPDATE SET listed_at = now(), "
+                    "removed_at = NULL", policy_number)
+            else:
+                await conn.execute(
+                    "UPDATE public_notices SET removed_at = now() WHERE policy_number = $1",
+                    policy_number)
+
+    def all(self) -> list:
+        return [self.prepare_journey, self.check_policy, self.send_notifications,
+                self.record_payment, self.change_stage, self.create_task, self.open_inquiry,
+                self.set_public_notice]
+
+
+__all__ = ["JourneyActivities", "Stage"]

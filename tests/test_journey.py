@@ -1,0 +1,380 @@
+"""PolicyLapseWorkflow on the time-skipping server with the real activities and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from domain.journey import (
+    ContactUpdated,
+    InquiryHandled,
+    InquiryKind,
+    InquiryReceived,
+    Outcome,
+    Payment,
+    ReinstatementApplied,
+    ReinstatementDecided,
+    Stage,
+)
+from domain.models import Channel
+from tests.journey_helpers import (
+    ProviderDouble,
+    at,
+    journey_worker,
+    keep_history,
+    load_sample,
+    policy_status,
+    sent_records,
+    start_journey,
+)
+from workflows.policy_lapse import PolicyLapseWorkflow
+
+STANDARD = "P2026000001"  # long-term, due Fri 2026-11-20, ¥3,600.00, every channel known
+NEVER_PAID = Counter({
+    ("first_reminder", "sms"): 1, ("first_reminder", "wechat"): 1,
+    ("second_reminder", "voice"): 1,
+    ("lapse_notice", "email"): 1, ("lapse_notice", "sms"): 1, ("lapse_notice", "wechat"): 1,
+    **{(f"follow_up_{k}", "sms"): 1 for k in range(1, 7)},
+    ("follow_up_3", "email"): 1, ("follow_up_6", "email"): 1,
+})
+
+
+def pay(amount: str, txn: str | None = None) -> Payment:
+    return Payment(transaction_id=txn or f"T{uuid.uuid4().hex[:10]}", amount=Decimal(amount),
+                   currency="CNY", paid_at=at("2026-11-25 12:00"))
+
+
+@pytest.fixture
+async def sample(pool):
+    await load_sample(pool)
+    return pool
+
+
+async def test_never_paid_runs_the_whole_journey(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        result = await handle.result()
+        await keep_history(handle, "never_paid")
+    assert result.outcome is Outcome.FOLLOW_UP_ENDED
+    assert await sent_records(sample, STANDARD) == NEVER_PAID
+    assert sender.count() == NEVER_PAID
+    assert await policy_status(sample, STANDARD) == "lapsed"
+    first = next(m for m in sender.sent if m.notification_id.split("/")[1] == "first_reminder"
+                 and m.channel is Channel.SMS)
+    assert "3,600.00" in first.body
+
+
+async def test_paid_before_first_reminder_sends_only_a_confirmation(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        await time_skipping_env.sleep(timedelta(hours=2))
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("3600.00"))
+        result = await handle.result()
+    assert result.outcome is Outcome.PAID
+    assert await sent_records(sample, STANDARD) == Counter({("payment_confirmation", "sms"): 1})
+    assert await policy_status(sample, STANDARD) == "in_force"
+
+
+async def test_paid_on_day_five_after_the_first_reminder(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        await time_skipping_env.sleep(timedelta(days=4))  # journey day 5 (D = 11-20)
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("3600.00"))
+        result = await handle.result()
+        await keep_history(handle, "paid_in_grace")
+    assert result.outcome is Outcome.PAID
+    assert await sent_records(sample, STANDARD) == Counter({
+        ("first_reminder", "sms"): 1, ("first_reminder", "wechat"): 1,
+        ("payment_confirmation", "sms"): 1})
+
+
+async def test_partial_then_full_payment(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        await time_skipping_env.sleep(timedelta(days=4))
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("1000.00", "T-A"))
+        await time_skipping_env.sleep(timedelta(days=45))  # past the second reminder
+        status = await handle.query(PolicyLapseWorkflow.status)
+        assert status.stage is Stage.AT_RISK
+        assert status.outstanding == Decimal("2600.00")
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("2600.00", "T-B"))
+        result = await handle.result()
+        await keep_history(handle, "partial_then_full")
+    assert result.outcome is Outcome.PAID
+    assert result.amount_paid == Decimal("3600.00")
+    assert await sent_records(sample, STANDARD) == Counter({
+        ("first_reminder", "sms"): 1, ("first_reminder", "wechat"): 1,
+        ("second_reminder", "voice"): 1, ("payment_confirmation", "sms"): 1})
+    paid = await sample.fetchval("SELECT paid_amount FROM premium_dues WHERE policy_number = $1",
+                                 STANDARD)
+    assert paid == Decimal("3600.00")
+
+
+async def test_the_same_payment_signalled_twice_counts_once(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("1000.00", "T-SAME"))
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("1000.00", "T-SAME"))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("2600.00"))
+        await handle.result()
+    assert status.amount_paid == Decimal("1000.00")
+    assert status.outstanding == Decimal("2600.00")
+    assert await sample.fetchval("SELECT count(*) FROM payments WHERE policy_number = $1",
+                                 STANDARD) == 2
+
+
+async def _lapse(env, journeys, pool, **changes):
+    handle = await start_journey(journeys, pool, STANDARD, at("2026-11-21 08:00"), **changes)
+    await env.sleep(timedelta(days=61))  # journey 2027-01-21 08:00: lapsed on 01-20
+    return handle
+
+
+async def test_lapsed_then_reinstated(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await _lapse(time_skipping_env, journeys, sample)
+        lapsed = await handle.query(PolicyLapseWorkflow.status)
+        assert await policy_status(sample, STANDARD) == "lapsed"
+        await handle.signal(PolicyLapseWorkflow.reinstatement_applied, ReinstatementApplied(
+            application_id="R-1", applied_at=at("2027-01-21 09:00")))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        assert (lapsed.stage, status.stage) == (Stage.LAPSED, Stage.REINSTATING)
+        # Applied on 2027-01-21, a day after the lapse:
+        # ¥3,600 x 5.5% x 1 day / 365 = ¥0.54; the deadline is two years after the lapse.
+        assert status.reinstatement.days == 1
+        assert status.reinstatement.interest == Decimal("0.54")
+        assert status.reinstatement.total == Decimal("3600.54")
+        assert str(status.reinstatement.deadline) == "2029-01-20"
+        await handle.signal(PolicyLapseWorkflow.reinstatement_decided, ReinstatementDecided(
+            application_id="R-1", approved=True, decided_at=at("2027-01-21 15:00")))
+        result = await handle.result()
+        await keep_history(handle, "reinstated")
+    assert result.outcome is Outcome.REINSTATED
+    assert await policy_status(sample, STANDARD) == "in_force"
+    sent = await sent_records(sample, STANDARD)
+    assert sent[("reinstatement_approved", "sms")] == 1
+    assert not any(m.startswith("follow_up") for m, _ in sent)
+
+
+async def test_no_interest_when_the_lapse_was_the_insurers_fault(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await _lapse(time_skipping_env, journeys, sample, insurer_fault=True)
+        await handle.signal(PolicyLapseWorkflow.reinstatement_applied, ReinstatementApplied(
+            application_id="R-3", applied_at=at("2027-01-21 09:00")))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        assert status.reinstatement.days == 1
+        await handle.terminate("test done")
+    assert status.reinstatement.interest == Decimal("0.00")
+    assert status.reinstatement.total == Decimal("3600.00")
+
+
+async def test_reinstatement_refused_resumes_follow_up(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await _lapse(time_skipping_env, journeys, sample)
+        await handle.signal(PolicyLapseWorkflow.reinstatement_applied, ReinstatementApplied(
+            application_id="R-2", applied_at=at("2027-01-21 09:00")))
+        await handle.signal(PolicyLapseWorkflow.reinstatement_decided, ReinstatementDecided(
+            application_id="R-2", approved=False, decided_at=at("2027-01-22 15:00"),
+            reason="health"))
+        result = await handle.result()
+        await keep_history(handle, "reinstatement_refused")
+    assert result.outcome is Outcome.FOLLOW_UP_ENDED
+    sent = await sent_records(sample, STANDARD)
+    assert sent[("reinstatement_refused-R-2", "sms")] == 1
+    assert sum(n for (m, _), n in sent.items() if m.startswith("follow_up")) == 8
+    assert await policy_status(sample, STANDARD) == "lapsed"
+
+
+async def test_payment_after_lapse_explains_reinstatement(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await _lapse(time_skipping_env, journeys, sample)
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("3600.00", "T-LATE"))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "payment_after_lapse")
+        await handle.terminate("test done")
+    assert status.stage is Stage.LAPSED
+    assert status.outstanding == Decimal("0")
+    sent = await sent_records(sample, STANDARD)
+    assert sent[("payment_after_lapse-T-LATE", "sms")] == 1
+    assert await policy_status(sample, STANDARD) == "lapsed"
+
+
+async def test_rescission_sends_one_formal_notice(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, "P2026000005", at("2026-11-26 18:00"))
+        result = await handle.result()
+        await keep_history(handle, "rescission")
+    assert result.outcome is Outcome.RESCINDED
+    assert await sent_records(sample, "P2026000005") == Counter({
+        ("rescission_notice", "letter"): 1, ("rescission_notice", "email"): 1,
+        ("rescission_notice", "sms"): 1})
+
+
+async def test_short_term_not_renewed_offers_re_enrolment(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, "P2026000004", at("2026-11-19 08:00"))
+        result = await handle.result()
+        await keep_history(handle, "short_term")
+    assert result.outcome is Outcome.NOT_RENEWED
+    assert result.reinstatement is None
+    assert await sent_records(sample, "P2026000004") == Counter({
+        ("first_reminder", "sms"): 1, ("first_reminder", "wechat"): 1,
+        ("second_reminder", "voice"): 1,
+        ("lapse_notice", "email"): 1, ("lapse_notice", "sms"): 1, ("lapse_notice", "wechat"): 1,
+        ("reenrolment_offer_1", "sms"): 1, ("reenrolment_offer_2", "sms"): 1})
+
+
+async def test_debit_failure_details_reach_the_messages(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, "P2026000002", at("2026-11-16 08:00"))
+        await time_skipping_env.sleep(timedelta(hours=3))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "debit_failed")
+        await handle.terminate("test done")
+    assert status.trigger == "debit_failed"
+    assert [f.reason_code.value for f in status.debit_failures] == ["insufficient_balance"]
+    sms = next(m for m in sender.sent if m.channel is Channel.SMS)
+    assert "11月15日" in sms.body and "5,280.00" in sms.body and "余额不足" in sms.body
+
+
+async def test_inquiry_escalated_after_one_business_day(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 11:00"))
+        await handle.signal(PolicyLapseWorkflow.inquiry_received, InquiryReceived(
+            inquiry_id="Q-1", kind=InquiryKind.HARDSHIP, received_at=at("2026-11-23 11:00")))
+        await handle.signal(PolicyLapseWorkflow.inquiry_received, InquiryReceived(
+            inquiry_id="Q-2", kind=InquiryKind.QUESTION, received_at=at("2026-11-23 11:00")))
+        await time_skipping_env.sleep(timedelta(hours=2))
+        await handle.signal(PolicyLapseWorkflow.inquiry_handled, InquiryHandled(
+            inquiry_id="Q-2", handled_at=at("2026-11-23 13:00")))
+        await time_skipping_env.sleep(timedelta(days=2))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "inquiry_escalated")
+        await handle.terminate("test done")
+    assert [(i.inquiry_id, i.escalated) for i in status.open_inquiries] == [("Q-1", True)]
+    assert "hardship" in [s.value for s in status.segments]
+    tasks = await sample.fetch("SELECT kind, priority FROM agent_tasks WHERE policy_number = $1",
+                               STANDARD)
+    assert [(t["kind"], t["priority"]) for t in tasks] == [("inquiry_escalation", 1)]
+
+
+async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sample):
+    policy = "P2026000009"  # its mobile is refused by the provider as invalid
+    customer = await sample.fetchrow("SELECT * FROM customers WHERE customer_id = "
+                                     "(SELECT policyholder_id FROM policies "
+                                     " WHERE policy_number = $1)", policy)
+    a = customer["postal_address"]
+    letter = f"{a['postcode']} {a['province']}{a['city']}{a['district']}{a['street']}"
+    sender = ProviderDouble(permanent={customer["mobile"], customer["email"],
+                                       customer["wechat_openid"], letter})
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, policy, at("2026-11-18 08:00"))
+        await time_skipping_env.sleep(timedelta(hours=4))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        listed = await sample.fetchval(
+            "SELECT removed_at IS NULL FROM public_notices WHERE policy_number = $1", policy)
+        tasks = await sample.fetch("SELECT kind FROM agent_tasks WHERE policy_number = $1",
+                                   policy)
+        sender.permanent.clear()
+        await handle.signal(PolicyLapseWorkflow.contact_updated,
+                            ContactUpdated(updated_at=at("2026-11-18 15:00")))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        after = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "unreachable")
+        await handle.terminate("test done")
+    assert "unreachable" in [s.value for s in status.segments]
+    assert listed is True
+    assert [t["kind"] for t in tasks] == ["contact_repair"]
+    assert "unreachable" not in [s.value for s in after.segments]
+    resent = [m for m in sender.sent if "resend" in m.notification_id]
+    assert {m.channel for m in resent} == {Channel.SMS, Channel.WECHAT}
+    assert await sample.fetchval(
+        "SELECT removed_at IS NOT NULL FROM public_notices WHERE policy_number = $1", policy)
+
+
+async def test_group_of_500_members_each_on_their_own_record(time_skipping_env, sample):
+    members = [f'{{"record": "customer", "customer_id": "G5{i:04d}", "name": "成员{i}", '
+               f'"birth_date": "1990-01-01", "mobile": "+86137{i:08d}"}}' for i in range(500)]
+    ids = ", ".join(f'"G5{i:04d}"' for i in range(500))
+    extra = [*members,
+             '{"record": "customer", "customer_id": "GEMP5", "name": "示例科技有限公司", '
+             '"birth_date": "2010-01-01", "mobile": "+8613600000000", '
+             '"is_organisation": true}',
+             '{"record": "policy", "policy_number": "GRP0000500", "product_code": "ST-GRP01", '
+             '"policyholder_id": "GEMP5", "effective_date": "2025-11-16", "premium": "50000.00", '
+             f'"due_date": "2026-11-16", "member_ids": [{ids}], "payment_method": '
+             '{"kind": "manual"}, "dues": [{"due_date": "2026-11-16", "amount": "50000.00"}]}']
+    await load_sample(sample, extra)
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, "GRP0000500", at("2026-11-17 08:00"))
+        await time_skipping_env.sleep(timedelta(hours=4))
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("50000.00"))
+        result = await handle.result()
+        await keep_history(handle, "group_500")
+        history = await handle.fetch_history()
+    assert result.outcome is Outcome.PAID
+    sent = await sent_records(sample, "GRP0000500")
+    # The employer and each member by SMS; WeChat only reaches those with an openid (none).
+    assert sent[("first_reminder", "sms")] == 501
+    assert len({m.address for m in sender.sent if m.channel is Channel.SMS}) == 501
+    assert len(history.events) < 200
+
+
+async def test_a_worker_stopped_mid_journey_and_another_finishing_sends_nothing_twice(
+        time_skipping_env, sample):
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    first, second = ProviderDouble(), ProviderDouble()
+    # No workflow cache: the stopped worker holds no sticky task queue the server would
+    # wait on before handing the journey to the next worker.
+    async with journey_worker(time_skipping_env.client, sample, first, queue,
+                              max_cached_workflows=0) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        await time_skipping_env.sleep(timedelta(days=50))  # past the second reminder
+    assert first.count() and first.count() != NEVER_PAID
+    async with journey_worker(time_skipping_env.client, sample, second, queue):
+        result = await handle.result()
+    assert result.outcome is Outcome.FOLLOW_UP_ENDED
+    ids = [m.notification_id for m in first.sent + second.sent]
+    assert len(ids) == len(set(ids))
+    assert first.count() + second.count() == NEVER_PAID
+
+
+async def test_record_payment_update_validates_and_answers(dev_env, sample):
+    async with journey_worker(dev_env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(PolicyLapseWorkflow.record_payment, pay("-5.00"))
+        assert "amount must be positive" in str(refused.value.cause)
+        wrong = pay("10.00").model_copy(update={"currency": "USD"})
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(PolicyLapseWorkflow.record_payment, wrong)
+        answer = await handle.execute_update(PolicyLapseWorkflow.record_payment,
+                                             pay("1000.00", "T-U1"))
+        assert (answer.accepted, answer.outcome, answer.outstanding) == (
+            True, "recorded", Decimal("2600.00"))
+        again = await handle.execute_update(PolicyLapseWorkflow.record_payment,
+                                            pay("1000.00", "T-U1"))
+        assert again.outcome == "duplicate"
+        done = await handle.execute_update(PolicyLapseWorkflow.record_payment,
+                                           pay("2600.00", "T-U2"))
+        assert done.outcome == "paid_in_full"
+        result = await handle.result()
+        assert result.outcome is Outcome.PAID
+        with pytest.raises(RPCError, match="already completed"):  # the journey is closed
+            await handle.execute_update(PolicyLapseWorkflow.record_payment, pay("1.00"))

@@ -1,0 +1,185 @@
+"""The policy model's validation and `lapse load`: all or nothing, errors by line and field."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from domain.models import Customer, Policy, Product, Trigger
+from domain.policy_file import PolicyFileError, json_schema, parse_policy_file
+from tests.journey_helpers import SAMPLE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lapse(*args: str, db_url: str, data_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": db_url, "LAPSE_DATA_DIR": str(data_dir)}
+    return subprocess.run([sys.executable, str(ROOT / "starter.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def customer(**changes) -> dict:
+    return {"record": "customer", "customer_id": "C1", "name": "张伟", "gender": "M",
+            "birth_date": "1985-03-12", "mobile": "+8613800138000",
+            "id_number": "11010519491231002X", **changes}
+
+
+@pytest.mark.parametrize(("changes", "field", "message"), [
+    ({"mobile": "13800138000"}, "mobile", "E.164"),
+    ({"mobile": "+8612800138000"}, "mobile", "mainland mobile"),
+    ({"id_number": "110105194912310021"}, "id_number", "check digit"),
+    ({"id_number": "1101051949"}, "id_number", "18-character"),
+    ({"email": "not-an-address"}, "email", "e-mail"),
+    ({"birth_date": "1850-01-01"}, "birth_date", "1900"),
+    ({"shoe_size": 42}, "shoe_size", "Extra inputs"),
+])
+def test_customer_validation_names_the_field(changes, field, message):
+    with pytest.raises(ValidationError) as err:
+        Customer.model_validate(customer(**changes))
+    problems = err.value.errors(include_input=False)
+    assert [p["loc"][-1] for p in problems] == [field]
+    assert message in problems[0]["msg"]
+
+
+def test_valid_id_number_with_x_check_digit_is_accepted():
+    assert Customer.model_validate(customer()).id_number == "11010519491231002X"
+
+
+def test_short_term_product_cannot_be_reinstatable():
+    with pytest.raises(ValidationError, match="cannot be reinstatable"):
+        Product(code="ST", name="一年期意外险", kind="short_term")
+
+
+def test_policy_cannot_have_both_insured_and_members():
+    with pytest.raises(ValidationError, match="not both"):
+        Policy(policy_number="P0000001", product_code="X", policyholder_id="C1",
+               insured_ids=["C2"], member_ids=["C3"], effective_date=date(2020, 1, 1),
+               premium=Decimal("1"), due_date=date(2026, 1, 1),
+               payment_method={"kind": "manual"})
+
+
+def test_debit_failed_trigger_needs_its_details():
+    with pytest.raises(ValidationError, match="debit_failure"):
+        Trigger(kind="debit_failed", policy_number="P0000001", due_date=date(2026, 1, 1),
+                amount_due=Decimal("10"))
+
+
+def test_sample_file_is_valid_and_varied():
+    parsed = parse_policy_file(SAMPLE.read_text(encoding="utf-8").splitlines())
+    assert len(parsed.policies) == 20
+    assert {p.kind.value for p in parsed.products.values()} == {"long_term", "short_term"}
+    assert any(len(p.member_ids) == 3 for p in parsed.policies.values())
+    assert any(p.rescission for p in parsed.policies.values())
+    reasons = {a.reason_code.value for p in parsed.policies.values() for a in p.debit_attempts
+               if a.reason_code}
+    assert {"insufficient_balance", "card_expired"} <= reasons
+    assert any(c.email is None for c in parsed.customers.values())
+
+
+def test_errors_list_every_bad_line_without_echoing_values():
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    broken = list(lines)
+    broken[5] = broken[5].replace('"+86138', '"138')  # a customer's mobile, not E.164
+    broken.append('{"record": "policy", "policy_number": "BAD-1"')  # cut short
+    broken.append(json.dumps({"record": "policy", "policy_number": "P9999999",
+                              "product_code": "NOPE", "policyholder_id": "C0001",
+                              "effective_date": "2020-01-01", "premium": "1.00",
+                              "due_date": "2026-01-01", "payment_method": {"kind": "manual"}}))
+    with pytest.raises(PolicyFileError) as err:
+        parse_policy_file(broken, "f.jsonl")
+    text = str(err.value)
+    assert "line 6 field mobile" in text
+    assert f"line {len(lines) + 1}: not valid JSON" in text
+    assert f"line {len(lines) + 2} field product_code: unknown product" in text
+    assert "13800000001" not in text  # the rejected phone number is not echoed
+
+
+def test_json_schema_describes_the_three_record_kinds():
+    schema = json_schema()
+    assert set(schema["discriminator"]["mapping"]) == {"product", "customer", "policy"}
+
+
+async def test_lapse_load_stores_the_sample(db_url, short_tmp, pool):
+    done = lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp)
+    assert done.returncode == 0, done.stderr
+    assert "loaded 20 policies" in done.stdout
+    assert await pool.fetchval("SELECT count(*) FROM policies") == 20
+    assert await pool.fetchval("SELECT count(*) FROM policy_insured WHERE role = 'member'") == 3
+    # Loading again updates in place: still 20.
+    again = lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp)
+    assert again.returncode == 0, again.stderr
+    assert await pool.fetchval("SELECT count(*) FROM policies") == 20
+
+
+async def test_lapse_load_with_a_broken_line_changes_nothing(db_url, short_tmp, pool):
+    assert lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp).returncode == 0
+    before = await pool.fetch("SELECT policy_number, premium, due_date FROM policies "
+                              "ORDER BY 1")
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    changed = [line.replace('"3600.00"', '"9999.00"') for line in lines]
+    changed.insert(10, '{"record": "customer", "customer_id": "CX", "name": "某",'
+                       ' "birth_date": "1990-13-01"}')
+    bad = short_tmp / "bad.jsonl"
+    bad.write_text("\n".join(changed), encoding="utf-8")
+    done = lapse("load", str(bad), db_url=db_url, data_dir=short_tmp)
+    assert done.returncode == 2
+    assert "line 11 field birth_date" in done.stderr
+    assert "nothing was loaded" in done.stderr
+    assert await pool.fetch("SELECT policy_number, premium, due_date FROM policies "
+                            "ORDER BY 1") == before
+
+
+async def test_lapse_schema_prints_json(db_url, short_tmp):
+    done = lapse("schema", db_url=db_url, data_dir=short_tmp)
+    assert done.returncode == 0
+    assert "policy_number" in json.loads(done.stdout)["$defs"]["Policy"]["properties"]
+
+
+async def test_lapse_plan_shows_the_timeline_of_a_loaded_policy(db_url, short_tmp):
+    assert lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp).returncode == 0
+    done = lapse("plan", "P2026000001", "--as-of", "2026-11-21", db_url=db_url,
+                 data_dir=short_tmp)
+    assert done.returncode == 0, done.stderr
+    # D = Fri 2026-11-20: first reminder Mon 11-23; grace ends 2027-01-19.
+    assert "2026-11-23" in done.stdout and "first_reminder" in done.stdout
+    assert "grace ends 2027-01-19" in done.stdout
+    assert "calendar for 2027 is not loaded" in done.stdout
+    as_json = lapse("plan", "P2026000001", "--as-of", "2026-11-21", "--json", db_url=db_url,
+                    data_dir=short_tmp)
+    plan = json.loads(as_json.stdout)[0]
+    assert [m["key"] for m in plan["milestones"]][:3] == [
+        "first_reminder", "second_reminder", "lapse_notice"]
+
+
+async def test_calendar_load_removes_the_fallback_warning(db_url, short_tmp):
+    assert lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp).returncode == 0
+    fixture = ROOT / "tests" / "data" / "calendar-2027.json"
+    done = lapse("calendar", "load", str(fixture), db_url=db_url, data_dir=short_tmp)
+    assert done.returncode == 0, done.stderr
+    plan = lapse("plan", "P2026000001", "--as-of", "2026-11-21", db_url=db_url,
+                 data_dir=short_tmp)
+    assert "calendar for 2027 is not loaded" not in plan.stdout
+
+
+async def test_unknown_policy_is_one_clear_line(db_url, short_tmp):
+    done = lapse("plan", "P0000000404", db_url=db_url, data_dir=short_tmp)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "lapse plan: unknown policy P0000000404"
+
+
+async def test_plan_messages_for_every_sample_policy_break_no_rule(db_url, short_tmp):
+    done = lapse("plan", "--policy-file", str(SAMPLE), "--messages", "--as-of", "2026-11-21",
+                 db_url=db_url, data_dir=short_tmp)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("messages for policy") == 20
+    assert "!!" not in done.stdout  # the preview marks every broken content rule with !!
+    # Masked in short channels, full in the formal letter.
+    assert "尾号0001" in done.stdout and "保单号：P2026000001" in done.stdout

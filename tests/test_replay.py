@@ -1,0 +1,32 @@
+"""Every recorded journey history still replays on the current workflow code.
+
+A change that breaks this must go behind `workflow.patched` (README: changing the
+workflow safely). Histories are recorded from real runs of the journey tests with
+RECORD_HISTORIES=1.
+"""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tests.journey_helpers import HISTORIES
+from workflows.policy_lapse import PolicyLapseWorkflow
+
+RECORDED = sorted(HISTORIES.glob("*.json"))
+KINDS = {"never_paid", "paid_in_grace", "partial_then_full", "reinstated",
+         "reinstatement_refused", "rescission", "short_term", "group_500",
+         "inquiry_escalated", "unreachable", "debit_failed", "payment_after_lapse"}
+
+
+def test_a_history_is_recorded_for_every_journey_kind():
+    assert {p.stem for p in RECORDED} >= KINDS
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+async def test_history_replays(path):
+    history = WorkflowHistory.from_json(f"lapse-{path.stem}", path.read_text(encoding="utf-8"))
+    replayer = Replayer(workflows=[PolicyLapseWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
