@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from commands import calendar, dev, journey, load, plan, schema
+from commands import calendar, dev, journey, load, plan, report, sandbox, schema, task
 
-COMMANDS = (dev, load, schema, calendar, plan, journey)
+COMMANDS = (dev, load, schema, calendar, plan, journey, report, task, sandbox)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `lapse status ... | head`
+        code = 0
+    sys.stderr.flush()
+    # Leave without interpreter finalisation: the Temporal client's native threads can
+    # abort it (sdk-python issue 300) after an otherwise clean run.
+    os._exit(code)
 
 
 if __name__ == "__main__":

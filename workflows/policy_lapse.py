@@ -213,6 +213,7 @@ class PolicyLapseWorkflow:
         if members and s.prep.recipients > 1:
             unreached["members"] = None
         tried: set[Channel] = set()
+        at = slot_groups[0][0]
         for at, channels in slot_groups:
             # A later slot (a channel with later quiet hours) waits; signals are served.
             while not await self._sleep_until(_Event(at, "slot", f"until {key} may go out on "
@@ -220,7 +221,7 @@ class PolicyLapseWorkflow:
                 await self._drain_pending()
                 if s.stage is Stage.CLOSED:
                     return
-            results = await asyncio.gather(*(self._send(key, message, ch, scope)
+            results = await asyncio.gather(*(self._send(key, message, ch, scope, at=at)
                                              for ch in channels for scope in unreached))
             tried.update(channels)
             self._merge(unreached, results)
@@ -231,7 +232,7 @@ class PolicyLapseWorkflow:
             if not any(unreached.values()):
                 break
             results = await asyncio.gather(*(
-                self._send(key, message, channel, scope, only=sorted(ids))
+                self._send(key, message, channel, scope, only=sorted(ids), at=at)
                 for scope, ids in unreached.items() if ids))
             self._merge(unreached, results)
         if unreached.get("policyholder"):
@@ -240,8 +241,12 @@ class PolicyLapseWorkflow:
             await self._task("contact_repair", f"{key}-members", priority=3)
 
     async def _send(self, key: str, message: str, channel: Channel, scope: RecipientScope,
-                    only: list[str] | None = None) -> tuple[RecipientScope, list[SendOutcome]]:
+                    only: list[str] | None = None, at: datetime | None = None,
+                    ) -> tuple[RecipientScope, list[SendOutcome]]:
+        """Send to one scope on one channel; `at` is the journey moment the send belongs to
+        (its slot), which dates the message even when compressed time runs on meanwhile."""
         s = self._s
+        at = at or self._journey_now()
         plan = s.prep.plan
         trigger = self._input.trigger
         if s.debit_failures:
@@ -250,7 +255,7 @@ class PolicyLapseWorkflow:
         base = SendRequest(
             journey_id=self._journey_id(), policy_number=trigger.policy_number,
             milestone_key=key, message=message, channel=channel, scope=scope, only=only,
-            journey_date=self._journey_now().date(), trigger=trigger,
+            journey_date=at.astimezone(TZ).date(), trigger=trigger,
             outstanding=self._outstanding(), segments=s.segments,
             grace_ends_on=plan.grace_ends_on, lapses_on=plan.lapses_on,
             reinstatement_deadline=plan.reinstatement_deadline,
@@ -262,10 +267,10 @@ class PolicyLapseWorkflow:
                        for o in range(0, s.prep.recipients - 1, MEMBER_BATCH)]
         else:
             batches = [base]
-        outcomes = await asyncio.gather(*(self._send_batch(b) for b in batches))
+        outcomes = await asyncio.gather(*(self._send_batch(b, at) for b in batches))
         return scope, list(outcomes)
 
-    async def _send_batch(self, req: SendRequest) -> SendOutcome:
+    async def _send_batch(self, req: SendRequest, at: datetime) -> SendOutcome:
         try:
             out: SendOutcome = await workflow.execute_activity_method(
                 JourneyActivities.send_notifications, req,
@@ -286,7 +291,7 @@ class PolicyLapseWorkflow:
                 await self._task("contact_repair", f"{req.milestone_key}-batch{req.offset}", 3)
         status = "sent" if out.sent else "failed"
         if out.sent or out.failed:
-            self._note(req.milestone_key, req.channel, status, self._journey_now(),
+            self._note(req.milestone_key, req.channel, status, at,
                        out.first_notification_id, out.sent + len(out.failed))
         return out
 
