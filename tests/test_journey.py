@@ -8,21 +8,29 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from domain.journey import (
     ContactUpdated,
+    DebitFailedSignal,
+    DeliveryFailed,
     InquiryHandled,
     InquiryKind,
     InquiryReceived,
+    JourneyInput,
     Outcome,
     Payment,
     ReinstatementApplied,
     ReinstatementDecided,
     Stage,
+    workflow_id,
 )
-from domain.models import Channel
+from domain.models import Channel, DebitFailureReason
+from domain.plan import TZ
+from domain.triggers import detect_trigger
+from infra import store
 from tests.journey_helpers import (
     ProviderDouble,
     at,
@@ -33,6 +41,7 @@ from tests.journey_helpers import (
     sent_records,
     start_journey,
 )
+from workflows import search_attributes as sa
 from workflows.policy_lapse import PolicyLapseWorkflow
 
 STANDARD = "P2026000001"  # long-term, due Fri 2026-11-20, ¥3,600.00, every channel known
@@ -378,3 +387,76 @@ async def test_record_payment_update_validates_and_answers(dev_env, sample):
         assert result.outcome is Outcome.PAID
         with pytest.raises(RPCError, match="already completed"):  # the journey is closed
             await handle.execute_update(PolicyLapseWorkflow.record_payment, pay("1.00"))
+
+
+async def test_debit_failed_signal_adds_a_later_failure(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, "P2026000002", at("2026-11-16 08:00"))
+        await handle.signal(PolicyLapseWorkflow.debit_failed, DebitFailedSignal(
+            failed_at=at("2026-11-16 09:00"), amount=Decimal("5280.00"),
+            reason_code=DebitFailureReason.CARD_EXPIRED, reason_text="卡片过期"))
+        await time_skipping_env.sleep(timedelta(hours=3))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await handle.terminate("test done")
+    assert [f.reason_code.value for f in status.debit_failures] == [
+        "insufficient_balance", "card_expired"]
+    sms = next(m for m in sender.sent if m.channel is Channel.SMS)
+    assert "过期" in sms.body  # the next message explains the latest failure
+
+
+async def test_delivery_failed_falls_back_to_the_next_channel(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        await time_skipping_env.sleep(timedelta(days=2, hours=3))  # after the first reminder
+        sms = next(m for m in sender.sent if m.channel is Channel.SMS)
+        await handle.signal(PolicyLapseWorkflow.delivery_failed, DeliveryFailed(
+            notification_id=sms.notification_id, channel=Channel.SMS, error_code="30005",
+            permanent=True))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        await handle.terminate("test done")
+    sent = await sent_records(sample, STANDARD)
+    # The standard fallback order after SMS is WeChat (already reached), then e-mail.
+    assert sent[("first_reminder-fallback", "wechat")] == 1
+
+
+async def test_compressed_time_runs_months_in_seconds_with_real_dates(dev_env, sample):
+    async with journey_worker(dev_env.client, sample, ProviderDouble()) as journeys:
+        async with sample.acquire() as conn:
+            bundle = await store.load_policy(conn, "P2026000004", with_members=False)
+        trigger = detect_trigger(bundle.policy, bundle.product, at("2026-11-19 08:00").date())
+        handle = await journeys.start(trigger, "short_term", time_scale=10_000_000,
+                                      journey_start=at("2026-11-19 08:00"))
+        result = await handle.result()
+    assert result.outcome is Outcome.NOT_RENEWED
+    # Dates stay the journey's calendar dates: the last offer goes out on 2027-02-19.
+    last = result.notifications[-1]
+    assert (last.milestone, f"{last.at.astimezone(TZ):%Y-%m-%d %H:%M}") == (
+        "reenrolment_offer_2", "2027-02-19 10:00")
+    desc = await handle.describe()
+    assert desc.typed_search_attributes.get(sa.LAPSE_STAGE) == "closed"
+    assert desc.typed_search_attributes.get(sa.POLICY_NUMBER) == "P2026000004"
+
+
+async def test_a_long_history_continues_as_new_with_its_state(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        async with sample.acquire() as conn:
+            bundle = await store.load_policy(conn, STANDARD, with_members=False)
+        trigger = detect_trigger(bundle.policy, bundle.product, at("2026-11-21 08:00").date())
+        handle = await time_skipping_env.client.start_workflow(
+            PolicyLapseWorkflow.run,
+            JourneyInput(trigger=trigger, journey_start=at("2026-11-21 08:00"),
+                         continue_as_new_after=50),
+            id=workflow_id(STANDARD), task_queue=journeys._task_queue)
+        await handle.signal(PolicyLapseWorkflow.payment_received, pay("100.00", "T-C1"))
+        result = await handle.result()
+        first = time_skipping_env.client.get_workflow_handle(
+            workflow_id(STANDARD), run_id=handle.first_execution_run_id)
+        first_history = await first.fetch_history()
+    continued = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    assert first_history.events[-1].event_type == continued
+    assert result.outcome is Outcome.FOLLOW_UP_ENDED
+    assert result.amount_paid == Decimal("100.00")  # carried over every continue-as-new
+    assert sender.count() == NEVER_PAID
