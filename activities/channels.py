@@ -64,6 +64,12 @@ class Outgoing:
 
 
 class Sender(Protocol):
+    """`provider` names it in the records. A sender may set `idempotent = True` when
+    sending the same notification id again cannot make a second message (our own queues);
+    for the others an interrupted send is never repeated (see send_notifications). A
+    sender may have `async def ready()`, awaited before each message's record is written
+    (the rate limit)."""
+
     provider: str
 
     async def send(self, message: Outgoing) -> str:
@@ -78,6 +84,7 @@ class LocalOutbox:
     """
 
     provider = "local-outbox"
+    idempotent = True
 
     async def send(self, message: Outgoing) -> str:
         return f"local-{uuid.uuid5(uuid.NAMESPACE_URL, message.notification_id).hex[:20]}"

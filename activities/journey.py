@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -10,9 +11,18 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.channels import Outgoing, PermanentSendError, Sender, TransientSendError
+from activities.channels import (
+    Attachment,
+    Outgoing,
+    PermanentSendError,
+    Sender,
+    TransientSendError,
+    UncertainSendError,
+)
 from activities.content import render_for
+from activities.letters import render_letter_pdf
 from domain.calendar import BusinessCalendar
+from domain.content.masking import full_name
 from domain.content.rules import ContentRuleError
 from domain.journey import (
     InquiryRequest,
@@ -32,10 +42,13 @@ from domain.plan import TZ
 from domain.planner import plan_journey
 from domain.triggers import segments_for
 from infra import store
+from infra.deliveries import mark_unknown, provider_ref
 
-# Statuses after which a provider has the message: never send it again.
-_ACCEPTED = ("sent", "delivered")
+# Statuses after which a provider has (or may have) the message: never send it again.
+_ACCEPTED = ("sent", "delivered", "unknown")
 _REFUSED = ("failed", "bounced")
+# Formal notices whose e-mail carries the letter as a PDF.
+_LETTER_ATTACHED = ("lapse_notice", "rescission_notice")
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,14 @@ def _address(recipient: Recipient, channel: Channel) -> str | None:
     if channel is Channel.AGENT_CALL:
         return c.mobile
     return None
+
+
+def _addressee(recipient: Recipient) -> str:
+    """The name on a paper letter's envelope."""
+    c = recipient.customer
+    if recipient.role == "emergency_contact":
+        return ""
+    return c.name if c.is_organisation else full_name(c.name, c.gender)
 
 
 class JourneyActivities:
@@ -140,6 +161,9 @@ class JourneyActivities:
 
         Each record is written before the provider call and completed after it, under a
         deterministic id, so a retried activity never re-sends what a provider accepted.
+        A record found still 'sending' means a process died during the provider call (or
+        the provider did not answer): the provider may have the message, so it is not sent
+        again but marked 'unknown', for a provider callback or an operator to settle.
         """
         sender = self._senders[req.channel]
         sent, failed, first_id = 0, [], None
@@ -157,6 +181,11 @@ class JourneyActivities:
                 if prior in _REFUSED:
                     failed.append(r.recipient_id)
                     continue
+                if prior == "sending" and not getattr(sender, "idempotent", False):
+                    await mark_unknown(conn, nid, req.policy_number, req.journey_id,
+                                       "interrupted", datetime.now(TZ))
+                    sent += 1
+                    continue
                 address = _address(r, req.channel)
                 if not address:
                     await self._record(conn, nid, req, r, None, "failed", "no_address")
@@ -168,11 +197,24 @@ class JourneyActivities:
                     # A template that breaks a rule will not mend itself on a retry.
                     raise ApplicationError(str(err), type="ContentRuleError",
                                            non_retryable=True) from None
+                attachment = await self._letter_attachment(req, bundle, r)
+                ready = getattr(sender, "ready", None)
+                if ready is not None:
+                    await ready()  # the rate limit, before anything says 'sending'
                 await self._record(conn, nid, req, r, rendered, "sending", None)
                 try:
                     provider_id = await sender.send(Outgoing(
                         notification_id=nid, channel=req.channel, address=address,
-                        subject=rendered.subject, body=rendered.body, fields=rendered.fields))
+                        subject=rendered.subject, body=rendered.body, fields=rendered.fields,
+                        reference=provider_ref(nid), template_id=rendered.template_id,
+                        link=rendered.link, attachment=attachment,
+                        policy_number=req.policy_number, journey_id=req.journey_id,
+                        recipient_id=r.recipient_id, addressee=_addressee(r)))
+                except UncertainSendError as err:
+                    await mark_unknown(conn, nid, req.policy_number, req.journey_id, err.code,
+                                       datetime.now(TZ))
+                    sent += 1
+                    continue
                 except PermanentSendError as err:
                     await self._status(conn, nid, "failed", err.code)
                     failed.append(r.recipient_id)
@@ -188,14 +230,31 @@ class JourneyActivities:
         return SendOutcome(channel=req.channel, sent=sent, failed=failed,
                            first_notification_id=first_id)
 
+    @staticmethod
+    async def _letter_attachment(req: SendRequest, bundle, r: Recipient) -> Attachment | None:
+        """The formal letter of a lapse or rescission notice, as a PDF for its e-mail."""
+        if req.channel is not Channel.EMAIL or req.message not in _LETTER_ATTACHED:
+            return None
+        try:
+            letter = render_for(req.model_copy(update={"channel": Channel.LETTER}), bundle,
+                                r.customer, r.role)
+        except ContentRuleError as err:
+            raise ApplicationError(str(err), type="ContentRuleError",
+                                   non_retryable=True) from None
+        # Typesetting is CPU work: off the event loop that runs the other activities.
+        pdf = await asyncio.to_thread(render_letter_pdf, letter.subject or "", letter.body)
+        return Attachment(filename=f"{letter.subject or req.message}.pdf", content=pdf.content)
+
     async def _record(self, conn, nid: str, req: SendRequest, r: Recipient, rendered,
                       status: str, error: str | None) -> None:
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO notifications (notification_id, journey_id, policy_number, "
                 "  milestone, channel, recipient_id, recipient_role, template_id, "
-                "  template_version, subject, body, status, error_code, attempts) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1) "
+                "  template_version, subject, body, status, error_code, attempts, "
+                "  provider_ref, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, "
+                "  COALESCE($15, now())) "
                 "ON CONFLICT (notification_id) DO UPDATE SET status = EXCLUDED.status, "
                 "  error_code = EXCLUDED.error_code, body = EXCLUDED.body, "
                 "  subject = EXCLUDED.subject, attempts = notifications.attempts + 1, "
@@ -204,7 +263,7 @@ class JourneyActivities:
                 r.recipient_id, r.role, rendered.template_id if rendered else None,
                 rendered.template_version if rendered else None,
                 rendered.subject if rendered else None, rendered.body if rendered else None,
-                status, error)
+                status, error, provider_ref(nid), req.journey_at)
             await conn.execute(
                 "INSERT INTO notification_events (notification_id, status, error_code, "
                 "occurred_at) VALUES ($1, $2, $3, now())", nid, status, error)
@@ -212,8 +271,12 @@ class JourneyActivities:
     async def _status(self, conn, nid: str, status: str, error: str | None,
                       provider: str | None = None, provider_id: str | None = None) -> None:
         async with conn.transaction():
+            # A delivery callback may have come first: never move a status back.
             await conn.execute(
-                "UPDATE notifications SET status = $2, error_code = $3, "
+                "UPDATE notifications SET "
+                "status = CASE WHEN status IN ('queued', 'sending') THEN $2 ELSE status END, "
+                "error_code = CASE WHEN status IN ('queued', 'sending') THEN $3 "
+                "  ELSE error_code END, "
                 "provider = COALESCE($4, provider), "
                 "provider_message_id = COALESCE($5, provider_message_id), updated_at = now() "
                 "WHERE notification_id = $1", nid, status, error, provider, provider_id)

@@ -208,6 +208,9 @@ class SendRequest(Model):
     limit: int = 500
     only: list[str] | None = None  # recipient ids (a fallback goes only to those it failed)
     journey_date: date
+    # The journey moment the send belongs to: the record's time, which the monthly review
+    # counts by. Under compressed time it runs ahead of the wall clock.
+    journey_at: datetime | None = None
     # What the message says: the trigger (with the latest debit failure), the key dates
     # of the plan, what is outstanding now, and the reinstatement quote where it applies.
     trigger: Trigger

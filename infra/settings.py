@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TASK_QUEUE = "policy-lapse"
 DEFAULT_DATA_DIR = ".lapse-data"
+DEFAULT_SANDBOX_URL = "http://127.0.0.1:8025"
 MAX_TIME_SCALE = 10_000_000
 
 Provider = Literal["twilio", "sendgrid", "wechat"]
@@ -81,6 +82,8 @@ class Settings(_Frozen):
     data_dir: Path = Field(default_factory=lambda: Path(DEFAULT_DATA_DIR).resolve())
     # The public base URL of the callback endpoint, given to providers for delivery status.
     callback_url: str | None = None
+    # Where `lapse sandbox` serves the sandbox providers (and callbacks) for local work.
+    sandbox_url: str = DEFAULT_SANDBOX_URL
     # Messages per second per channel and worker process; unset channels use the defaults.
     send_rates: dict[str, float] = Field(default_factory=dict)
 
@@ -117,6 +120,7 @@ class Settings(_Frozen):
                 "LAPSE_DATA_DIR", env.raw("LAPSE_DATA_DIR") or DEFAULT_DATA_DIR
             ),
             callback_url=env.get("LAPSE_CALLBACK_URL", _check_http_url),
+            sandbox_url=env.get("LAPSE_SANDBOX_URL", _check_http_url) or DEFAULT_SANDBOX_URL,
             send_rates=env.get("LAPSE_SEND_RATES", _parse_send_rates) or {},
         )
 
@@ -154,6 +158,7 @@ class Settings(_Frozen):
             "time_scale": self.time_scale,
             "data_dir": str(self.data_dir),
             "callback_url": self.callback_url,
+            "sandbox_url": self.sandbox_url if self.providers_sandboxed else None,
             "send_rates": self.send_rates,
         }
 

@@ -1,0 +1,48 @@
+"""The agent call channel: an outbound-call task in agent_tasks, with the call script
+(the notification's text), when it may be called and by when (its SLA). Agents work the
+queue with `lapse task`; the outcome goes back to the journey as a signal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from activities.channels import Outgoing
+from domain.plan import TZ, SendWindow
+
+
+def next_allowed(now: datetime, window: SendWindow) -> datetime:
+    """`now` if inside the window, else the window's next start."""
+    now = now.astimezone(TZ)
+    if window.start <= now.time() < window.end:
+        return now
+    start = datetime.combine(now.date(), window.start, TZ)
+    return start if now < start else start + timedelta(days=1)
+
+
+class AgentCallQueue:
+    provider = "agent-queue"
+    idempotent = True  # one task per notification id: sending again finds it
+
+    def __init__(self, pool: asyncpg.Pool, window: SendWindow, sla: timedelta = timedelta(days=1),
+                 clock: Callable[[], datetime] = lambda: datetime.now(TZ), priority: int = 2):
+        self._pool = pool
+        self._window = window
+        self._sla = sla
+        self._clock = clock
+        self._priority = priority
+
+    async def send(self, message: Outgoing) -> str:
+        due = next_allowed(self._clock(), self._window)
+        task_id = message.notification_id  # one call task per notification: a retry finds it
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO agent_tasks (task_id, policy_number, journey_id, kind, priority, "
+                "  due_at, sla_at, notification_id) "
+                "VALUES ($1, $2, $3, 'outbound_call', $4, $5, $6, $7) "
+                "ON CONFLICT (task_id) DO NOTHING",
+                task_id, message.policy_number, message.journey_id, self._priority, due,
+                due + self._sla, message.notification_id)
+        return task_id

@@ -1,0 +1,120 @@
+"""E-mail on SendGrid's own client, with the formal notice attached as a PDF letter."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import logging
+import urllib.error
+from concurrent.futures import ThreadPoolExecutor
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import (
+    Attachment,
+    Category,
+    CustomArg,
+    Disposition,
+    FileContent,
+    FileName,
+    FileType,
+    From,
+    HtmlContent,
+    Mail,
+    PlainTextContent,
+    Subject,
+    To,
+)
+
+from activities.channels import (
+    Outgoing,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    UncertainSendError,
+)
+
+# python_http_client logs the payload and the Authorization header at DEBUG.
+logging.getLogger("python_http_client").setLevel(logging.WARNING)
+
+REFERENCE_ARG = "ref"  # the custom argument that comes back in every Event Webhook event
+
+
+def classify_sendgrid_error(err: HTTPError) -> SendError:
+    status = int(err.status_code)
+    headers = err.headers or {}
+    if status == 429:
+        retry = headers.get("Retry-After") or headers.get("X-RateLimit-Reset-After")
+        try:
+            seconds = float(retry) if retry else None
+        except ValueError:
+            seconds = None
+        return TransientSendError("429", "rate limited", seconds)
+    if status >= 500:
+        return TransientSendError(str(status), "provider error")
+    if status in (401, 403):
+        return TransientSendError(str(status), "authentication failed: check SENDGRID_* settings")
+    # A malformed request stays malformed: the body names the field, never echoed here.
+    return PermanentSendError(str(status), "request refused")
+
+
+def _html(text: str) -> str:
+    from html import escape
+
+    paragraphs = text.strip().split("\n\n")
+    return "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
+
+
+class SendGridEmail:
+    provider = "sendgrid"
+
+    def __init__(self, api_key: str, from_email: str, *, host: str | None = None,
+                 from_name: str | None = None, timeout: float = 10.0,
+                 executor: ThreadPoolExecutor | None = None):
+        self._api_key = api_key
+        self._from = From(from_email, from_name)
+        self._host = host
+        self._timeout = timeout
+        self._executor = executor or ThreadPoolExecutor(8, thread_name_prefix="sendgrid")
+
+    def mail(self, message: Outgoing) -> Mail:
+        mail = Mail(from_email=self._from, to_emails=To(message.address),
+                    subject=Subject(message.subject or ""),
+                    plain_text_content=PlainTextContent(message.body),
+                    html_content=HtmlContent(_html(message.body)))
+        # Metadata SendGrid keeps: the opaque reference and the template, nothing personal.
+        mail.custom_arg = CustomArg(REFERENCE_ARG, message.reference)
+        if message.template_id:
+            mail.category = Category(message.template_id)
+        if message.attachment is not None:
+            a = message.attachment
+            mail.attachment = Attachment(
+                FileContent(base64.b64encode(a.content).decode()), FileName(a.filename),
+                FileType(a.mime_type), Disposition("attachment"))
+        return mail
+
+    def _send_blocking(self, message: Outgoing) -> str:
+        client = SendGridAPIClient(self._api_key, **({"host": self._host} if self._host else {}))
+        client.client.timeout = self._timeout
+        try:
+            response = client.send(self.mail(message))
+        except HTTPError as err:
+            raise classify_sendgrid_error(err) from None
+        except urllib.error.URLError:
+            # Raised while connecting: nothing went out.
+            raise TransientSendError("connect_failed", "provider not reachable") from None
+        except (TimeoutError, ConnectionError, http.client.HTTPException):
+            raise UncertainSendError("timeout", "no answer after the request went out") from None
+        message_id = response.headers.get("X-Message-Id")
+        if not message_id:
+            raise UncertainSendError("no_message_id", f"accepted ({response.status_code}) "
+                                                      "without a message id")
+        return message_id
+
+    async def send(self, message: Outgoing) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._send_blocking, message)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False)

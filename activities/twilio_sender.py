@@ -1,0 +1,234 @@
+"""SMS and voice calls on Twilio's own client: the same account, errors and callbacks;
+they differ only in the resource they create (a Message, or a Call that speaks TwiML)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape
+
+import asyncpg
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
+
+from activities.channels import (
+    Outgoing,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    UncertainSendError,
+)
+from domain.plan import TZ, SendWindow
+
+# Twilio's client logs every request URL and response header at INFO: not ours to print.
+_QUIET = logging.getLogger("lapse.twilio_http")
+_QUIET.setLevel(logging.WARNING)
+_QUIET.propagate = False
+
+# Errors about the recipient: the same message can never go this way.
+PERMANENT_CODES = frozenset({
+    21211,  # invalid 'To' number
+    21214,  # 'To' number cannot be reached
+    21217,  # phone number does not appear to be valid
+    21408,  # no permission to send to the region
+    21610,  # the recipient unsubscribed (replied STOP)
+    21612,  # cannot route to this number
+    21614,  # not a mobile number
+    13224,  # invalid number for a call
+})
+
+STATUS_CALLBACK_PATH = "/callbacks/twilio/status"
+
+
+def status_callback_url(base: str | None, reference: str) -> str | None:
+    """Where Twilio reports delivery: our endpoint and the opaque reference, nothing personal."""
+    if not base:
+        return None
+    return f"{base.rstrip('/')}{STATUS_CALLBACK_PATH}?{urlencode({'ref': reference})}"
+
+
+def classify_twilio_error(err: TwilioException, retry_after: str | None) -> SendError:
+    """A provider error as our error type; only the numeric code travels (the message
+    Twilio returns quotes the phone number)."""
+    if isinstance(err, TwilioRestException):
+        status, code = err.status, err.code
+        label = str(code or status)
+        if status == 429 or code == 20429:
+            return TransientSendError(label, "rate limited", _seconds(retry_after))
+        if status >= 500:
+            return TransientSendError(label, "provider error", _seconds(retry_after))
+        if code in PERMANENT_CODES:
+            return PermanentSendError(label, "refused for this recipient")
+        if status in (401, 403):
+            # Our credentials, not the customer: retry while someone fixes the settings.
+            return TransientSendError(label, "authentication failed: check TWILIO_* settings")
+        return PermanentSendError(label, f"request refused ({status})")
+    return TransientSendError("twilio_error", type(err).__name__)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class _HttpClient(TwilioHttpClient):
+    """Twilio's HTTP client, keeping the last response's headers (for Retry-After)."""
+
+    last_headers: dict = {}
+
+    def request(self, *args, **kwargs):
+        response = super().request(*args, **kwargs)
+        self.last_headers = dict(response.headers or {})
+        return response
+
+
+class _TwilioChannel:
+    """What SMS and voice share: a client per thread, the error mapping, the callbacks."""
+
+    provider = "twilio"
+
+    def __init__(self, account_sid: str, auth_token: str, from_number: str, *,
+                 base_url: str | None = None, callback_base: str | None = None,
+                 timeout: float = 10.0, executor: ThreadPoolExecutor | None = None):
+        self._sid = account_sid
+        self._token = auth_token
+        self._from = from_number
+        self._base_url = base_url
+        self._callback_base = callback_base
+        self._timeout = timeout
+        self._executor = executor or ThreadPoolExecutor(8, thread_name_prefix="twilio")
+        self._local = threading.local()
+
+    def _client(self) -> Client:
+        # Twilio's client is synchronous and keeps the last response per client: one per
+        # thread, so that the Retry-After we read is our own request's.
+        client = getattr(self._local, "client", None)
+        if client is None:
+            http = _HttpClient(timeout=self._timeout, logger=_QUIET)
+            client = Client(self._sid, self._token, http_client=http)
+            if self._base_url:
+                client.api.base_url = self._base_url.rstrip("/")
+            self._local.client = client
+        return client
+
+    def _create(self, client: Client, message: Outgoing, callback: str | None) -> str:
+        raise NotImplementedError
+
+    def _send_blocking(self, message: Outgoing) -> str:
+        client = self._client()
+        callback = status_callback_url(self._callback_base, message.reference)
+        try:
+            return self._create(client, message, callback)
+        except TwilioException as err:
+            retry_after = client.http_client.last_headers.get("Retry-After")
+            raise classify_twilio_error(err, retry_after) from None
+        except (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError):
+            raise TransientSendError("connect_failed", "provider not reachable") from None
+        except requests.exceptions.ReadTimeout:
+            raise UncertainSendError("timeout", "no answer after the request went out") from None
+        except requests.exceptions.ConnectionError as err:
+            # Refused before anything went out is safe to retry; a dropped connection is not.
+            if _never_connected(err):
+                raise TransientSendError("connect_failed", "provider not reachable") from None
+            raise UncertainSendError("connection_lost", "connection dropped") from None
+
+    async def send(self, message: Outgoing) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._send_blocking, message)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+def _never_connected(err: requests.exceptions.ConnectionError) -> bool:
+    cause = err.args[0] if err.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, NewConnectionError | ConnectionRefusedError)
+
+
+class TwilioSms(_TwilioChannel):
+    """Twilio Messaging: one SMS, delivery reported to the status callback."""
+
+    def _create(self, client: Client, message: Outgoing, callback: str | None) -> str:
+        kwargs = {"status_callback": callback} if callback else {}
+        return client.messages.create(to=message.address, from_=self._from, body=message.body,
+                                      **kwargs).sid
+
+
+def voice_twiml(script: str) -> str:
+    """The call speaks the script in Mandarin, and once more for who missed the start."""
+    said = f'<Say language="zh-CN">{escape(script)}</Say>'
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{said}<Pause length="1"/>{said}' \
+           '</Response>'
+
+
+class DialGuard:
+    """The telephone rules, enforced with the records: calls only inside the call window,
+    at most `max_per_day` dial attempts a day to one number (counted in dial_attempts)."""
+
+    def __init__(self, pool: asyncpg.Pool, window: SendWindow, max_per_day: int,
+                 clock: Callable[[], datetime] = lambda: datetime.now(TZ)):
+        self._pool = pool
+        self._window = window
+        self._max = max_per_day
+        self._clock = clock
+
+    def _next_window_start(self, now: datetime) -> datetime:
+        start = datetime.combine(now.date(), self._window.start, TZ)
+        return start if now < start else start + timedelta(days=1)
+
+    async def admit(self, message: Outgoing) -> None:
+        """Record the dial attempt, or raise TransientSendError with when to try again."""
+        now = self._clock().astimezone(TZ)
+        if not self._window.start <= now.time() < self._window.end:
+            wait = (self._next_window_start(now) - now).total_seconds()
+            raise TransientSendError("outside_call_hours", "calls only "
+                                     f"{self._window.start:%H:%M}-{self._window.end:%H:%M}",
+                                     retry_after=wait)
+        number = hashlib.sha256(message.address.encode()).hexdigest()
+        day_start = datetime.combine(now.date(), datetime.min.time(), TZ)
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Two workers dialling the same number take turns on the count.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", number)
+            dialled = await conn.fetchval(
+                "SELECT count(*) FROM dial_attempts WHERE number_hash = $1 AND dialed_at >= $2 "
+                "AND dialed_at < $3", number, day_start, day_start + timedelta(days=1))
+            if dialled >= self._max:
+                wait = (self._next_window_start(day_start + timedelta(days=1)) - now)
+                raise TransientSendError("dial_limit", f"{self._max} dial attempts today",
+                                         retry_after=wait.total_seconds())
+            await conn.execute(
+                "INSERT INTO dial_attempts (number_hash, notification_id, dialed_at) "
+                "VALUES ($1, $2, $3)", number, message.notification_id, now)
+
+
+class TwilioVoice(_TwilioChannel):
+    """Twilio Voice: a call that speaks the voice script; answered, busy and no answer come
+    back through the status callback."""
+
+    def __init__(self, *args, guard: DialGuard | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._guard = guard
+
+    async def send(self, message: Outgoing) -> str:
+        if self._guard is not None:
+            await self._guard.admit(message)
+        return await super().send(message)
+
+    def _create(self, client: Client, message: Outgoing, callback: str | None) -> str:
+        kwargs = {"status_callback": callback, "status_callback_method": "POST",
+                  "status_callback_event": ["initiated", "ringing", "answered", "completed"]
+                  } if callback else {}
+        return client.calls.create(to=message.address, from_=self._from,
+                                   twiml=voice_twiml(message.body), timeout=30, **kwargs).sid

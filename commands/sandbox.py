@@ -1,0 +1,114 @@
+"""`lapse sandbox` and `lapse callbacks`: the HTTP side, as one process beside the worker.
+
+`lapse sandbox` serves the sandbox providers (Twilio, SendGrid and WeChat APIs, the outbox,
+failure injection), the delivery callbacks and the public notice on one port, for local
+work. `lapse callbacks` serves only the callbacks and the public notice, for production
+behind the public URL given to the providers (LAPSE_CALLBACK_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+import sandbox as sb
+from commands.common import UserError, command, database, temporal
+from infra.deliveries import policies_for_refs
+from infra.signals import JourneySignals
+from web import build_app, serve
+from web.callbacks import SENDGRID_EVENTS_PATH
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sandbox", help="run the sandbox providers, outbox and callbacks",
+                       description="Serve the sandbox Twilio, SendGrid and WeChat APIs, the "
+                       "outbox (/outbox), failure injection (/sandbox/faults), the delivery "
+                       "callbacks and the public notice on one port until Ctrl-C. Needs "
+                       "`lapse dev` (or TEMPORAL_ADDRESS) for the journeys' signals.")
+    p.add_argument("--port", type=int, help="default: the port of LAPSE_SANDBOX_URL (8025)")
+    p.add_argument("--faults", type=Path, metavar="FILE",
+                   help="JSON list of failure rules to start with (see README)")
+    p.add_argument("--no-default-faults", action="store_true",
+                   help="do not refuse the sample data's invalid number +8613900000000")
+    p.add_argument("--callback-delay", type=float, default=1.0, metavar="SECONDS",
+                   help="pause before each delivery callback, to watch statuses change")
+    p.set_defaults(func=command(run_sandbox))
+    c = sub.add_parser("callbacks", help="run the delivery callback endpoint and public notice",
+                       description="Serve the Twilio status callbacks, the SendGrid Event "
+                       "Webhook and the public unreachable notice until Ctrl-C.")
+    c.add_argument("--host", default="0.0.0.0")
+    c.add_argument("--port", type=int, default=8026)
+    c.set_defaults(func=command(run_callbacks))
+
+
+def _faults(args: argparse.Namespace) -> list[sb.Fault]:
+    rules = [] if args.no_default_faults else list(sb.DEFAULT_FAULTS)
+    if args.faults:
+        try:
+            data = json.loads(args.faults.read_text(encoding="utf-8"))
+            rules += [sb.Fault.model_validate(r) for r in (data if isinstance(data, list)
+                                                            else [data])]
+        except (OSError, ValueError, ValidationError) as err:
+            raise UserError(f"{args.faults}: not a JSON list of failure rules "
+                            f"({type(err).__name__})") from None
+    return rules
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_sandbox(args: argparse.Namespace, settings) -> int:
+    url = urlsplit(settings.sandbox_url)
+    port = args.port or url.port or 8025
+    async with database(settings) as pool, temporal(settings) as client:
+        async def describe(refs: list[str]) -> dict[str, str]:
+            async with pool.acquire() as conn:
+                return await policies_for_refs(conn, refs)
+
+        box = sb.Sandbox(faults=_faults(args), callback_delay=args.callback_delay,
+                         describe=describe)
+        twilio = settings.twilio
+        grid = settings.sendgrid
+        app = build_app(
+            pool, JourneySignals(client),
+            twilio_auth_token=twilio.auth_token.get_secret_value() if twilio
+            else sb.TWILIO_AUTH_TOKEN,
+            sendgrid_public_key=grid.webhook_public_key if grid else box.public_key,
+            public_url=settings.callback_url, sandbox=box)
+        async with serve(app, url.hostname or "127.0.0.1", port) as base:
+            box.event_webhook_url = (settings.callback_url or base) + SENDGRID_EVENTS_PATH
+            print(f"sandbox providers on {base} ({', '.join(settings.providers_sandboxed)} "
+                  f"sandboxed)\n  outbox          {base}/outbox\n"
+                  f"  failure rules   {base}/sandbox/faults\n"
+                  f"  public notice   {base}/public/unreachable\n"
+                  "Ctrl-C stops it.", flush=True)
+            await _until_stopped()
+    return 0
+
+
+async def run_callbacks(args: argparse.Namespace, settings) -> int:
+    twilio, grid = settings.twilio, settings.sendgrid
+    if twilio is None and grid is None:
+        raise UserError("no provider credentials set: for local work use `lapse sandbox`")
+    async with database(settings) as pool, temporal(settings) as client:
+        app = build_app(pool, JourneySignals(client),
+                        twilio_auth_token=twilio.auth_token.get_secret_value() if twilio
+                        else None,
+                        sendgrid_public_key=grid.webhook_public_key if grid else None,
+                        public_url=settings.callback_url)
+        async with serve(app, args.host, args.port) as base:
+            print(f"callbacks on {base}; providers call "
+                  f"{settings.callback_url or base}. Ctrl-C stops it.", flush=True)
+            await _until_stopped()
+    return 0

@@ -1,0 +1,150 @@
+"""The agents' work queue (agent_tasks): list, take, complete, and what a completed task
+tells the journey, through the contract's existing signals."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel
+
+from domain.journey import (
+    ContactUpdated,
+    DeliveryFailed,
+    InquiryHandled,
+    InquiryKind,
+    InquiryReceived,
+)
+from domain.models import Channel
+from domain.plan import TZ
+from infra.deliveries import set_status
+from infra.signals import JourneySignals
+
+# What an agent may report per kind of task.
+OUTCOMES: dict[str, tuple[str, ...]] = {
+    "outbound_call": ("reached", "promised_to_pay", "hardship", "refused", "no_answer",
+                      "wrong_number"),
+    "contact_repair": ("contact_updated", "not_found"),
+    "delivery_review": ("delivered", "not_delivered"),
+    "inquiry_escalation": ("handled",),
+    "home_visit": ("visited", "not_home"),
+}
+_NOT_REACHED = frozenset({"no_answer", "wrong_number", "not_delivered"})
+_REACHED = frozenset({"reached", "promised_to_pay", "hardship", "refused", "delivered"})
+
+
+class TaskError(ValueError):
+    """A task that does not exist or cannot change that way; the message says why."""
+
+
+class TaskView(BaseModel):
+    task_id: str
+    policy_number: str
+    kind: str
+    priority: int
+    status: str
+    due_at: datetime
+    sla_at: datetime | None
+    overdue: bool
+    taken_by: str | None
+    outcome: str | None
+    notification_id: str | None
+    script: str | None  # the call script (an outbound call's notification text)
+
+
+_SELECT = """
+SELECT t.task_id, t.policy_number, t.kind, t.priority, t.status, t.due_at, t.sla_at,
+       t.taken_by, t.outcome, t.notification_id,
+       (t.status <> 'done' AND COALESCE(t.sla_at, t.due_at) < now()) AS overdue,
+       CASE WHEN t.kind = 'outbound_call' THEN n.body END AS script
+FROM agent_tasks t LEFT JOIN notifications n ON n.notification_id = t.notification_id
+"""
+
+
+async def list_tasks(conn: asyncpg.Connection, *, status: str | None = None,
+                     kind: str | None = None, policy_number: str | None = None
+                     ) -> list[TaskView]:
+    rows = await conn.fetch(
+        _SELECT + "WHERE ($1::text IS NULL AND t.status <> 'done' OR t.status = $1) "
+        "AND ($2::text IS NULL OR t.kind = $2) AND ($3::text IS NULL OR t.policy_number = $3) "
+        "ORDER BY t.priority, t.due_at, t.task_id", status, kind, policy_number)
+    return [TaskView(**dict(r)) for r in rows]
+
+
+async def get_task(conn: asyncpg.Connection, task_id: str) -> TaskView:
+    row = await conn.fetchrow(_SELECT + "WHERE t.task_id = $1", task_id)
+    if row is None:
+        raise TaskError(f"no task {task_id}")
+    return TaskView(**dict(row))
+
+
+async def take_task(conn: asyncpg.Connection, task_id: str, agent: str) -> TaskView:
+    task = await get_task(conn, task_id)
+    if task.status == "done":
+        raise TaskError(f"task {task_id} is already done")
+    if task.status == "taken" and task.taken_by != agent:
+        raise TaskError(f"task {task_id} is taken by {task.taken_by}")
+    await conn.execute("UPDATE agent_tasks SET status = 'taken', taken_by = $2, "
+                       "taken_at = now() WHERE task_id = $1", task_id, agent)
+    return await get_task(conn, task_id)
+
+
+@dataclass(frozen=True)
+class Completion:
+    task: TaskView
+    signal: str | None  # the signal sent to the journey, if any
+    journey_running: bool
+
+
+async def complete_task(pool: asyncpg.Pool, signals: JourneySignals, task_id: str,
+                        outcome: str, agent: str, note: str = "",
+                        now: datetime | None = None) -> Completion:
+    """Close the task, settle its notification, and tell the journey what it needs to know.
+
+    The signal goes out inside the transaction: if it fails, nothing is stored and the
+    agent can simply complete the task again.
+    """
+    now = now or datetime.now(TZ)
+    async with pool.acquire() as conn, conn.transaction():
+        task = await get_task(conn, task_id)
+        if task.status == "done":
+            raise TaskError(f"task {task_id} is already done ({task.outcome})")
+        if task.taken_by not in (None, agent):
+            raise TaskError(f"task {task_id} is taken by {task.taken_by}")
+        allowed = OUTCOMES[task.kind]
+        if outcome not in allowed:
+            raise TaskError(f"outcome must be one of {', '.join(allowed)} for a {task.kind} "
+                            f"task (got {outcome!r})")
+        await conn.execute(
+            "UPDATE agent_tasks SET status = 'done', outcome = $2, note = $3, "
+            "taken_by = COALESCE(taken_by, $4), completed_at = now() WHERE task_id = $1",
+            task_id, outcome, note or None, agent)
+        signal, payload = None, None
+        if task.notification_id and outcome in _REACHED | _NOT_REACHED:
+            failed = outcome in _NOT_REACHED
+            record = await set_status(conn, task.notification_id,
+                                      "failed" if failed else "delivered",
+                                      outcome if failed else None, f"{task.kind}: {outcome}")
+            if failed and record is not None:
+                signal, payload = "delivery_failed", DeliveryFailed(
+                    notification_id=record.notification_id, channel=Channel(record.channel),
+                    error_code=outcome, permanent=True)
+        if outcome == "hardship":
+            signal, payload = "inquiry_received", InquiryReceived(
+                inquiry_id=_inquiry_id(task_id), kind=InquiryKind.HARDSHIP, received_at=now)
+        elif outcome == "contact_updated":
+            signal, payload = "contact_updated", ContactUpdated(updated_at=now)
+        elif task.kind == "inquiry_escalation":
+            # Task ids are "{journey}/{kind}/{reference}"; the reference is the inquiry id.
+            signal, payload = "inquiry_handled", InquiryHandled(
+                inquiry_id=task_id.split("/", 2)[-1], handled_at=now, note=note[:500])
+        running = True
+        if signal is not None:
+            running = await signals.send(task.policy_number, signal, payload)
+        return Completion(await get_task(conn, task_id), signal if running else None, running)
+
+
+def _inquiry_id(task_id: str) -> str:
+    return "call-" + hashlib.sha256(task_id.encode()).hexdigest()[:16]

@@ -1,0 +1,119 @@
+"""Shared set-up for the channel tests: the sandbox and callback endpoint on a free local
+port, the real senders pointed at it, and send requests built from the sample policies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import asyncpg
+from pydantic import BaseModel
+
+import sandbox as sb
+from activities.channels import Sender
+from activities.journey import JourneyActivities
+from activities.senders import build_senders, close_senders
+from domain.calendar import BusinessCalendar
+from domain.journey import SendRequest
+from domain.models import Channel
+from domain.plan import TZ
+from domain.planner import plan_journey
+from domain.triggers import detect_trigger, segments_for
+from infra import store
+from infra.settings import Settings
+from web import build_app, serve
+from web.callbacks import SENDGRID_EVENTS_PATH
+
+TEN_AM = datetime(2026, 11, 23, 10, 0, tzinfo=TZ)
+
+
+def fixed_clock(at: datetime = TEN_AM) -> Callable[[], datetime]:
+    return lambda: at
+
+
+@dataclass
+class FakeSignals:
+    """Records the signals the callbacks and tasks would send to journeys."""
+
+    sent: list[tuple[str, str, BaseModel]] = field(default_factory=list)
+    running: bool = True
+
+    async def send(self, policy_number: str, name: str, payload: BaseModel) -> bool:
+        self.sent.append((policy_number, name, payload))
+        return self.running
+
+
+@dataclass
+class Stack:
+    sandbox: sb.Sandbox
+    url: str
+    senders: dict[Channel, Sender]
+    pool: asyncpg.Pool
+
+    def activities(self, senders: dict[Channel, Sender] | None = None) -> JourneyActivities:
+        return JourneyActivities(self.pool, senders or self.senders)
+
+
+@asynccontextmanager
+async def sandbox_stack(pool: asyncpg.Pool, signals=None, *, faults: list[sb.Fault] = (),
+                        clock: Callable[[], datetime] | None = None, client_timeout: float = 5.0,
+                        settings: Settings | None = None) -> AsyncIterator[Stack]:
+    """Sandbox, callbacks and public notice on one free port; senders built for them."""
+    box = sb.Sandbox(faults=[*sb.DEFAULT_FAULTS, *faults])
+    app = build_app(pool, signals or FakeSignals(), twilio_auth_token=sb.TWILIO_AUTH_TOKEN,
+                    sendgrid_public_key=box.public_key, sandbox=box)
+    async with serve(app) as url:
+        box.event_webhook_url = url + SENDGRID_EVENTS_PATH
+        senders = build_senders(settings or Settings(), url, pool,
+                                clock=clock or fixed_clock(), timeout=client_timeout)
+        try:
+            yield Stack(box, url, senders, pool)
+        finally:
+            await box.settle()
+            await close_senders(senders)
+
+
+async def send_request(pool: asyncpg.Pool, policy_number: str, message: str,
+                       channel: Channel, on: date, *, journey_id: str | None = None,
+                       key: str | None = None, scope: str = "policyholder") -> SendRequest:
+    """The request the workflow would make for `message` on `channel`, planned on `on`."""
+    async with pool.acquire() as conn:
+        bundle = await store.load_policy(conn, policy_number, with_members=False)
+        calendar = await store.load_calendar_years(conn)
+    trigger = detect_trigger(bundle.policy, bundle.product, on)
+    assert trigger is not None, f"{policy_number} is not at risk on {on}"
+    segments = segments_for(bundle.policy, bundle.product, bundle.policyholder, on)
+    plan = plan_journey(trigger, bundle.product, segments, BusinessCalendar(calendar),
+                        starts_at=datetime.combine(on, TEN_AM.timetz()))
+    return SendRequest(
+        journey_id=journey_id or f"lapse-{policy_number}@{uuid.uuid4().hex[:8]}",
+        policy_number=policy_number, milestone_key=key or message, message=message,
+        channel=channel, scope=scope, journey_date=plan.lapses_on or on, trigger=trigger,
+        outstanding=trigger.amount_due, segments=sorted(segments), grace_ends_on=plan.grace_ends_on,
+        lapses_on=plan.lapses_on, reinstatement_deadline=plan.reinstatement_deadline)
+
+
+async def record(pool: asyncpg.Pool, notification_id: str) -> asyncpg.Record:
+    return await pool.fetchrow("SELECT * FROM notifications WHERE notification_id = $1",
+                               notification_id)
+
+
+async def events(pool: asyncpg.Pool, notification_id: str) -> list[str]:
+    rows = await pool.fetch("SELECT status FROM notification_events WHERE notification_id = $1 "
+                            "ORDER BY event_id", notification_id)
+    return [r["status"] for r in rows]
+
+
+async def eventually(check, within: float = 20.0):
+    """For what cannot be awaited (a workflow reacting to a signal): ask until it holds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.05)
