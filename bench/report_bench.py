@@ -1,0 +1,320 @@
+"""How long the monthly review's queries take on a million notification rows.
+
+Seeds an embedded PostgreSQL (deleted afterwards) with a year of synthetic journeys and
+their records, then times each named query of infra/report_queries.py for the last month
+and shows the plan's scans. It prints timings and asserts none: they depend on the machine.
+
+    .venv/bin/python bench/report_bench.py                      # 1,000,000 notifications
+    .venv/bin/python bench/report_bench.py --notifications 200000 --chart docs/monthly-review.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from domain.calendar import add_months  # noqa: E402
+from domain.plan import TZ  # noqa: E402
+from domain.report import (  # noqa: E402
+    DEFAULT_RULES,
+    build_report,
+    months_ending,
+    parse_month,
+    window,
+)
+from infra.db import connect_pool  # noqa: E402
+from infra.embedded import EmbeddedPostgres  # noqa: E402
+from infra.migrate import migrate  # noqa: E402
+from infra.report_queries import (  # noqa: E402
+    MONTHLY,
+    REPEATED_DEBIT_FAILURES,
+    fetch_records,
+)
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖"
+GIVEN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛"]
+TRIGGERS = [("premium_overdue", 0.55), ("debit_failed", 0.30), ("renewal_unpaid", 0.10),
+            ("rescission", 0.05)]
+DEBIT_REASONS = [("insufficient_balance", 0.6), ("card_expired", 0.2),
+                 ("card_cancelled", 0.1), ("account_mismatch", 0.1)]
+# channel: (accepted, delivered of accepted, error codes) in the first month; better later.
+CHANNELS = {
+    "sms": (0.95, 0.93, ["invalid_number", "carrier_rejected", "unreachable"]),
+    "wechat": (0.90, 0.88, ["user_unsubscribed", "template_blocked"]),
+    "voice": (0.78, 0.80, ["no_answer", "busy"]),
+    "agent_call": (0.85, 0.0, ["no_answer"]),
+    "email": (0.96, 0.65, ["mailbox_full", "invalid_address"]),
+    "letter": (0.99, 0.0, ["address_unknown"]),
+}
+NOTIFICATION_COLUMNS = ("notification_id", "journey_id", "policy_number", "milestone", "channel",
+                        "recipient_id", "recipient_role", "status", "error_code", "attempts",
+                        "created_at", "updated_at")
+BATCH = 100_000
+
+
+def pick(rng: random.Random, weighted: list[tuple[str, float]]) -> str:
+    return rng.choices([v for v, _ in weighted], [w for _, w in weighted])[0]
+
+
+class Seeder:
+    """A year of journeys ending with the report month, as plain rows for COPY."""
+
+    def __init__(self, month: date, rng: random.Random):
+        self.rng = rng
+        self.months = months_ending(month, 12)
+        self.now = window(month, 1)[1]  # the records stop at the end of the report month
+        self.journeys: list[tuple] = []
+        self.inquiries: list[tuple] = []
+        self.debits: list[tuple] = []
+        self.customers: list[tuple] = []
+        self.policies: list[tuple] = []
+
+    def _party(self, n: int) -> tuple[str, str]:
+        rng = self.rng
+        cid, pol = f"C{n:07d}", f"P{n:09d}"
+        gender = rng.choice("MF")
+        name = rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(["", *GIVEN])
+        self.customers.append((cid, name, gender, date(1960 + n % 40, 1 + n % 12, 1)))
+        product = "ST" if rng.random() < 0.15 else "LT"
+        self.policies.append((pol, product, cid, date(2020, 1, 1), 1200, date(2026, 1, 1),
+                              "in_force", json.dumps({
+                                  "kind": "bank_debit", "bank_name": "工商银行",
+                                  "card_last4": f"{rng.randrange(10_000):04d}"})))
+        return cid, pol
+
+    def _send(self, jid: str, pol: str, cid: str, key: str, channel: str, at: datetime,
+              progress: float, role: str = "policyholder") -> tuple | None:
+        if at >= self.now:
+            return None
+        rng = self.rng
+        accepted, delivered, errors = CHANNELS[channel]
+        accepted = min(accepted + 0.03 * progress, 0.995)
+        roll, error = rng.random(), None
+        if roll < 0.004:
+            status = rng.choice(["queued", "unknown"])
+        elif roll < accepted:
+            confirmed = delivered and delivered + 0.05 * progress  # none without callbacks
+            status = "delivered" if rng.random() < confirmed else "sent"
+        else:
+            status = "bounced" if channel == "email" else "failed"
+            error = rng.choice(errors)
+        at += timedelta(seconds=rng.randrange(3600))
+        return (f"{jid}/{key}/{channel}/{cid}", jid, pol, key, channel, cid, role, status,
+                error, 1, at, at)
+
+    def journey(self, n: int) -> list[tuple]:
+        """One journey's row and the notification rows of what happened by `now`."""
+        rng = self.rng
+        cid, pol = self._party(n)
+        index = rng.randrange(len(self.months))
+        first = datetime.combine(self.months[index], datetime.min.time(), TZ)
+        started = first + timedelta(seconds=rng.randrange(
+            int((datetime.combine(add_months(self.months[index], 1), datetime.min.time(), TZ)
+                 - first).total_seconds())))
+        progress = index / (len(self.months) - 1)
+        trigger = pick(rng, TRIGGERS)
+        jid = f"lapse-{pol}/run{n}"
+        day = timedelta(days=1)
+        sends: list[tuple | None] = []
+        lapsed = closed = outcome = None
+
+        def send(key, channel, at, role="policyholder"):
+            sends.append(self._send(jid, pol, cid, key, channel, at, progress, role))
+
+        if trigger == "debit_failed":
+            for k in range(1 + (rng.random() < 0.4) + (rng.random() < 0.15)):
+                self.debits.append((pol, started - 35 * k * day - timedelta(hours=k + 1), 1200,
+                                    False, pick(rng, DEBIT_REASONS)))
+        if trigger == "rescission":
+            send("rescission_notice", "letter", started + 0.1 * day)
+            send("rescission_notice", "email", started + 0.1 * day)
+            closed, outcome = started + 10 * day, "rescinded"
+        else:
+            send("first_reminder", "sms", started + day)
+            send("first_reminder", "wechat", started + day)
+            if sends[-1] and sends[-1][7] == "failed" and sends[-2][7] == "failed":
+                send("first_reminder-fallback", "email", started + day)
+            fate = rng.random()
+            if fate < 0.03:  # terminated meanwhile
+                closed, outcome = started + rng.uniform(3, 30) * day, "cancelled"
+            elif fate < 0.45 + 0.1 * progress:
+                closed, outcome = started + rng.uniform(2, 40) * day, "paid"
+            else:
+                send("second_reminder", "voice", started + 45 * day)
+                if rng.random() < 0.2:
+                    send("second_reminder", "agent_call", started + 45 * day)
+                if rng.random() < 0.35:
+                    closed, outcome = started + rng.uniform(46, 60) * day, "paid"
+                else:
+                    lapsed = started + 61 * day
+                    send("lapse_notice", "sms", lapsed + 0.4 * day)
+                    send("lapse_notice", "letter" if rng.random() < 0.2 else "email",
+                         lapsed + 0.4 * day)
+                    back = (lapsed + rng.uniform(20, 150) * day
+                            if rng.random() < 0.15 + 0.1 * progress else None)
+                    for k in range(1, 7):
+                        at = lapsed + 30 * k * day
+                        if back and at > back:
+                            break
+                        send(f"follow_up_{k}", "sms", at)
+                    if back:
+                        closed, outcome = back, "reinstated"
+        if outcome == "paid" and closed < self.now:
+            send("payment_confirmation", "sms", closed)
+        if rng.random() < 0.1:
+            received = started + rng.uniform(1, 60) * day
+            respond_by = received + day
+            roll = rng.random()
+            handled = (received + rng.uniform(0.1, 0.95) * day if roll < 0.85
+                       else received + rng.uniform(1.1, 3) * day if roll < 0.95 else None)
+            escalated = respond_by if handled is None or handled > respond_by else None
+            if received < self.now:
+                self.inquiries.append((f"Q{n}", pol, pick(rng, [
+                    ("question", 0.5), ("hardship", 0.2), ("complaint", 0.1),
+                    ("reinstatement", 0.2)]), received, respond_by, handled, escalated))
+
+        def past(at):
+            return at if at is not None and at < self.now else None
+
+        closed_at = past(closed)
+        self.journeys.append((jid, pol, trigger, started,
+                              "closed" if closed_at else "lapsed" if past(lapsed) else "at_risk",
+                              past(lapsed), closed_at, outcome if closed_at else None))
+        return [s for s in sends if s]
+
+
+def notification_batches(seeder: Seeder, total: int) -> Iterator[list[tuple]]:
+    batch, made, n = [], 0, 0
+    while made < total:
+        rows = seeder.journey(n)[: total - made]
+        n += 1
+        batch += rows
+        made += len(rows)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def seed(dsn: str, month: date, total: int) -> None:
+    seeder = Seeder(month, random.Random(7))
+    # A plain connection: COPY sends jsonb as JSON text in binary format.
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO products (code, name, kind, rules) VALUES "
+            "('LT', '安泰终身寿险', 'long_term', '{\"reinstatable\": true}'), "
+            "('ST', '安泰意外险', 'short_term', '{\"reinstatable\": false}')")
+        for batch in notification_batches(seeder, total):
+            # Parents first: the notifications refer to the policies.
+            await conn.copy_records_to_table(
+                "customers", records=seeder.customers,
+                columns=("customer_id", "name", "gender", "birth_date"))
+            await conn.copy_records_to_table(
+                "policies", records=seeder.policies,
+                columns=("policy_number", "product_code", "policyholder_id", "effective_date",
+                         "premium", "due_date", "status", "payment_method"))
+            await conn.copy_records_to_table("notifications", records=batch,
+                                             columns=NOTIFICATION_COLUMNS)
+            seeder.customers, seeder.policies = [], []
+        await conn.copy_records_to_table(
+            "journeys", records=seeder.journeys,
+            columns=("journey_id", "policy_number", "trigger", "started_at", "stage",
+                     "lapsed_at", "closed_at", "outcome"))
+        await conn.copy_records_to_table(
+            "inquiries", records=seeder.inquiries,
+            columns=("inquiry_id", "policy_number", "kind", "received_at", "respond_by",
+                     "handled_at", "escalated_at"))
+        await conn.copy_records_to_table(
+            "debit_attempts", records=list({(d[0], d[1]): d for d in seeder.debits}.values()),
+            columns=("policy_number", "attempted_at", "amount", "succeeded", "reason_code"))
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def time_queries(pool, month: date, rounds: int):
+    months = months_ending(month, DEFAULT_RULES.window_months)
+    starts_at, ends_at = window(month, DEFAULT_RULES.window_months)
+    queries = {name: (sql, [window(m, 1) for m in months])
+               for name, (sql, _) in MONTHLY.items()}
+    queries["repeated_debit_failures"] = (REPEATED_DEBIT_FAILURES, [
+        (starts_at, ends_at, DEFAULT_RULES.repeat_failures)])
+    print(f"\neach query over the {len(months)} months {months[0]:%Y-%m} .. {month:%Y-%m} "
+          f"(one call a month; best and median of {rounds} runs), and its scans")
+    print(f"{'query':24} {'rows':>6} {'best ms':>8} {'median ms':>10}  scans")
+    async with pool.acquire() as conn:
+        for name, (sql, calls) in queries.items():
+            times, rows = [], 0
+            for _ in range(rounds):
+                began = time.perf_counter()
+                rows = sum([len(await conn.fetch(sql, *params)) for params in calls])
+                times.append((time.perf_counter() - began) * 1000)
+            plan = [r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *calls[-1])]
+            scans = sorted({line.strip().removeprefix("-> ").split("  (")[0]
+                            for line in plan if "Scan" in line})
+            print(f"{name:24} {rows:>6} {min(times):>8.1f} {statistics.median(times):>10.1f}"
+                  f"  {'; '.join(scans)}")
+    began = time.perf_counter()
+    report = build_report(month, await fetch_records(pool, month))
+    print(f"\nthe whole review (every query in one snapshot, then the assembly): "
+          f"{(time.perf_counter() - began) * 1000:.0f} ms; {report.overall.records:,} "
+          f"notifications in {report.month}")
+    return report
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notifications", type=int, default=1_000_000)
+    parser.add_argument("--month", type=parse_month, default=date(2026, 11, 1),
+                        help="the report month, last of the seeded year (YYYY-MM)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--chart", type=Path, help="also draw the month's chart (a PNG)")
+    args = parser.parse_args()
+    parent = Path(tempfile.mkdtemp(prefix="lapse-bench-"))
+    try:
+        await run(args, parent)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace, parent: Path) -> None:
+    async with EmbeddedPostgres(parent / "postgres", cleanup_mode="delete") as postgres:
+        await migrate(postgres.dsn)
+        pool = await connect_pool(postgres.dsn, max_size=2)
+        try:
+            began = time.perf_counter()
+            print(f"seeding {args.notifications:,} notifications with COPY ...")
+            await seed(postgres.dsn, args.month, args.notifications)
+            async with pool.acquire() as conn:
+                counts = await conn.fetchrow(
+                    "SELECT (SELECT count(*) FROM notifications) AS notifications, "
+                    "(SELECT count(*) FROM journeys) AS journeys, "
+                    "(SELECT count(*) FROM inquiries) AS inquiries, "
+                    "(SELECT count(*) FROM debit_attempts) AS debits")
+            print(f"seeded {dict(counts)} in {time.perf_counter() - began:.1f} s")
+            report = await time_queries(pool, args.month, args.rounds)
+            if args.chart:
+                from commands.report_charts import write_chart
+                print(f"wrote {write_chart(report, args.chart)}")
+        finally:
+            await pool.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

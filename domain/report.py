@@ -1,0 +1,482 @@
+"""The monthly review (MISSION section 6): figures from counted records, by the rules below.
+
+The queries (infra/report_queries.py) count records per month; everything here is pure:
+rates, the reasons and the masking, assembled into one `MonthlyReport`.
+
+Definitions (the numbers a manager reads must mean one thing):
+- A notification counts in the month its record was created (Asia/Shanghai), with the
+  status it has now. accepted = `sent` + `delivered` (a provider took it on);
+  delivered = `delivered` (the provider confirmed delivery, by callback); failed =
+  `failed` + `bounced`; unknown = `unknown` (the request went out, its fate is not known);
+  attempted = accepted + failed + unknown, and each rate is over attempted. `queued` and
+  `sending` are pending, `skipped` was never tried: neither counts as attempted. Until
+  delivery callbacks arrive for a channel its `sent` records never become `delivered`
+  (letters and agent calls never do), so its accepted rate is the one to read.
+- The milestone of a record is its key without resend/fallback/transaction suffixes and
+  without the follow-up month; messages to an emergency contact count on their own.
+- Formal-demand evidence: journeys whose first reminder (any channel, to the
+  policyholder or group employer) went out in the month, and of them those with a
+  confirmed delivery on at least one channel: the record that starts Insurance Law
+  art. 36's 30-day clock.
+- Inquiries count in the month received; on time = handled_at <= respond_by (one business
+  day, set when the inquiry was opened).
+- Journeys: started by started_at; lapses by lapsed_at, plus rescissions on the day the
+  rescission journey started (no grace, cover ends then); payments in grace are journeys
+  closed `paid` in the month, by the last reminder milestone on record (`none` if paid
+  before the first reminder went out); reinstatements are journeys closed `reinstated`.
+- Reinstatement conversion: of the month's lapses of reinstatable products, the share
+  reinstated so far (a cohort: a recent month's rate still rises as applications come in).
+- Lapse reasons: a debit-failure journey lapses for the reason of the last failed debit
+  before the lapse; other lapses are `no_payment`; rescissions are `rescission`.
+- Funnel: journeys started in the window (the `window_months` ending with the report
+  month: a month's own starters have rarely reached their lapse date) whose first
+  reminder is on record, and what became of them so far: paid in grace, lapsed (of which
+  reinstated), ended otherwise, still open.
+- Repeated debit failures: policyholders with `repeat_failures` or more failed debits in
+  the `window_months` ending with the report month, named as surname and honorific and
+  with the card's last 4 digits only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime, time
+
+from pydantic import Field
+
+from domain.calendar import add_months
+from domain.content.masking import mask_card, short_name
+from domain.models import Channel, DebitFailureReason, Gender, MilestoneKind, Model
+from domain.plan import TZ
+
+ACCEPTED = ("sent", "delivered")
+FAILED = ("failed", "bounced")
+PENDING = ("queued", "sending")
+UNKNOWN = "unknown"
+NO_PAYMENT = "no_payment"
+RESCISSION = "rescission"
+NO_MILESTONE = "none"  # paid before any reminder went out
+UNKNOWN_ERROR = "unknown"
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_MILESTONE_ORDER = [m.value for m in MilestoneKind]
+_CHANNEL_ORDER = [c.value for c in Channel]
+
+
+class ReportRules(Model):
+    """The review's numbers: company configuration, with these defaults."""
+
+    window_months: int = Field(6, ge=1, le=24)  # trends and repeated debit failures
+    repeat_failures: int = Field(2, ge=2, le=20)
+    top_errors: int = Field(3, ge=1, le=10)
+
+
+DEFAULT_RULES = ReportRules()
+
+
+# --- months ------------------------------------------------------------------------------
+
+
+def parse_month(text: str) -> date:
+    """'2026-11' -> date(2026, 11, 1)."""
+    match = _MONTH.match(text.strip())
+    if not match or not 1 <= int(match[2]) <= 12:
+        raise ValueError(f"{text!r} is not a month: use YYYY-MM, e.g. 2026-11")
+    return date(int(match[1]), int(match[2]), 1)
+
+
+def month_label(month: date) -> str:
+    return f"{month:%Y-%m}"
+
+
+def months_ending(month: date, count: int) -> list[date]:
+    """The `count` months up to and including `month`, oldest first."""
+    return [add_months(month, -k) for k in range(count - 1, -1, -1)]
+
+
+def window(month: date, count: int) -> tuple[datetime, datetime]:
+    """From 00:00 on the first of the oldest month to 00:00 after `month`, in Shanghai."""
+    first = months_ending(month, count)[0]
+    return (datetime.combine(first, time(0), TZ),
+            datetime.combine(add_months(month, 1), time(0), TZ))
+
+
+# --- what the queries count -----------------------------------------------------------------
+
+
+class NotificationCount(Model):
+    month: date
+    channel: str
+    milestone: str
+    status: str
+    error_code: str | None
+    count: int
+
+
+class FirstReminderCount(Model):
+    month: date
+    first_reminders: int
+    accepted: int  # a provider took it on at least one channel (delivered included)
+    delivered: int  # confirmed delivered on at least one channel
+
+
+class InquiryCount(Model):
+    month: date
+    kind: str
+    received: int
+    on_time: int
+    late: int
+    unanswered: int
+    escalated: int
+
+
+class StartCount(Model):
+    month: date
+    trigger: str
+    count: int
+
+
+class PaidInGraceCount(Model):
+    month: date
+    milestone: str | None  # the last reminder on record; None before the first
+    count: int
+
+
+class LapseCount(Model):
+    month: date
+    trigger: str
+    debit_reason: str | None  # of the last failed debit before the lapse
+    reinstatable: bool
+    reinstated: bool  # reinstated since (the conversion cohort)
+    count: int
+
+
+class ReinstatedCount(Model):
+    month: date
+    count: int
+
+
+class FunnelCount(Model):
+    month: date
+    first_reminded: int
+    paid_in_grace: int
+    lapsed: int
+    reinstated: int
+    ended_otherwise: int
+
+
+class DebitFailureCount(Model):
+    """A policyholder's failed debits on one card. Carries the clear name: mask it."""
+
+    customer_id: str
+    name: str
+    gender: Gender | None
+    is_organisation: bool
+    card_last4: str | None
+    failures: int
+    last_failed_at: datetime
+    last_reason: str | None
+
+
+class ReportRecords(Model):
+    """Everything the queries counted over the report window."""
+
+    notifications: list[NotificationCount] = []
+    first_reminders: list[FirstReminderCount] = []
+    inquiries: list[InquiryCount] = []
+    starts: list[StartCount] = []
+    paid_in_grace: list[PaidInGraceCount] = []
+    lapses: list[LapseCount] = []
+    reinstated: list[ReinstatedCount] = []
+    funnel: list[FunnelCount] = []
+    debit_failures: list[DebitFailureCount] = []
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+class ErrorCount(Model):
+    error_code: str
+    count: int
+
+
+class DeliveryRate(Model):
+    """Notification outcomes for one channel (and milestone), or for all of them."""
+
+    channel: str | None = None
+    milestone: str | None = None
+    records: int = 0
+    attempted: int = 0
+    accepted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    unknown: int = 0
+    pending: int = 0
+    skipped: int = 0
+    accepted_rate: float | None = None
+    delivered_rate: float | None = None
+    failed_rate: float | None = None
+    top_errors: list[ErrorCount] = []
+
+
+class FormalDemand(Model):
+    first_reminders: int = 0
+    delivered: int = 0
+    accepted_unconfirmed: int = 0  # accepted by a provider, no delivery confirmed
+    unreached: int = 0  # no provider took it on: failed, pending or unknown everywhere
+    evidence_rate: float | None = None
+
+
+class InquiryVolume(Model):
+    kind: str | None = None  # None: all kinds
+    received: int = 0
+    on_time: int = 0
+    late: int = 0
+    unanswered: int = 0
+    escalated: int = 0
+    on_time_rate: float | None = None
+
+
+class Conversion(Model):
+    lapsed: int = 0  # lapses of reinstatable products in the month
+    reinstated: int = 0  # of them, reinstated since
+    rate: float | None = None
+
+
+class Journeys(Model):
+    started: int = 0
+    started_by_trigger: dict[str, int] = {}
+    lapsed: int = 0  # grace ended unpaid (long-term lapse or short-term not renewed)
+    rescinded: int = 0
+    paid_in_grace: int = 0
+    paid_in_grace_by_milestone: dict[str, int] = {}
+    reinstated: int = 0
+    conversion: Conversion = Conversion()
+
+
+class LapseReason(Model):
+    reason: str
+    count: int
+    share: float
+
+
+class Funnel(Model):
+    since: str | None = None  # the first month of the window
+    first_reminded: int = 0
+    paid_in_grace: int = 0
+    lapsed: int = 0
+    reinstated: int = 0
+    ended_otherwise: int = 0
+    open: int = 0
+
+
+class RepeatedDebitFailure(Model):
+    customer_id: str
+    name: str  # masked: surname and honorific (an organisation's own name)
+    card: str | None  # ****1234
+    failures: int
+    last_failed_on: date
+    last_reason: str | None
+
+
+class MonthTrend(Model):
+    month: str
+    notifications: int
+    accepted_rate: float | None
+    delivered_rate: float | None
+    evidence_rate: float | None
+    inquiries: int
+    on_time_rate: float | None
+    started: int
+    paid_in_grace: int
+    lapsed: int
+    reinstated: int
+    conversion_rate: float | None
+
+
+class MonthlyReport(Model):
+    month: str
+    starts_at: datetime
+    ends_at: datetime
+    notifications: list[DeliveryRate]  # per channel and milestone
+    channels: list[DeliveryRate]  # per channel
+    overall: DeliveryRate
+    formal_demand: FormalDemand
+    inquiries: list[InquiryVolume]  # per kind
+    inquiries_total: InquiryVolume
+    journeys: Journeys
+    lapse_reasons: list[LapseReason]
+    funnel: Funnel
+    repeated_debit_failures: list[RepeatedDebitFailure]
+    trends: list[MonthTrend]  # the window's months, oldest first, this month last
+
+
+# --- assembly -------------------------------------------------------------------------------
+
+
+def rate(part: int, whole: int) -> float | None:
+    """A share rounded to 4 places; None when there is nothing to divide by."""
+    return round(part / whole, 4) if whole else None
+
+
+def _order(values: Iterable[str], known: list[str]) -> list[str]:
+    """Known values in their vocabulary order, then any others alphabetically."""
+    values = set(values)
+    return [v for v in known if v in values] + sorted(values - set(known))
+
+
+def _delivery(rows: list[NotificationCount], top: int, channel: str | None = None,
+              milestone: str | None = None) -> DeliveryRate:
+    by_status: dict[str, int] = defaultdict(int)
+    errors: dict[str, int] = defaultdict(int)
+    for r in rows:
+        by_status[r.status] += r.count
+        if r.status in FAILED:
+            errors[r.error_code or UNKNOWN_ERROR] += r.count
+    accepted = sum(by_status[s] for s in ACCEPTED)
+    failed = sum(by_status[s] for s in FAILED)
+    attempted = accepted + failed + by_status[UNKNOWN]
+    ranked = sorted(errors.items(), key=lambda e: (-e[1], e[0]))[:top]
+    return DeliveryRate(
+        channel=channel, milestone=milestone, records=sum(by_status.values()),
+        attempted=attempted, accepted=accepted, delivered=by_status["delivered"],
+        failed=failed, unknown=by_status[UNKNOWN], pending=sum(by_status[s] for s in PENDING),
+        skipped=by_status["skipped"], accepted_rate=rate(accepted, attempted),
+        delivered_rate=rate(by_status["delivered"], attempted),
+        failed_rate=rate(failed, attempted),
+        top_errors=[ErrorCount(error_code=code, count=n) for code, n in ranked])
+
+
+def _delivery_tables(rows: list[NotificationCount], top: int
+                     ) -> tuple[list[DeliveryRate], list[DeliveryRate], DeliveryRate]:
+    per_pair: dict[tuple[str, str], list[NotificationCount]] = defaultdict(list)
+    per_channel: dict[str, list[NotificationCount]] = defaultdict(list)
+    for r in rows:
+        per_pair[r.channel, r.milestone].append(r)
+        per_channel[r.channel].append(r)
+    channels = _order(per_channel, _CHANNEL_ORDER)
+    milestones = _order((m for _, m in per_pair), _MILESTONE_ORDER)
+    pairs = [_delivery(per_pair[c, m], top, c, m)
+             for c in channels for m in milestones if (c, m) in per_pair]
+    return (pairs, [_delivery(per_channel[c], top, c) for c in channels],
+            _delivery(rows, top))
+
+
+def _formal_demand(row: FirstReminderCount | None) -> FormalDemand:
+    if row is None:
+        return FormalDemand()
+    return FormalDemand(
+        first_reminders=row.first_reminders, delivered=row.delivered,
+        accepted_unconfirmed=row.accepted - row.delivered,
+        unreached=row.first_reminders - row.accepted,
+        evidence_rate=rate(row.delivered, row.first_reminders))
+
+
+def _inquiry(kind: str | None, rows: list[InquiryCount]) -> InquiryVolume:
+    received = sum(r.received for r in rows)
+    on_time = sum(r.on_time for r in rows)
+    return InquiryVolume(kind=kind, received=received, on_time=on_time,
+                         late=sum(r.late for r in rows),
+                         unanswered=sum(r.unanswered for r in rows),
+                         escalated=sum(r.escalated for r in rows),
+                         on_time_rate=rate(on_time, received))
+
+
+def lapse_reason(trigger: str, debit_reason: str | None) -> str:
+    if trigger == "rescission":
+        return RESCISSION
+    if trigger == "debit_failed":
+        return debit_reason or DebitFailureReason.OTHER.value
+    return NO_PAYMENT
+
+
+def _journeys(month: date, records: ReportRecords) -> tuple[Journeys, list[LapseReason]]:
+    starts = [s for s in records.starts if s.month == month]
+    paid = [p for p in records.paid_in_grace if p.month == month]
+    lapses = [x for x in records.lapses if x.month == month]
+    by_trigger: dict[str, int] = defaultdict(int)
+    for s in starts:
+        by_trigger[s.trigger] += s.count
+    by_milestone: dict[str, int] = defaultdict(int)
+    for p in paid:
+        by_milestone[p.milestone or NO_MILESTONE] += p.count
+    reasons: dict[str, int] = defaultdict(int)
+    for x in lapses:
+        reasons[lapse_reason(x.trigger, x.debit_reason)] += x.count
+    rescinded = reasons.get(RESCISSION, 0)
+    reinstatable = [x for x in lapses if x.reinstatable]
+    cohort = sum(x.count for x in reinstatable)
+    won_back = sum(x.count for x in reinstatable if x.reinstated)
+    total = sum(reasons.values())
+    journeys = Journeys(
+        started=sum(by_trigger.values()),
+        started_by_trigger=dict(sorted(by_trigger.items())),
+        lapsed=total - rescinded, rescinded=rescinded,
+        paid_in_grace=sum(by_milestone.values()),
+        paid_in_grace_by_milestone={
+            m: by_milestone[m]
+            for m in _order(by_milestone, [NO_MILESTONE, *_MILESTONE_ORDER])},
+        reinstated=sum(r.count for r in records.reinstated if r.month == month),
+        conversion=Conversion(lapsed=cohort, reinstated=won_back, rate=rate(won_back, cohort)))
+    ranked = sorted(reasons.items(), key=lambda r: (-r[1], r[0]))
+    return journeys, [LapseReason(reason=r, count=n, share=rate(n, total)) for r, n in ranked]
+
+
+def _funnel(since: date, rows: list[FunnelCount]) -> Funnel:
+    totals = {field: sum(getattr(r, field) for r in rows)
+              for field in ("first_reminded", "paid_in_grace", "lapsed", "reinstated",
+                            "ended_otherwise")}
+    return Funnel(since=month_label(since), **totals,
+                  open=totals["first_reminded"] - totals["paid_in_grace"] - totals["lapsed"]
+                  - totals["ended_otherwise"])
+
+
+def mask_debit_failure(row: DebitFailureCount) -> RepeatedDebitFailure:
+    """Only what an operator needs to ask for a new card: no full name, no card number."""
+    return RepeatedDebitFailure(
+        customer_id=row.customer_id,
+        name=row.name if row.is_organisation else short_name(row.name, row.gender),
+        card=mask_card(row.card_last4) if row.card_last4 else None,
+        failures=row.failures, last_failed_on=row.last_failed_at.astimezone(TZ).date(),
+        last_reason=row.last_reason)
+
+
+def _trend(month: date, records: ReportRecords, rules: ReportRules) -> MonthTrend:
+    overall = _delivery([n for n in records.notifications if n.month == month], rules.top_errors)
+    demand = _formal_demand(next((f for f in records.first_reminders if f.month == month), None))
+    inquiries = _inquiry(None, [i for i in records.inquiries if i.month == month])
+    journeys, _ = _journeys(month, records)
+    return MonthTrend(
+        month=month_label(month), notifications=overall.attempted,
+        accepted_rate=overall.accepted_rate, delivered_rate=overall.delivered_rate,
+        evidence_rate=demand.evidence_rate, inquiries=inquiries.received,
+        on_time_rate=inquiries.on_time_rate, started=journeys.started,
+        paid_in_grace=journeys.paid_in_grace, lapsed=journeys.lapsed,
+        reinstated=journeys.reinstated, conversion_rate=journeys.conversion.rate)
+
+
+def build_report(month: date, records: ReportRecords,
+                 rules: ReportRules = DEFAULT_RULES) -> MonthlyReport:
+    """The month's review from the window's counts (the window ends with `month`)."""
+    starts_at, ends_at = window(month, 1)
+    months = months_ending(month, rules.window_months)
+    pairs, channels, overall = _delivery_tables(
+        [n for n in records.notifications if n.month == month], rules.top_errors)
+    inquiries = [i for i in records.inquiries if i.month == month]
+    kinds = sorted({i.kind for i in inquiries})
+    journeys, reasons = _journeys(month, records)
+    failures = sorted(records.debit_failures,
+                      key=lambda f: (-f.failures, -f.last_failed_at.timestamp(), f.customer_id))
+    return MonthlyReport(
+        month=month_label(month), starts_at=starts_at, ends_at=ends_at,
+        notifications=pairs, channels=channels, overall=overall,
+        formal_demand=_formal_demand(
+            next((f for f in records.first_reminders if f.month == month), None)),
+        inquiries=[_inquiry(k, [i for i in inquiries if i.kind == k]) for k in kinds],
+        inquiries_total=_inquiry(None, inquiries),
+        journeys=journeys, lapse_reasons=reasons,
+        funnel=_funnel(months[0], [f for f in records.funnel if f.month in months]),
+        repeated_debit_failures=[mask_debit_failure(f) for f in failures],
+        trends=[_trend(m, records, rules) for m in months])
