@@ -6,9 +6,24 @@ import argparse
 import os
 import sys
 
-from commands import calendar, dev, journey, load, plan, report, sandbox, schema, task
+from commands import (
+    calendar,
+    demo,
+    dev,
+    inquiry,
+    journey,
+    listing,
+    load,
+    plan,
+    report,
+    sandbox,
+    scan,
+    schema,
+    task,
+)
 
-COMMANDS = (dev, load, schema, calendar, plan, journey, report, task, sandbox)
+COMMANDS = (demo, dev, load, schema, calendar, plan, scan, journey, listing, inquiry, report,
+            task, sandbox)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
+from collections.abc import AsyncIterator
 
+from commands.providers import local_providers
+from infra.db import connect_pool
 from infra.embedded import Stack, StackError
 from infra.migrate import MigrationError
 from infra.settings import Settings, SettingsError, redact_dsn
-from infra.temporal import SearchAttributesError
+from infra.temporal import SearchAttributesError, connect_client
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,9 +65,9 @@ async def _dev(settings: Settings, json_output: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        async with Stack(settings, ui=True) as stack:
+        async with Stack(settings, ui=True) as stack, _providers(stack) as sandbox_url:
             started = True
-            _print_addresses(stack, json_output)
+            _print_addresses(stack, json_output, sandbox_url)
             await stop.wait()
             if not json_output:
                 print("stopping...", flush=True)
@@ -77,13 +81,30 @@ async def _dev(settings: Settings, json_output: bool) -> int:
     return 0
 
 
-def _print_addresses(stack: Stack, json_output: bool) -> None:
+@contextlib.asynccontextmanager
+async def _providers(stack: Stack) -> AsyncIterator[str | None]:
+    """The sandbox providers with their outbox, for every provider without credentials."""
+    if not stack.settings.providers_sandboxed:
+        yield None
+        return
+    pool = await connect_pool(stack.database_url, min_size=1, max_size=4)
+    try:
+        client = await connect_client(stack.settings, stack.temporal_address)
+        async with local_providers(pool, client) as url:
+            stack.publish_sandbox(url)
+            yield url
+    finally:
+        await pool.close()
+
+
+def _print_addresses(stack: Stack, json_output: bool, sandbox_url: str | None) -> None:
     addresses = {
         "temporal_address": stack.temporal_address,
         "namespace": stack.namespace,
         "ui_url": stack.ui_url,
         "database_url": redact_dsn(stack.database_url),
         "data_dir": str(stack.data_dir),
+        "sandbox_url": sandbox_url,
     }
     if json_output:
         print(json.dumps(addresses), flush=True)
@@ -92,6 +113,8 @@ def _print_addresses(stack: Stack, json_output: bool) -> None:
         ("Temporal gRPC", f"{stack.temporal_address}  (namespace {stack.namespace})"),
         ("Temporal Web UI", stack.ui_url or "-  (TEMPORAL_ADDRESS is set)"),
         ("PostgreSQL", f"DATABASE_URL={addresses['database_url']}"),
+        ("Sandbox outbox", f"{sandbox_url}/outbox" if sandbox_url
+         else "-  (every provider has credentials)"),
         ("Data folder", addresses["data_dir"]),
     ]
     for label, value in rows:

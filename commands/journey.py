@@ -8,6 +8,8 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
 
 from commands.common import UserError, command, database, temporal
 from domain.journey import JourneyStatus, Payment
@@ -15,7 +17,15 @@ from domain.models import TriggerKind
 from domain.plan import TZ
 from domain.triggers import detect_trigger
 from infra import store
-from infra.journeys import JourneyNotRunning, Journeys, PaymentRefused
+from infra.journeys import (
+    Delivery,
+    JourneyNotRunning,
+    Journeys,
+    PaymentRefused,
+    PaymentSystem,
+    deliveries,
+    journey_key,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,58 +95,92 @@ async def run_pay(args: argparse.Namespace, settings) -> int:
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         raise UserError(f"{first['loc'][0]}: {first['msg']}") from None
-    if payment.amount <= 0:
-        raise UserError(f"--amount must be positive, got {payment.amount}")
-    async with temporal(settings) as client:
+    async with database(settings) as pool, temporal(settings) as client:
+        payments = PaymentSystem(client, pool, settings.temporal_task_queue,
+                                 time_scale=settings.time_scale)
         try:
-            answer = await Journeys(client, settings.temporal_task_queue).pay(
-                args.policy_number, payment)
-        except JourneyNotRunning as err:
-            raise UserError(str(err)) from None
+            result = await payments.payment_received(args.policy_number, payment)
         except PaymentRefused as err:
             raise UserError(f"payment refused: {err}") from None
-    print(answer.model_dump_json() if args.json else
-          f"payment {args.txn}: {answer.outcome}; outstanding ¥{answer.outstanding:,.2f}")
+    if args.json:
+        print(result.model_dump_json())
+    elif result.journey_running:
+        print(f"payment {args.txn}: {result.outcome}; outstanding ¥{result.outstanding:,.2f}")
+    else:
+        print(f"payment {args.txn}: no journey running for {args.policy_number}; "
+              f"{'recorded' if result.outcome != 'duplicate' else 'already recorded'}, "
+              f"outstanding ¥{result.outstanding:,.2f}")
     return 0
 
 
-def status_card(s: JourneyStatus) -> str:
-    lines = [f"policy {s.policy_number}   stage {s.stage.value}"
-             + (f" ({s.outcome.value})" if s.outcome else "")
-             + f"   trigger {s.trigger}",
-             f"due {s.due_date}   grace ends {s.grace_ends_at or '-'}   "
-             f"lapses {s.lapses_at.astimezone(TZ):%Y-%m-%d %H:%M}" if s.lapses_at else
-             f"due {s.due_date}",
-             f"amount due ¥{s.amount_due:,.2f}   paid ¥{s.amount_paid:,.2f}   "
-             f"outstanding ¥{s.outstanding:,.2f}"]
-    if s.next_milestone:
-        n = s.next_milestone
-        lines.append(f"next {n.name} at {n.at.astimezone(TZ):%Y-%m-%d %H:%M} "
-                     f"({', '.join(c.value for c in n.channels)})")
+def _at(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return value.astimezone(TZ).strftime(fmt) if value else "-"
+
+
+def status_card(s: JourneyStatus, sent: list[Delivery]) -> Table:
+    """The agent's card: where the policy stands, what was sent, what comes next."""
+    card = Table.grid(padding=(0, 2))
+    card.add_column(style="bold")
+    card.add_column()
+    stage = s.stage.value + (f" ({s.outcome.value})" if s.outcome else "")
+    card.add_row("Policy", f"{s.policy_number}   trigger {s.trigger}   segments "
+                 f"{', '.join(x.value for x in s.segments) or 'standard'}")
+    card.add_row("Stage", stage)
+    card.add_row("Journey time", _at(s.journey_now))
+    card.add_row("Key dates", f"due {s.due_date}   grace ends {s.grace_ends_at or '-'}   "
+                 f"lapses {_at(s.lapses_at)}")
+    card.add_row("Money", f"due ¥{s.amount_due:,.2f}   paid ¥{s.amount_paid:,.2f}   "
+                 f"outstanding ¥{s.outstanding:,.2f}")
+    for d in s.debit_failures:
+        card.add_row("Debit failed", f"{_at(d.failed_at)}  ¥{d.amount:,.2f}  "
+                     f"{d.reason_code.value}")
     if s.reinstatement:
         r = s.reinstatement
-        lines.append(f"reinstatement today ¥{r.total:,.2f} (back premium ¥{r.back_premium:,.2f}"
-                     f" + interest ¥{r.interest:,.2f}), deadline {r.deadline}")
-    for i in s.open_inquiries:
-        lines.append(f"inquiry {i.inquiry_id} ({i.kind.value}) answer by "
-                     f"{i.respond_by.astimezone(TZ):%Y-%m-%d %H:%M}"
-                     + ("  ESCALATED" if i.escalated else ""))
-    lines.append("messages:")
-    for n in s.notifications:
-        lines.append(f"  {n.at.astimezone(TZ):%Y-%m-%d %H:%M}  {n.milestone:<22} "
-                     f"{n.channel.value:<10} {n.status}"
-                     + (f" x{n.recipients}" if n.recipients > 1 else ""))
-    return "\n".join(lines)
+        card.add_row("Reinstatement", f"¥{r.total:,.2f} today (back premium "
+                     f"¥{r.back_premium:,.2f} + interest ¥{r.interest:,.2f}), "
+                     f"apply by {r.deadline}")
+    if s.next_milestone:
+        n = s.next_milestone
+        card.add_row("Next", f"{n.name} on {_at(n.at)} by "
+                     f"{', '.join(c.value for c in n.channels)}")
+    else:
+        card.add_row("Next", "-")
+    if s.open_inquiries:
+        for i in s.open_inquiries:
+            card.add_row("Open inquiry", f"{i.inquiry_id} ({i.kind.value}) answer by "
+                         f"{_at(i.respond_by)}" + ("  ESCALATED" if i.escalated else ""))
+    else:
+        card.add_row("Open inquiries", "none")
+    messages = Table(title=f"Messages ({len(sent)} records)", title_justify="left",
+                     show_edge=False)
+    for col in ("milestone", "channel", "to", "status", "error", "updated"):
+        messages.add_column(col)
+    for d in sent:
+        messages.add_row(d.milestone, d.channel, d.recipient_role, d.status,
+                         d.error_code or "", _at(d.updated_at))
+    if not sent:
+        # No records (another database?): fall back to what the workflow noted.
+        for n in s.notifications:
+            messages.add_row(n.milestone, n.channel.value, f"{n.recipients} recipient(s)",
+                             n.status, "", _at(n.at))
+    outer = Table.grid()
+    outer.add_row(card)
+    outer.add_row("")
+    outer.add_row(messages)
+    return outer
 
 
 async def run_status(args: argparse.Namespace, settings) -> int:
-    async with temporal(settings) as client:
+    async with database(settings) as pool, temporal(settings) as client:
         try:
             s = await Journeys(client, settings.temporal_task_queue).status(args.policy_number)
-        except JourneyNotRunning as err:
-            raise UserError(str(err)) from None
-    print(s.model_dump_json(indent=2) if args.json else status_card(s))
+        except JourneyNotRunning:
+            raise UserError(f"no journey for policy {args.policy_number}") from None
+        sent = await deliveries(pool, await journey_key(client, args.policy_number))
+    if args.json:
+        print(json.dumps({**s.model_dump(mode="json"),
+                          "deliveries": [d.model_dump(mode="json") for d in sent]}, indent=2,
+                         ensure_ascii=False))
+    else:
+        Console(width=max(100, Console().width)).print(status_card(s, sent))
     return 0
-
-
-

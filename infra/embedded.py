@@ -320,6 +320,7 @@ class StackInfo:
     namespace: str
     pid: int
     started_at: float  # the process's start time, so a reused pid is not mistaken for it
+    sandbox_url: str | None = None  # the sandbox providers `lapse dev` serves, if any
 
     def is_live(self) -> bool:
         try:
@@ -410,19 +411,22 @@ class Stack:
             self.temporal_address = settings.temporal_address
             client = await connect_client(settings)
             await ensure_search_attributes(client, self.namespace)
-        _write_stack_file(
-            self.data_dir,
-            StackInfo(
-                # Only embedded endpoints: a configured URL may hold a password.
-                database_url=self._postgres.dsn if self._postgres else None,
-                temporal_address=self.temporal_address,
-                ui_url=self.ui_url,
-                namespace=self.namespace,
-                pid=os.getpid(),
-                started_at=psutil.Process().create_time(),
-            ),
+        self._info = StackInfo(
+            # Only embedded endpoints: a configured URL may hold a password.
+            database_url=self._postgres.dsn if self._postgres else None,
+            temporal_address=self.temporal_address,
+            ui_url=self.ui_url,
+            namespace=self.namespace,
+            pid=os.getpid(),
+            started_at=psutil.Process().create_time(),
         )
+        _write_stack_file(self.data_dir, self._info)
         self._published = True
+
+    def publish_sandbox(self, url: str) -> None:
+        """Tell the other commands (and `lapse-worker`) where the sandbox providers are."""
+        self._info = dataclasses.replace(self._info, sandbox_url=url)
+        _write_stack_file(self.data_dir, self._info)
 
     async def __aexit__(self, *exc_info) -> None:
         await self._stop()

@@ -255,7 +255,7 @@ class PolicyLapseWorkflow:
         base = SendRequest(
             journey_id=self._journey_id(), policy_number=trigger.policy_number,
             milestone_key=key, message=message, channel=channel, scope=scope, only=only,
-            journey_date=at.astimezone(TZ).date(), trigger=trigger,
+            journey_date=at.astimezone(TZ).date(), journey_at=at, trigger=trigger,
             outstanding=self._outstanding(), segments=s.segments,
             grace_ends_on=plan.grace_ends_on, lapses_on=plan.lapses_on,
             reinstatement_deadline=plan.reinstatement_deadline,
@@ -452,7 +452,9 @@ class PolicyLapseWorkflow:
         while self._pending and self._s.stage is not Stage.CLOSED:
             item = self._pending.pop(0)
             if isinstance(item, DebitFailedSignal):
-                self._s.debit_failures.append(item)
+                # Signal-with-start repeats the failure that is already the trigger's.
+                if all(f.failed_at != item.failed_at for f in self._s.debit_failures):
+                    self._s.debit_failures.append(item)
             elif isinstance(item, ContactUpdated):
                 await self._contact_updated()
             elif isinstance(item, InquiryReceived):

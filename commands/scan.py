@@ -1,0 +1,159 @@
+"""`lapse scan`: start the journeys of every policy at risk, now or as a daily Schedule."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, datetime, timedelta
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleDescription,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleUpdate,
+)
+
+from activities.scan import scan_policies
+from commands.common import command, database, temporal
+from domain.plan import TZ
+from domain.scan import ScanInput, ScanSummary
+from infra import store
+from infra.journeys import Journeys
+from workflows.scan import SCHEDULE_ID, DailyScanWorkflow
+
+# A missed run (cluster down, schedule paused) is still taken within a day: the scan is
+# idempotent, so catching up is safe, and after a day the next run covers the same ground.
+CATCHUP_WINDOW = timedelta(days=1)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scan", help="start journeys for every policy at risk",
+                       description="Start the journey of every policy at risk on a day "
+                       "(overdue premium, unpaid renewal, failed debit, rescission); a "
+                       "policy whose journey runs already keeps it.")
+    p.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="the day to scan (default: today in Shanghai)")
+    p.add_argument("--schedule", action="store_true",
+                   help="install or update the daily Temporal Schedule instead of scanning now")
+    p.add_argument("--hour", type=int, default=7, choices=range(24), metavar="H",
+                   help="with --schedule: the hour (Shanghai) it runs at (default 7)")
+    p.add_argument("--concurrency", type=int, default=20, metavar="N",
+                   help="policies in flight at once (default 20)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=command(run_scan))
+
+
+async def run_scan(args: argparse.Namespace, settings) -> int:
+    if args.schedule:
+        async with temporal(settings) as client:
+            desc = await install_schedule(client, settings.temporal_task_queue, args.hour,
+                                          args.concurrency)
+        info = schedule_info(desc)
+        print(json.dumps(info) if args.json else
+              f"schedule {info['id']} {info['state']}: DailyScanWorkflow every day at "
+              f"{args.hour:02d}:00 Asia/Shanghai on task queue {info['task_queue']}; "
+              f"overlap {info['overlap']}, catch-up window {info['catchup_window']}; "
+              f"next run {info['next_run'] or '-'}")
+        return 0
+    now = datetime.now(TZ)
+    as_of = args.as_of or now.date()
+    journey_start = datetime.combine(as_of, now.timetz()) if as_of != now.date() else None
+    async with database(settings) as pool, temporal(settings) as client:
+        async with pool.acquire() as conn:
+            numbers = await store.policy_numbers(conn)
+        journeys = Journeys(client, settings.temporal_task_queue)
+        console = Console(stderr=True)
+        with Progress(TextColumn("scanning {task.description}"), BarColumn(),
+                      MofNCompleteColumn(), console=console, transient=True,
+                      disable=not console.is_terminal) as progress:
+            task = progress.add_task(str(as_of), total=len(numbers))
+            summary = await scan_policies(
+                pool, journeys, as_of, concurrency=args.concurrency,
+                time_scale=settings.time_scale, journey_start=journey_start,
+                policy_numbers=numbers,
+                on_progress=lambda _n, _o: progress.advance(task))
+    if args.json:
+        print(summary.model_dump_json())
+    else:
+        Console().print(summary_table(summary))
+    if summary.failed:
+        print(f"lapse scan: {len(summary.failed)} policies failed: "
+              f"{', '.join(summary.failed)}; run the scan again", file=sys.stderr)
+        return 1
+    return 0
+
+
+def summary_table(summary: ScanSummary) -> Table:
+    table = Table(title=f"scan of {summary.as_of}: {summary.total} policies")
+    table.add_column("result")
+    table.add_column("why")
+    table.add_column("policies", justify="right")
+    for label, counts in (("started", summary.started),
+                          ("already running", summary.already_running),
+                          ("skipped", summary.skipped)):
+        for why, n in sorted(counts.items()):
+            table.add_row(label, why, str(n))
+        if not counts:
+            table.add_row(label, "-", "0")
+    if summary.failed:
+        table.add_row("failed", "see stderr", str(len(summary.failed)))
+    return table
+
+
+def daily_schedule(task_queue: str, hour: int = 7, concurrency: int = 20) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            DailyScanWorkflow.run, ScanInput(concurrency=concurrency),
+            id=SCHEDULE_ID, task_queue=task_queue,
+            static_summary="Daily scan: start the journeys of policies at risk"),
+        spec=ScheduleSpec(
+            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(hour)],
+                                            minute=[ScheduleRange(0)],
+                                            second=[ScheduleRange(0)])],
+            time_zone_name="Asia/Shanghai"),
+        # SKIP: a scan still running when the next is due means the next one would only
+        # find the same journeys running; buffering it would just pile up work.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP,
+                              catchup_window=CATCHUP_WINDOW),
+    )
+
+
+async def install_schedule(client: Client, task_queue: str, hour: int = 7,
+                           concurrency: int = 20, schedule_id: str = SCHEDULE_ID
+                           ) -> ScheduleDescription:
+    """Create the daily scan schedule, or update it in place when it exists."""
+    schedule = daily_schedule(task_queue, hour, concurrency)
+    try:
+        handle = await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+        handle = client.get_schedule_handle(schedule_id)
+        await handle.update(lambda _old: ScheduleUpdate(schedule=schedule))
+    return await handle.describe()
+
+
+def schedule_info(desc: ScheduleDescription) -> dict:
+    action = desc.schedule.action
+    policy = desc.schedule.policy
+    upcoming = desc.info.next_action_times
+    return {
+        "id": desc.id,
+        "state": "paused" if desc.schedule.state.paused else "active",
+        "workflow": action.workflow if isinstance(action, ScheduleActionStartWorkflow)
+        else None,
+        "task_queue": getattr(action, "task_queue", None),
+        "overlap": policy.overlap.name,
+        "catchup_window": str(policy.catchup_window),
+        "time_zone": desc.schedule.spec.time_zone_name,
+        "next_run": upcoming[0].astimezone(TZ).isoformat() if upcoming else None,
+    }
