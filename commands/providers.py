@@ -9,6 +9,7 @@ import asyncpg
 from temporalio.client import Client
 
 import sandbox as sb
+from infra.deliveries import policies_for_refs
 from infra.signals import JourneySignals
 from web import build_app, serve
 from web.callbacks import SENDGRID_EVENTS_PATH
@@ -18,7 +19,12 @@ from web.callbacks import SENDGRID_EVENTS_PATH
 async def local_providers(pool: asyncpg.Pool, client: Client) -> AsyncIterator[str]:
     """Serve the sandbox (Twilio, SendGrid, WeChat, outbox) with the callback endpoint that
     its signed delivery callbacks reach; yields the base URL."""
-    box = sb.Sandbox(faults=list(sb.DEFAULT_FAULTS))
+    async def describe(refs: list[str]) -> dict[str, str]:
+        # The outbox groups messages by policy: providers only ever see opaque references.
+        async with pool.acquire() as conn:
+            return await policies_for_refs(conn, refs)
+
+    box = sb.Sandbox(faults=list(sb.DEFAULT_FAULTS), describe=describe)
     app = build_app(pool, JourneySignals(client), twilio_auth_token=sb.TWILIO_AUTH_TOKEN,
                     sendgrid_public_key=box.public_key, sandbox=box)
     async with serve(app) as url:
