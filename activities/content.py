@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from domain.content.context import ReinstatementQuote as QuoteView
 from domain.content.context import Role, build_context
 from domain.content.render import RenderedMessage, render_message
 from domain.journey import SendRequest
@@ -38,8 +37,7 @@ def render_for(req: SendRequest, bundle: PolicyBundle, customer: Customer,
         recipient=recipient, issued_on=req.journey_date, role=Role(role),
         policyholder=bundle.policyholder, amount_due=req.outstanding,
         payment_token=payment_token(req.policy_number, req.journey_id),
-        reinstatement_quote=QuoteView.model_validate(req.quote.model_dump(
-            include=set(QuoteView.model_fields))) if req.quote else None,
+        reinstatement_quote=req.quote,
         follow_up_month=req.follow_up_month)
     ctx = ctx.model_copy(update={
         "paid_amount": req.paid_amount, "paid_on": req.paid_on,

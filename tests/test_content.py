@@ -154,7 +154,8 @@ CASES: dict[str, Case] = {
     "insurer_fault_with_quote": make_case(
         ZHANG, insurer_fault=True,
         quote=ReinstatementQuote(back_premium=Decimal("1234.50"), interest=Decimal("0"),
-                                 total=Decimal("1234.50"))),
+                                 total=Decimal("1234.50"), deadline=date(2028, 12, 1),
+                                 days=30)),
     "group_employer": make_case(EMPLOYER, segments=(Segment.GROUP,), role=Role.GROUP_EMPLOYER,
                                 members=MEMBERS),
     **{f"group_member_{i}": make_case(EMPLOYER, segments=(Segment.GROUP,), recipient=m,

@@ -29,6 +29,7 @@ from domain.models import (
     TriggerKind,
 )
 from domain.plan import JourneyPlan
+from domain.reinstatement import ReinstatementQuote
 
 
 class MessageKind(StrEnum):
@@ -87,14 +88,6 @@ class DebitFailureDetail(Model):
     reason_code: DebitFailureReason
     card_last4: str | None = Field(None, pattern=r"^\d{4}$")
     bank_name: str | None = Field(None, max_length=40)
-
-
-class ReinstatementQuote(Model):
-    """What reinstating costs today (section 5): back premiums plus simple interest."""
-
-    back_premium: Money
-    interest: Money
-    total: Money
 
 
 class MessageContext(Model):
