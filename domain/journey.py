@@ -7,13 +7,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from domain.models import (
     Channel,
     Currency,
     DebitFailure,
     Model,
+    Moment,
     Segment,
     Trigger,
 )
@@ -51,12 +52,6 @@ class InquiryKind(StrEnum):
     REINSTATEMENT = "reinstatement"
 
 
-def _aware(v: datetime) -> datetime:
-    if v.tzinfo is None:
-        raise ValueError("needs a time zone, e.g. 2026-12-01T10:00:00+08:00")
-    return v
-
-
 class Signal(Model):
     """Base of signal payloads (CONTRACT.md); their times must carry a time zone."""
 
@@ -68,8 +63,7 @@ class Payment(Signal):
     transaction_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     amount: Decimal = Field(max_digits=14, decimal_places=2)
     currency: str = Field(min_length=3, max_length=3)
-    paid_at: datetime
-    _aware = field_validator("paid_at")(_aware)
+    paid_at: Moment
 
 
 class PaymentAnswer(Model):
@@ -83,36 +77,31 @@ class DebitFailedSignal(DebitFailure):
 
 
 class ContactUpdated(Signal):
-    updated_at: datetime
-    _aware = field_validator("updated_at")(_aware)
+    updated_at: Moment
 
 
 class InquiryReceived(Signal):
     inquiry_id: str = Field(min_length=1, max_length=64)
     kind: InquiryKind
-    received_at: datetime
-    _aware = field_validator("received_at")(_aware)
+    received_at: Moment
 
 
 class InquiryHandled(Signal):
     inquiry_id: str = Field(min_length=1, max_length=64)
-    handled_at: datetime
+    handled_at: Moment
     note: str = Field("", max_length=500)
-    _aware = field_validator("handled_at")(_aware)
 
 
 class ReinstatementApplied(Signal):
     application_id: str = Field(min_length=1, max_length=64)
-    applied_at: datetime
-    _aware = field_validator("applied_at")(_aware)
+    applied_at: Moment
 
 
 class ReinstatementDecided(Signal):
     application_id: str = Field(min_length=1, max_length=64)
     approved: bool
-    decided_at: datetime
+    decided_at: Moment
     reason: str = Field("", max_length=200)
-    _aware = field_validator("decided_at")(_aware)
 
 
 class DeliveryFailed(Signal):

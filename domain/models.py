@@ -130,6 +130,12 @@ def _id_number(value: str) -> str:
     return value
 
 
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("needs a time zone, e.g. 2026-12-01T10:00:00+08:00")
+    return value
+
+
 def _policy_number(value: str) -> str:
     if not _POLICY_NUMBER.match(value):
         raise ValueError("must be 6-32 upper-case letters, digits or '-'")
@@ -143,6 +149,7 @@ def _code(value: str) -> str:
 
 
 Phone = Annotated[str, AfterValidator(_phone)]
+Moment = Annotated[datetime, AfterValidator(_aware)]  # a time with its time zone
 Email = Annotated[str, AfterValidator(_email)]
 IdNumber = Annotated[str, AfterValidator(_id_number)]
 PolicyNumber = Annotated[str, AfterValidator(_policy_number)]
@@ -327,18 +334,11 @@ class PremiumDue(Model):
 
 
 class DebitAttempt(Model):
-    attempted_at: datetime
+    attempted_at: Moment
     amount: PositiveMoney
     succeeded: bool
     reason_code: DebitFailureReason | None = None
     reason_text: str | None = Field(None, max_length=200)
-
-    @field_validator("attempted_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("needs a time zone, e.g. 2026-09-01T10:00:00+08:00")
-        return v
 
     @model_validator(mode="after")
     def _reason_iff_failed(self) -> DebitAttempt:

@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+from temporalio.client import Client
+from temporalio.service import RPCError
 
 from domain.policy_file import parse_policy_file
 from infra import store
@@ -66,3 +68,12 @@ async def eventually(check, limit: float = 20.0):
         if result or loop.time() > deadline:
             return result
         await asyncio.sleep(0.2)
+
+
+async def terminate_journeys(client: Client, numbers: list[str]) -> None:
+    """End the journeys a test started on the shared dev server (closed ones are fine)."""
+    for n in numbers:
+        try:
+            await client.get_workflow_handle(f"lapse-{n}").terminate("test over")
+        except RPCError:
+            pass

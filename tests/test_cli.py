@@ -7,7 +7,6 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from temporalio.service import RPCError
 
 from commands.listing import visibility_query
 from domain.journey import DebitFailedSignal, Payment, Stage
@@ -21,6 +20,7 @@ from tests.ops_helpers import (
     eventually,
     load_sample_as,
     run_lapse,
+    terminate_journeys,
     unique_prefix,
 )
 
@@ -30,14 +30,6 @@ FAST = 20_000  # journey seconds per second: the first reminder comes within a f
 def _payment(txn: str, amount: str, when: str = "2026-11-27 11:00") -> Payment:
     return Payment(transaction_id=txn, amount=Decimal(amount), currency="CNY",
                    paid_at=at(when))
-
-
-async def _terminate(client, numbers) -> None:
-    for n in numbers:
-        try:
-            await client.get_workflow_handle(f"lapse-{n}").terminate("test over")
-        except RPCError:
-            pass
 
 
 async def test_a_payment_without_a_journey_is_recorded_not_refused(dev_env, pool):
@@ -93,7 +85,7 @@ async def test_a_debit_failure_starts_a_journey_with_signal_with_start(dev_env, 
             result = await journeys.handle(number).result()
             assert result.stage is Stage.CLOSED and result.outcome.value == "paid"
     finally:
-        await _terminate(dev_env.client, [number])
+        await terminate_journeys(dev_env.client, [number])
 
 
 async def _status(journeys, number):
@@ -170,7 +162,7 @@ async def test_status_card_list_and_inquiry_from_the_command_line(dev_env, pool,
             code, _, err = await run_lapse("inquiry", f"{prefix}-P2026000012", env=env)
             assert code == 2 and "no running journey" in err
     finally:
-        await _terminate(dev_env.client, numbers)
+        await terminate_journeys(dev_env.client, numbers)
 
 
 def test_the_visibility_query_is_what_the_web_ui_takes():

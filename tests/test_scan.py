@@ -7,7 +7,6 @@ import uuid
 from datetime import date, timedelta
 
 from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
-from temporalio.service import RPCError
 
 from activities.scan import scan_policies
 from commands.scan import install_schedule, schedule_info
@@ -15,7 +14,7 @@ from domain.policy_file import parse_policy_file
 from domain.scan import ScanInput, ScanSummary, SkipReason, classify
 from infra.journeys import Journeys
 from tests.journey_helpers import SAMPLE, ProviderDouble, journey_worker
-from tests.ops_helpers import load_sample_as, unique_prefix
+from tests.ops_helpers import load_sample_as, terminate_journeys, unique_prefix
 from workflows.scan import DailyScanWorkflow
 
 AS_OF = date(2026, 11, 27)
@@ -48,14 +47,6 @@ def test_classify_the_sample_per_trigger_and_skip_reason():
     assert skipped == EXPECTED_SKIPPED
 
 
-async def _terminate(client, numbers: list[str]) -> None:
-    for n in numbers:
-        try:
-            await client.get_workflow_handle(f"lapse-{n}").terminate("test over")
-        except RPCError:
-            pass
-
-
 async def test_scan_starts_one_journey_per_policy_and_reruns_idempotently(dev_env, pool):
     prefix = unique_prefix()
     numbers = await load_sample_as(pool, prefix, [_terminated_policy()])
@@ -80,7 +71,7 @@ async def test_scan_starts_one_journey_per_policy_and_reruns_idempotently(dev_en
         assert len([e for e in history if e.HasField(
             "workflow_execution_started_event_attributes")]) == 1
     finally:
-        await _terminate(dev_env.client, numbers)
+        await terminate_journeys(dev_env.client, numbers)
 
 
 async def test_the_daily_schedule_is_installed_and_updated(dev_env):
@@ -122,4 +113,4 @@ async def test_the_scan_workflow_runs_the_scan_as_an_activity(dev_env, pool):
         assert summary.started == EXPECTED_STARTED
         assert summary.skipped == {"not_due": 2, "paid": 1}
     finally:
-        await _terminate(dev_env.client, numbers)
+        await terminate_journeys(dev_env.client, numbers)
