@@ -402,7 +402,7 @@ class Policy(Model):
 class DebitFailure(Model):
     """The payload of the `debit_failed` signal, and the detail of a debit-failed trigger."""
 
-    failed_at: datetime
+    failed_at: Moment
     amount: PositiveMoney
     reason_code: DebitFailureReason
     reason_text: str = Field("", max_length=200)
