@@ -24,6 +24,7 @@ from activities.letters import render_letter_pdf
 from domain.calendar import BusinessCalendar
 from domain.content.masking import full_name
 from domain.content.rules import ContentRuleError
+from domain.evidence import Anchored
 from domain.journey import (
     InquiryRequest,
     InquiryView,
@@ -41,7 +42,7 @@ from domain.models import Channel, Customer, Segment
 from domain.plan import TZ
 from domain.planner import plan_journey
 from domain.triggers import segments_for
-from infra import store
+from infra import evidence, store
 from infra.deliveries import mark_unknown, provider_ref
 
 # Statuses after which a provider has (or may have) the message: never send it again.
@@ -202,6 +203,9 @@ class JourneyActivities:
                 if ready is not None:
                     await ready()  # the rate limit, before anything says 'sending'
                 await self._record(conn, nid, req, r, rendered, "sending", None)
+                await evidence.keep_send(conn, nid, req.channel, address,
+                                         attachment and attachment.filename,
+                                         attachment and attachment.content)
                 try:
                     provider_id = await sender.send(Outgoing(
                         notification_id=nid, channel=req.channel, address=address,
@@ -315,7 +319,9 @@ class JourneyActivities:
         return owed
 
     @activity.defn
-    async def change_stage(self, change: StageChange) -> None:
+    async def change_stage(self, change: StageChange) -> Anchored:
+        """Record the stage and hand the evidence chain's head to the journey's history."""
+        info = activity.info()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE journeys SET stage = $2, outcome = COALESCE($3, outcome), "
@@ -329,6 +335,9 @@ class JourneyActivities:
                     "UPDATE policies SET status = $2, status_changed_at = $3, updated_at = now() "
                     "WHERE policy_number = $1 AND status <> $2",
                     change.policy_number, change.policy_status, change.at)
+            head = await evidence.anchor(conn, change.journey_id, info.workflow_id,
+                                         info.workflow_run_id)
+        return Anchored(chain_head=head)
 
     @activity.defn
     async def create_task(self, task: TaskRequest) -> str:

@@ -1,8 +1,9 @@
-"""Masking of personal data in messages: ID numbers, bank cards, policy numbers and names."""
+"""Masking of personal data in messages: ID numbers, bank cards, policy numbers and names,
+and of the addresses a message went to (in evidence packs)."""
 
 from __future__ import annotations
 
-from domain.models import Gender
+from domain.models import Channel, Gender
 
 # Two-character surnames still in use (百家姓 and common modern ones). A name that starts
 # with one of these and is longer than two characters is addressed by the compound.
@@ -74,3 +75,24 @@ def gender_from_id_number(id_number: str) -> Gender:
 def full_name(name: str, gender: Gender | None) -> str:
     """The form for letters and e-mails: 张伟先生, 欧阳娜娜女士, or the bare name if unknown."""
     return name.strip() + (_HONORIFIC[gender] if gender else "")
+
+
+def mask_address(channel: Channel, address: str) -> str:
+    """What an evidence pack shows of the address a message went to: enough for the customer
+    to recognise it, not enough to use it.
+
+    +8613800000001 -> +86 138****0001; customer0001@example.com -> c****@example.com;
+    oSandbox000001 -> oSan****0001; a postal address -> its postcode and city, then ****.
+    """
+    address = address.strip()
+    if channel in (Channel.SMS, Channel.VOICE, Channel.AGENT_CALL):
+        national = address[3:] if address.startswith("+86") else address.lstrip("+")
+        country = "+86 " if address.startswith("+86") else ""
+        return f"{country}{national[:3]}{_MASK}{national[-4:]}"
+    if channel is Channel.EMAIL and "@" in address:
+        local, domain = address.rsplit("@", 1)
+        return f"{local[:1]}{_MASK}@{domain}"
+    if channel is Channel.LETTER:
+        postcode, _, rest = address.partition(" ")
+        return f"{postcode} {rest[:6]}{_MASK}"
+    return f"{address[:4]}{_MASK}{address[-4:]}" if len(address) > 8 else _MASK

@@ -1,0 +1,154 @@
+"""Tamper evidence: journeys run for real write a hash chain through PostgreSQL's triggers;
+`verify` finds a clean database clean and names every change made behind a journey's back."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from domain.evidence import BreakKind
+from domain.journey import Payment
+from infra.evidence import chain_head, verify
+from tests.journey_helpers import ProviderDouble, at, journey_worker, load_sample, start_journey
+from workflows.policy_lapse import PolicyLapseWorkflow
+
+STANDARD = "P2026000001"  # due 2026-11-20, ¥3,600.00
+
+
+@pytest.fixture
+async def sample(pool):
+    await load_sample(pool)
+    return pool
+
+
+async def journey_id(pool, policy: str) -> str:
+    return await pool.fetchval("SELECT journey_id FROM journeys WHERE policy_number = $1",
+                               policy)
+
+
+@pytest.fixture
+async def journeys(time_skipping_env, sample):
+    """A never-paid journey run to its end, and one paid in grace."""
+    env = time_skipping_env
+    async with journey_worker(env.client, sample, ProviderDouble()) as client:
+        never = await start_journey(client, sample, STANDARD, at("2026-11-21 08:00"))
+        await never.result()
+        paid = await start_journey(client, sample, "P2026000002", at("2026-11-21 08:00"))
+        await env.sleep(timedelta(days=3))
+        await paid.signal(PolicyLapseWorkflow.payment_received, Payment(
+            transaction_id="TX-1", amount=Decimal("5280.00"), currency="CNY",
+            paid_at=at("2026-11-24 12:00")))
+        await paid.result()
+    return env.client
+
+
+async def test_a_clean_database_verifies_clean(journeys, sample):
+    found = await verify(sample, client=journeys)
+    assert found.breaks == []
+    assert found.chains >= 2 and found.entries > 40 and found.histories >= 2
+    head = await chain_head(sample, await journey_id(sample, STANDARD))
+    assert head.seq > 0
+
+
+async def bypassing_the_chain(pool, table: str, sql: str, *args) -> None:
+    """What someone with the database's keys does: switch the trigger off, edit, switch on."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER evidence_chain")
+        await conn.execute(sql, *args)
+        await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER evidence_chain")
+
+
+async def test_edits_behind_the_journeys_back_are_named(journeys, sample):
+    first = await journey_id(sample, STANDARD)
+    sms = f"{first}/first_reminder/sms/C0001"
+    wechat = f"{first}/first_reminder/wechat/C0001"
+    # A record's text, with the chain bypassed; a status and a payment, in plain SQL.
+    await bypassing_the_chain(sample, "notifications",
+                              "UPDATE notifications SET body = body || '。' "
+                              "WHERE notification_id = $1", sms)
+    await sample.execute("UPDATE notifications SET status = 'delivered' "
+                         "WHERE notification_id = $1", wechat)
+    await sample.execute("UPDATE payments SET amount = 528.00 WHERE transaction_id = 'TX-1'")
+    found = await verify(sample, client=journeys)
+    named = {(b.kind, b.table, b.key, tuple(b.fields)) for b in found.breaks}
+    assert named == {
+        (BreakKind.RECORD_CHANGED, "notifications", sms, ("body",)),
+        (BreakKind.STATUS_DISAGREES, "notifications", wechat, ("status",)),
+        (BreakKind.CHANGE_NOT_ALLOWED, "payments", "TX-1", ("amount",)),
+    }
+    [payment] = [b for b in found.breaks if b.table == "payments"]
+    assert payment.chain == await journey_id(sample, "P2026000002")
+    assert "amount must not change" in payment.line()
+
+
+async def test_deleted_and_unchained_records_and_chain_entries(journeys, sample):
+    first = await journey_id(sample, STANDARD)
+    event = await sample.fetchval("SELECT max(event_id) FROM notification_events")
+    await sample.execute("DELETE FROM notification_events WHERE event_id = $1", event)
+    await bypassing_the_chain(
+        sample, "notification_events",
+        "INSERT INTO notification_events (notification_id, status, occurred_at) "
+        "VALUES ($1, 'delivered', now())", f"{first}/first_reminder/sms/C0001")
+    middle = await sample.fetchval("SELECT seq FROM evidence_chain WHERE chain_id = $1 "
+                                   "AND table_name = 'notification_events' "
+                                   "ORDER BY seq LIMIT 1", first)
+    await sample.execute("DELETE FROM evidence_chain WHERE chain_id = $1 AND seq = $2",
+                         first, middle)
+    found = await verify(sample, client=journeys)
+    kinds = {(b.kind, b.table) for b in found.breaks}
+    assert (BreakKind.RECORD_MISSING, "notification_events") in kinds
+    assert (BreakKind.RECORD_NOT_CHAINED, "notification_events") in kinds
+    [gap] = [b for b in found.breaks if b.kind is BreakKind.ENTRY_MISSING]
+    assert (gap.chain, gap.seq) == (first, middle + 1)
+    assert f"entry {middle} missing" in gap.detail
+
+
+async def test_a_chain_rewritten_to_match_is_caught_by_temporal(journeys, sample):
+    """Someone edits a text and rewrites the chain and its anchors to match: PostgreSQL
+    alone then looks consistent, but the heads in the journey's history do not."""
+    first = await journey_id(sample, STANDARD)
+    sms = f"{first}/first_reminder/sms/C0001"
+    await bypassing_the_chain(sample, "notifications",
+                              "UPDATE notifications SET body = '您已缴费，无需处理。' "
+                              "WHERE notification_id = $1", sms)
+    async with sample.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL TimeZone = 'UTC'")
+        await conn.execute(
+            "UPDATE evidence_chain e SET "
+            "  field_hashes = evidence_field_hashes('notifications', e.row_key, c.content), "
+            "  content_hash = evidence_content_hash('notifications', e.row_key, c.content) "
+            "FROM evidence_rows(NULL) c WHERE c.table_name = 'notifications' "
+            "AND c.row_key = e.row_key AND e.table_name = 'notifications' AND e.row_key = $1",
+            sms)
+        for seq in await conn.fetch("SELECT seq FROM evidence_chain WHERE chain_id = $1 "
+                                    "ORDER BY seq", first):
+            await conn.execute(
+                "UPDATE evidence_chain e SET prev_hash = (SELECT p.entry_hash FROM "
+                "evidence_chain p WHERE p.chain_id = e.chain_id AND p.seq = e.seq - 1) "
+                "WHERE chain_id = $1 AND seq = $2", first, seq["seq"])
+            await conn.execute("UPDATE evidence_chain e SET entry_hash = evidence_entry_hash(e) "
+                               "WHERE chain_id = $1 AND seq = $2", first, seq["seq"])
+        await conn.execute("UPDATE evidence_anchors a SET entry_hash = e.entry_hash "
+                           "FROM evidence_chain e WHERE e.chain_id = a.journey_id "
+                           "AND e.seq = a.seq")
+    in_postgres = await verify(sample)
+    against_temporal = await verify(sample, client=journeys)
+    assert in_postgres.breaks == []
+    assert {b.kind for b in against_temporal.breaks} == {BreakKind.HEAD_MISMATCH}
+    assert {b.chain for b in against_temporal.breaks} == {first}
+
+
+async def test_entries_cut_off_the_end_are_caught_by_temporal(journeys, sample):
+    first = await journey_id(sample, STANDARD)
+    last = await sample.fetchval("SELECT max(seq) FROM evidence_chain WHERE chain_id = $1",
+                                 first)
+    await sample.execute("DELETE FROM evidence_chain WHERE chain_id = $1 AND seq > $2",
+                         first, last - 3)
+    await sample.execute("DELETE FROM evidence_anchors WHERE journey_id = $1 AND seq > $2",
+                         first, last - 3)
+    found = await verify(sample, client=journeys)
+    kinds = {b.kind for b in found.breaks}
+    assert BreakKind.HEAD_BEYOND_CHAIN in kinds  # the close's head is in the history
+    assert BreakKind.RECORD_NOT_CHAINED in kinds  # the rows those entries covered
