@@ -20,10 +20,11 @@ from commands import (
     scan,
     schema,
     task,
+    verify,
 )
 
 COMMANDS = (demo, dev, load, schema, calendar, plan, scan, journey, listing, inquiry, report,
-            task, sandbox)
+            task, sandbox, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,10 @@ Definitions (the numbers a manager reads must mean one thing):
 - The milestone of a record is its key without resend/fallback/transaction suffixes and
   without the follow-up month; messages to an emergency contact count on their own.
 - Formal-demand evidence: journeys whose first reminder (any channel, to the
-  policyholder or group employer) went out in the month, and of them those with a
-  confirmed delivery on at least one channel: the record that starts Insurance Law
-  art. 36's 30-day clock.
+  policyholder or group employer) went out in the month, and of them those whose demand
+  was proven delivered by the rule the evidence pack states (domain/evidence.py
+  `formal_demand`: a provider's delivery receipt, a registered letter's tracking number
+  or an agent's call record): what starts Insurance Law art. 36's 30-day clock.
 - Inquiries count in the month received; on time = handled_at <= respond_by (one business
   day, set when the inquiry was opened).
 - Journeys: started by started_at; lapses by lapsed_at, plus rescissions on the day the
@@ -48,6 +49,7 @@ from pydantic import Field
 
 from domain.calendar import add_months
 from domain.content.masking import mask_card, short_name
+from domain.evidence import DemandRecord, formal_demand
 from domain.models import Channel, DebitFailureReason, Gender, MilestoneKind, Model
 from domain.plan import TZ
 
@@ -117,9 +119,8 @@ class NotificationCount(Model):
 
 class FirstReminderCount(Model):
     month: date
-    first_reminders: int
-    accepted: int  # a provider took it on at least one channel (delivered included)
-    delivered: int  # confirmed delivered on at least one channel
+    records: list[DemandRecord]  # the facts of a journey's first-reminder records
+    journeys: int  # how many of the month's journeys have exactly these
 
 
 class InquiryCount(Model):
@@ -364,14 +365,16 @@ def _delivery_tables(rows: list[NotificationCount], top: int
             _delivery(rows, top))
 
 
-def _formal_demand(row: FirstReminderCount | None) -> FormalDemand:
-    if row is None:
-        return FormalDemand()
+def _formal_demand(rows: list[FirstReminderCount]) -> FormalDemand:
+    total = delivered = accepted = 0
+    for row in rows:
+        finding = formal_demand(row.records)
+        total += row.journeys
+        delivered += row.journeys if finding.delivered else 0
+        accepted += row.journeys if finding.accepted else 0
     return FormalDemand(
-        first_reminders=row.first_reminders, delivered=row.delivered,
-        accepted_unconfirmed=row.accepted - row.delivered,
-        unreached=row.first_reminders - row.accepted,
-        evidence_rate=rate(row.delivered, row.first_reminders))
+        first_reminders=total, delivered=delivered, accepted_unconfirmed=accepted - delivered,
+        unreached=total - accepted, evidence_rate=rate(delivered, total))
 
 
 def _inquiry(kind: str | None, rows: list[InquiryCount]) -> InquiryVolume:
@@ -445,7 +448,7 @@ def mask_debit_failure(row: DebitFailureCount) -> RepeatedDebitFailure:
 
 def _trend(month: date, records: ReportRecords, rules: ReportRules) -> MonthTrend:
     overall = _delivery([n for n in records.notifications if n.month == month], rules.top_errors)
-    demand = _formal_demand(next((f for f in records.first_reminders if f.month == month), None))
+    demand = _formal_demand([f for f in records.first_reminders if f.month == month])
     inquiries = _inquiry(None, [i for i in records.inquiries if i.month == month])
     journeys, _ = _journeys(month, records)
     return MonthTrend(
@@ -472,8 +475,7 @@ def build_report(month: date, records: ReportRecords,
     return MonthlyReport(
         month=month_label(month), starts_at=starts_at, ends_at=ends_at,
         notifications=pairs, channels=channels, overall=overall,
-        formal_demand=_formal_demand(
-            next((f for f in records.first_reminders if f.month == month), None)),
+        formal_demand=_formal_demand([f for f in records.first_reminders if f.month == month]),
         inquiries=[_inquiry(k, [i for i in inquiries if i.kind == k]) for k in kinds],
         inquiries_total=_inquiry(None, inquiries),
         journeys=journeys, lapse_reasons=reasons,

@@ -37,19 +37,34 @@ WHERE created_at >= $1 AND created_at < $2
 GROUP BY 1, 2, 3, 4
 """
 
+# Per journey, the facts of its first reminders that the formal-demand rule reads
+# (domain/evidence.py), grouped: a month's journeys fall into a few dozen kinds.
 FIRST_REMINDERS = """
-SELECT count(*) AS first_reminders,
-       count(*) FILTER (WHERE accepted) AS accepted,
-       count(*) FILTER (WHERE delivered) AS delivered
+SELECT records, count(*) AS journeys
 FROM (
-    SELECT journey_id, bool_or(status IN ('sent', 'delivered')) AS accepted,
-           bool_or(status = 'delivered') AS delivered
-    FROM notifications
-    WHERE created_at >= $1 AND created_at < $2
-      AND report_milestone(milestone, recipient_role) = 'first_reminder'
-      AND recipient_role IN ('policyholder', 'group_employer')
+    SELECT journey_id, jsonb_agg(DISTINCT fact ORDER BY fact) AS records
+    FROM (
+        SELECT n.journey_id,
+               jsonb_build_object('channel', n.channel, 'status', n.status,
+                                  'receipt', receipt.source,
+                                  'tracked', q.tracking_number IS NOT NULL) AS fact
+        FROM notifications n
+        LEFT JOIN LATERAL (
+            SELECT CASE WHEN e.provider_event_id IS NULL THEN 'own' ELSE 'provider' END
+                   AS source
+            FROM notification_events e
+            WHERE e.notification_id = n.notification_id AND e.status = 'delivered'
+            ORDER BY e.event_id DESC
+            LIMIT 1
+        ) receipt ON n.status = 'delivered'
+        LEFT JOIN print_queue q ON q.letter_id = n.notification_id
+        WHERE n.created_at >= $1 AND n.created_at < $2
+          AND report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
+          AND n.recipient_role IN ('policyholder', 'group_employer')
+    ) facts
     GROUP BY journey_id
 ) per_journey
+GROUP BY records
 """
 
 INQUIRIES = """
