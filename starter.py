@@ -10,6 +10,7 @@ from commands import (
     calendar,
     demo,
     dev,
+    evidence,
     inquiry,
     journey,
     listing,
@@ -24,7 +25,7 @@ from commands import (
 )
 
 COMMANDS = (demo, dev, load, schema, calendar, plan, scan, journey, listing, inquiry, report,
-            task, sandbox, verify)
+            task, sandbox, verify, evidence)
 
 
 def build_parser() -> argparse.ArgumentParser:

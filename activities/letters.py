@@ -1,10 +1,12 @@
 """Formal letters as PDF (Chinese text in an embedded TrueType CJK font) and the paper
-letter channel: the PDF queued for the print vendor with its postal address."""
+letter channel: the PDF queued for the print vendor with its postal address. The same
+page (`typeset`) sets the evidence packs."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from xml.sax.saxutils import escape
@@ -16,6 +18,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
 
 from activities.channels import Outgoing, PermanentSendError
@@ -39,7 +42,7 @@ def _font() -> TTFont:
 
 
 @cache
-def _styles() -> tuple[ParagraphStyle, ParagraphStyle, ParagraphStyle]:
+def styles() -> tuple[ParagraphStyle, ParagraphStyle, ParagraphStyle]:
     _font()
     body = ParagraphStyle("body", fontName=FONT_NAME, fontSize=11, leading=18,
                           wordWrap="CJK", spaceAfter=6)
@@ -60,7 +63,7 @@ def render_letter_pdf(title: str, body: str, address_lines: list[str] = ()) -> L
     `body` is the letter template's text, which starts with its title line; each blank
     line starts a paragraph, single line breaks are kept.
     """
-    title_style, body_style, address_style = _styles()
+    title_style, body_style, address_style = styles()
     lines = body.strip().splitlines()
     if lines and lines[0].strip() == title.strip():
         lines = lines[1:]
@@ -71,16 +74,44 @@ def render_letter_pdf(title: str, body: str, address_lines: list[str] = ()) -> L
     for paragraph in "\n".join(lines).strip().split("\n\n"):
         text = "<br/>".join(escape(line.strip()) for line in paragraph.splitlines())
         story.append(Paragraph(text, body_style))
-    buffer = io.BytesIO()
-    pages = []
-    doc = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=25 * mm, rightMargin=25 * mm,
-                            topMargin=25 * mm, bottomMargin=25 * mm, title=title,
-                            author="", subject="", creator="lapse-notifier")
-    doc.build(story, onFirstPage=lambda c, d: pages.append(1),
-              onLaterPages=lambda c, d: pages.append(1))
+    content, pages = typeset(story, title)
     text = "".join([title, body, *address_lines])
-    return LetterPdf(content=buffer.getvalue(), pages=len(pages),
-                     missing_glyphs=missing_glyphs(text))
+    return LetterPdf(content=content, pages=pages, missing_glyphs=missing_glyphs(text))
+
+
+Furnish = Callable[[Canvas, int, int], None]
+
+
+def typeset(story: list, title: str, furnish: Furnish | None = None) -> tuple[bytes, int]:
+    """The letters' page: A4, their margins and font, the same bytes for the same text.
+
+    `furnish(canvas, page, pages)` draws what every page carries (a letterhead, page
+    numbers); it is called once the number of pages is known. Returns the PDF and its
+    number of pages.
+    """
+    _font()
+    buffer = io.BytesIO()
+    doc = SimpleDocTemplate(buffer, pagesize=A4, leftMargin=25 * mm, rightMargin=25 * mm,
+                            topMargin=(38 if furnish else 25) * mm, bottomMargin=25 * mm,
+                            title=title, author="", subject="", creator="lapse-notifier",
+                            invariant=True)
+    pages: list[dict] = []
+
+    class Furnished(Canvas):
+        def showPage(self):  # noqa: N802 - reportlab's name
+            pages.append(dict(self.__dict__))
+            self._startPage()
+
+        def save(self):
+            for number, state in enumerate(pages, 1):
+                self.__dict__.update(state)
+                if furnish is not None:
+                    furnish(self, number, len(pages))
+                super().showPage()
+            super().save()
+
+    doc.build(story, canvasmaker=Furnished)
+    return buffer.getvalue(), len(pages)
 
 
 class PrintQueue:

@@ -24,7 +24,7 @@ HEAD_FIELD = "chain_head"
 @dataclass
 class RunHistory:
     workflow_id: str
-    run_id: str
+    run_id: str | None  # None: the latest run
     found: bool = True  # False: the server no longer has it (retention) or never had it
     heads: list[ChainHead] = field(default_factory=list)
     journey_input: JourneyInput | None = None
@@ -39,7 +39,7 @@ async def _decode(client: Client, payloads) -> object | None:
     return value
 
 
-async def read_run(client: Client, workflow_id: str, run_id: str) -> RunHistory:
+async def read_run(client: Client, workflow_id: str, run_id: str | None) -> RunHistory:
     """One run's history; heads are the `chain_head` fields of its activity results."""
     run = RunHistory(workflow_id, run_id)
     try:

@@ -1,5 +1,6 @@
 """Shared set-up for the channel tests: the sandbox and callback endpoint on a free local
-port, the real senders pointed at it, and send requests built from the sample policies."""
+port, the real senders pointed at it, send requests built from the sample policies, and
+journeys run through all of it."""
 
 from __future__ import annotations
 
@@ -25,11 +26,26 @@ from domain.plan import TZ
 from domain.planner import plan_journey
 from domain.triggers import detect_trigger, segments_for
 from infra import store
+from infra.journeys import Journeys
 from infra.settings import Settings
+from infra.signals import JourneySignals
 from web import build_app, serve
 from web.callbacks import SENDGRID_EVENTS_PATH
+from worker import build_worker
 
 TEN_AM = datetime(2026, 11, 23, 10, 0, tzinfo=TZ)
+# A customer nobody can reach: the sandbox refuses the number, the openid is unknown, the
+# e-mail bounces after it was accepted, and there is no postal address.
+LOST = [
+    '{"record": "customer", "customer_id": "C0900", "name": "孙悟", "gender": "M", '
+    '"birth_date": "1980-01-01", "mobile": "+8613900000000", "email": "lost@example.com", '
+    '"wechat_openid": "oSandboxLost01", "emergency_contact": {"name": "孙红", '
+    '"phone": "+8613900000900", "relation": "姐姐"}}',
+    '{"record": "policy", "policy_number": "P2026000900", "product_code": "LT-WL01", '
+    '"policyholder_id": "C0900", "effective_date": "2020-01-01", "premium": "1800.00", '
+    '"due_date": "2026-11-20", "payment_method": {"kind": "manual"}, '
+    '"dues": [{"due_date": "2026-11-20", "amount": "1800.00"}]}',
+]
 
 
 def fixed_clock(at: datetime = TEN_AM) -> Callable[[], datetime]:
@@ -117,3 +133,12 @@ async def eventually(check, within: float = 20.0):
         if result or time.monotonic() > deadline:
             return result
         await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def journeys_with_sandbox(env, pool, faults=()):
+    """A worker with the real senders against the sandbox, whose callbacks signal journeys."""
+    async with sandbox_stack(pool, JourneySignals(env.client), faults=list(faults)) as stack:
+        queue = f"test-{uuid.uuid4().hex[:8]}"
+        async with build_worker(env.client, pool, queue, senders=stack.senders):
+            yield Journeys(env.client, queue), stack

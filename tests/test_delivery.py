@@ -4,9 +4,7 @@ retried, permanent ones falling back, and the unreachable path end to end."""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import aiohttp
@@ -15,11 +13,8 @@ import pytest
 import sandbox as sb
 from domain.journey import Outcome
 from domain.models import Channel
-from infra.journeys import Journeys
-from infra.signals import JourneySignals
-from tests.channel_helpers import eventually, sandbox_stack
+from tests.channel_helpers import LOST, eventually, journeys_with_sandbox
 from tests.journey_helpers import at, load_sample, start_journey
-from worker import build_worker
 from workflows.policy_lapse import PolicyLapseWorkflow
 
 STANDARD = "P2026000001"
@@ -30,32 +25,10 @@ NEVER_PAID = Counter({
     **{(f"follow_up_{k}", "sms"): 1 for k in range(1, 7)},
     ("follow_up_3", "email"): 1, ("follow_up_6", "email"): 1,
 })
-# A customer nobody can reach: the sandbox refuses the number, the openid is unknown, the
-# e-mail bounces after it was accepted, and there is no postal address.
-LOST = [
-    '{"record": "customer", "customer_id": "C0900", "name": "孙悟", "gender": "M", '
-    '"birth_date": "1980-01-01", "mobile": "+8613900000000", "email": "lost@example.com", '
-    '"wechat_openid": "oSandboxLost01", "emergency_contact": {"name": "孙红", '
-    '"phone": "+8613900000900", "relation": "姐姐"}}',
-    '{"record": "policy", "policy_number": "P2026000900", "product_code": "LT-WL01", '
-    '"policyholder_id": "C0900", "effective_date": "2020-01-01", "premium": "1800.00", '
-    '"due_date": "2026-11-20", "payment_method": {"kind": "manual"}, '
-    '"dues": [{"due_date": "2026-11-20", "amount": "1800.00"}]}',
-]
-
-
 @pytest.fixture
 async def sample(pool):
     await load_sample(pool, LOST)
     return pool
-
-
-@asynccontextmanager
-async def journeys_with_sandbox(env, pool, faults=()):
-    async with sandbox_stack(pool, JourneySignals(env.client), faults=list(faults)) as stack:
-        queue = f"test-{uuid.uuid4().hex[:8]}"
-        async with build_worker(env.client, pool, queue, senders=stack.senders):
-            yield Journeys(env.client, queue), stack
 
 
 async def statuses(pool, policy: str) -> dict[tuple[str, str], str]:
