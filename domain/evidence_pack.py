@@ -203,7 +203,8 @@ INQUIRY_WORDS = {"question": "咨询", "hardship": "缴费困难", "complaint": 
 
 
 def milestone_words(key: str) -> str:
-    """follow_up_3 -> 复效跟进（第3个月）; first_reminder-fallback -> 首次提醒（正式催告）·备用渠道."""
+    """How the pack names a record's milestone key: follow_up_3 -> 复效跟进（第3个月）,
+    first_reminder-fallback -> 首次提醒（正式催告）·备用渠道."""
     base, _, suffix = key.partition("-")
     kind, month = base, None
     head, _, tail = base.rpartition("_")
