@@ -3,15 +3,25 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from domain.evidence import BreakKind
+from domain.evidence import (
+    BreakKind,
+    DemandRecord,
+    Proof,
+    disallowed_changes,
+    formal_demand,
+    status_from_events,
+)
 from domain.journey import Payment
+from domain.plan import TZ
 from infra.evidence import chain_head, verify
 from tests.journey_helpers import ProviderDouble, at, journey_worker, load_sample, start_journey
+from tests.ops_helpers import clean_env, run_lapse
 from workflows.policy_lapse import PolicyLapseWorkflow
 
 STANDARD = "P2026000001"  # due 2026-11-20, ¥3,600.00
@@ -152,3 +162,85 @@ async def test_entries_cut_off_the_end_are_caught_by_temporal(journeys, sample):
     kinds = {b.kind for b in found.breaks}
     assert BreakKind.HEAD_BEYOND_CHAIN in kinds  # the close's head is in the history
     assert BreakKind.RECORD_NOT_CHAINED in kinds  # the rows those entries covered
+
+
+# --- the rules, without a database -------------------------------------------------------
+
+T1, T2 = datetime(2026, 11, 23, 10, 5, tzinfo=TZ), datetime(2026, 11, 24, 9, 0, tzinfo=TZ)
+
+
+@pytest.mark.parametrize("records, delivered, proof, at, accepted", [
+    ([DemandRecord(channel="sms", status="delivered", receipt="provider", receipt_at=T2),
+      DemandRecord(channel="letter", status="sent", tracked=True, posted_at=T1,
+                   tracking_number="XA123456789CN")],
+     True, Proof.LETTER_TRACKING, T1, True),  # the earliest proof wins
+    ([DemandRecord(channel="agent_call", status="delivered", receipt="own", receipt_at=T1)],
+     True, Proof.AGENT_CALL, T1, True),
+    # An operator's word on an SMS whose fate was unknown is no provider receipt.
+    ([DemandRecord(channel="sms", status="delivered", receipt="own", receipt_at=T1)],
+     False, None, None, True),
+    # Accepted by WeChat, or a letter in the print queue without a tracking number.
+    ([DemandRecord(channel="wechat", status="sent"), DemandRecord(channel="letter",
+                                                                  status="sent")],
+     False, None, None, True),
+    # Delivered, then bounced: not delivered after all.
+    ([DemandRecord(channel="email", status="bounced", receipt="provider", receipt_at=T1)],
+     False, None, None, False),
+    ([DemandRecord(channel="sms", status="failed"), DemandRecord(channel="sms",
+                                                                 status="unknown")],
+     False, None, None, False),
+])
+def test_the_formal_demand_rule(records, delivered, proof, at, accepted):
+    found = formal_demand(records)
+    assert (found.delivered, found.proof, found.at, found.accepted) == (
+        delivered, proof, at, accepted)
+
+
+@pytest.mark.parametrize("events, status", [
+    ([("sending", False), ("sent", False), ("delivered", True)], "delivered"),
+    # The provider's callback came before its answer reached the send activity.
+    ([("sending", False), ("delivered", True), ("sent", False)], "delivered"),
+    ([("sending", False), ("queued", False), ("sending", False), ("sent", False)], "sent"),
+    ([("sending", False), ("unknown", False), ("delivered", False)], "delivered"),
+    ([("sending", False), ("sent", False), ("queued", True), ("open", True)], "sent"),
+    ([("sending", False), ("sent", False), ("delivered", True), ("bounced", True)], "bounced"),
+    ([], None),
+])
+def test_a_status_follows_from_its_events(events, status):
+    assert status_from_events(events) == status
+
+
+def test_what_may_change_once_recorded():
+    sending, delivered = {"status": "sending"}, {"status": "delivered", "provider_set": True}
+    assert disallowed_changes("notifications", ["status", "provider_message_id"],
+                              {"status": "sending", "provider_set": False}, delivered) == []
+    assert disallowed_changes("notifications", ["body"], {"status": "queued"}, sending) == []
+    assert disallowed_changes("notifications", ["body", "status"], delivered,
+                              {"status": "sent"}) == ["body"]
+    assert disallowed_changes("notifications", ["provider_message_id"], delivered,
+                              delivered) == ["provider_message_id"]
+    assert disallowed_changes("payments", ["amount"], {}, {}) == ["amount"]
+    assert disallowed_changes("inquiries", ["handled_at"], {"handled": False}, {}) == []
+    assert disallowed_changes("inquiries", ["handled_at"], {"handled": True}, {}) == [
+        "handled_at"]
+
+
+async def test_lapse_verify_exit_codes_and_bad_input(sample, db_url, short_tmp):
+    env = clean_env(DATABASE_URL=db_url, LAPSE_DATA_DIR=str(short_tmp))
+    code, out, _ = await run_lapse("verify", "--all", "--no-history", env=env)
+    assert code == 0 and "clean" in out
+    await sample.execute("UPDATE debit_attempts SET amount = 1 WHERE policy_number = $1",
+                         "P2026000002")
+    code, out, _ = await run_lapse("verify", "P2026000002", "--no-history", "--json", env=env)
+    [found] = json.loads(out)["breaks"]
+    assert code == 1 and (found["kind"], found["fields"]) == ("change_not_allowed", ["amount"])
+    code, _, err = await run_lapse("verify", "P2026999999", "--no-history", env=env)
+    assert code == 2 and err.strip() == "lapse verify: unknown policy P2026999999"
+    code, _, err = await run_lapse("verify", env=env)
+    assert code == 2 and "one of the arguments" in err
+    code, _, err = await run_lapse("evidence", STANDARD, "--out", str(short_tmp),
+                                   "--requested-by", "李明", env=env)
+    assert code == 2 and "--reason" in err
+    code, _, err = await run_lapse("evidence", STANDARD, "--out", str(short_tmp),
+                                   "--requested-by", "李明", "--reason", "x\ny", env=env)
+    assert code == 2 and "one line of 4 to 300 characters" in err
