@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,6 +30,9 @@ from domain.evidence import (
 )
 from domain.models import Channel
 from infra.journey_history import RunHistory, read_run
+
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 POLICY_EXISTS = "SELECT true FROM policies WHERE policy_number = $1"
 
@@ -111,7 +115,9 @@ LINKS = """
 SELECT chain_kind, chain_id, seq, table_name, row_key, prev_seq, entry_ok, link_ok FROM (
     SELECT e.chain_kind, e.chain_id, e.seq, e.table_name, e.row_key,
            lag(e.seq) OVER w AS prev_seq,
-           evidence_entry_hash(e) = e.entry_hash AS entry_ok,
+           evidence_entry_hash(e.chain_kind, e.chain_id, e.seq, e.prev_hash, e.policy_number,
+                               e.table_name, e.row_key, e.version, e.changed, e.facts,
+                               e.content_hash, e.recorded_at) = e.entry_hash AS entry_ok,
            e.prev_hash IS NOT DISTINCT FROM lag(e.entry_hash) OVER w AS link_ok
     FROM evidence_chain e
     WHERE $1::text IS NULL OR e.policy_number = $1
@@ -122,29 +128,43 @@ ORDER BY chain_kind, chain_id, seq
 """
 
 # Rows that differ from their last chained version, chained rows that are gone, and rows
-# no entry covers; with the fields that differ.
+# no entry covers.
 ROWS = """
 WITH now_ AS (
-    SELECT r.table_name, r.row_key, r.content FROM evidence_rows($1) r
+    SELECT r.table_name, r.row_key,
+           evidence_content_hash(r.table_name, r.row_key, r.content) AS content_hash
+    FROM evidence_rows($1) r
 ), last AS (
     SELECT DISTINCT ON (table_name, row_key) table_name, row_key, chain_kind, chain_id, seq,
-           content_hash, field_hashes
+           content_hash
     FROM evidence_chain WHERE $1::text IS NULL OR policy_number = $1
     ORDER BY table_name, row_key, version DESC
 )
 SELECT COALESCE(n.table_name, l.table_name) AS table_name,
        COALESCE(n.row_key, l.row_key) AS row_key, l.chain_kind, l.chain_id, l.seq,
-       n.content IS NOT NULL AS present, l.seq IS NOT NULL AS chained,
+       n.content_hash IS NOT NULL AS present, l.seq IS NOT NULL AS chained
+FROM now_ n FULL JOIN last l ON l.table_name = n.table_name AND l.row_key = n.row_key
+WHERE n.content_hash IS DISTINCT FROM l.content_hash
+ORDER BY 1, 2
+"""
+# Which fields of those rows differ from their last chained version.
+DIFFERING_FIELDS = """
+WITH wanted AS (SELECT * FROM unnest($2::text[], $3::text[]) w (table_name, row_key))
+SELECT r.table_name, r.row_key,
        (SELECT array_agg(f ORDER BY f) FROM (
-            SELECT key AS f FROM jsonb_each_text(
-                evidence_field_hashes(n.table_name, n.row_key, n.content)) h
+            SELECT h.key AS f FROM jsonb_each_text(
+                evidence_field_hashes(r.table_name, r.row_key, r.content)) h
             WHERE h.value IS DISTINCT FROM l.field_hashes ->> h.key
             UNION
-            SELECT key FROM jsonb_each_text(l.field_hashes) h
-            WHERE NOT n.content ? h.key) differing) AS fields
-FROM now_ n FULL JOIN last l ON l.table_name = n.table_name AND l.row_key = n.row_key
-WHERE evidence_content_hash(n.table_name, n.row_key, n.content) IS DISTINCT FROM l.content_hash
-ORDER BY 1, 2
+            SELECT h.key FROM jsonb_each_text(l.field_hashes) h
+            WHERE NOT r.content ? h.key) differing) AS fields
+FROM evidence_rows($1) r
+JOIN wanted w ON w.table_name = r.table_name AND w.row_key = r.row_key
+JOIN LATERAL (
+    SELECT field_hashes FROM evidence_chain c
+    WHERE c.table_name = r.table_name AND c.row_key = r.row_key
+    ORDER BY c.version DESC LIMIT 1
+) l ON true
 """
 
 # Every later version of a row, grouped by what changed and the facts before and after:
@@ -217,12 +237,24 @@ WHERE chain_kind = 'journey'
 
 
 @asynccontextmanager
-async def snapshot(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """One consistent, read-only view, with times in UTC as the chain hashes them."""
+async def snapshot(pool: asyncpg.Pool, shared: str | None = None
+                   ) -> AsyncIterator[asyncpg.Connection]:
+    """One consistent, read-only view, with times in UTC as the chain hashes them; given
+    the id of another transaction's exported snapshot, that same view."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                         readonly=True):
+        if shared is not None:
+            if not _SNAPSHOT_ID.match(shared):
+                raise ValueError("not a snapshot id")
+            # A utility statement: it takes no parameters, hence the checked literal.
+            await conn.execute(f"SET TRANSACTION SNAPSHOT '{shared}'")
         await conn.execute("SET LOCAL TimeZone = 'UTC'")
         yield conn
+
+
+async def _in_snapshot(pool: asyncpg.Pool, shared: str, check, policy: str | None):
+    async with snapshot(pool, shared) as conn:
+        return await check(conn, policy)
 
 
 def _label(row) -> str:
@@ -251,7 +283,12 @@ async def link_breaks(conn: asyncpg.Connection, policy: str | None) -> list[Brea
 
 async def row_breaks(conn: asyncpg.Connection, policy: str | None) -> list[Break]:
     breaks = []
-    for r in await conn.fetch(ROWS, policy):
+    rows = await conn.fetch(ROWS, policy)
+    changed = [(r["table_name"], r["row_key"]) for r in rows if r["present"] and r["chained"]]
+    fields = {(f["table_name"], f["row_key"]): list(f["fields"] or []) for f in (
+        await conn.fetch(DIFFERING_FIELDS, policy, [t for t, _ in changed],
+                         [k for _, k in changed]) if changed else [])}
+    for r in rows:
         if not r["chained"]:
             breaks.append(Break(kind=BreakKind.RECORD_NOT_CHAINED, chain="-",
                                 table=r["table_name"], key=r["row_key"],
@@ -264,9 +301,9 @@ async def row_breaks(conn: asyncpg.Connection, policy: str | None) -> list[Break
             breaks.append(Break(kind=BreakKind.RECORD_MISSING, **where,
                                 detail="the record was deleted"))
         else:
-            fields = list(r["fields"] or [])
-            breaks.append(Break(kind=BreakKind.RECORD_CHANGED, fields=fields, **where,
-                                detail=f"{', '.join(fields) or 'the record'} changed with the "
+            named = fields.get((r["table_name"], r["row_key"]), [])
+            breaks.append(Break(kind=BreakKind.RECORD_CHANGED, fields=named, **where,
+                                detail=f"{', '.join(named) or 'the record'} changed with the "
                                        f"chain bypassed (differs from entry {r['seq']})"))
     return breaks
 
@@ -342,11 +379,13 @@ async def verify(pool: asyncpg.Pool, policy: str | None = None, client: Client |
     """Recompute the chains of one policy (or all) and compare them with the records and,
     given a Temporal client, with the heads in the journeys' histories."""
     async with snapshot(pool) as conn:
-        found = await counts(conn, policy)
-        breaks = [*await link_breaks(conn, policy), *await row_breaks(conn, policy),
-                  *await change_breaks(conn, policy), *await status_breaks(conn, policy),
-                  *await unanchored_breaks(conn, policy)]
+        # The checks run side by side on the pool's connections, all in this one view.
+        shared = await conn.fetchval(EXPORT_SNAPSHOT)
+        checks = (link_breaks, row_breaks, change_breaks, status_breaks, unanchored_breaks)
+        found, *results = await asyncio.gather(
+            counts(conn, policy), *(_in_snapshot(pool, shared, c, policy) for c in checks))
         anchored = await anchors(conn, policy)
+    breaks = [b for found_breaks in results for b in found_breaks]
     breaks += anchor_breaks(anchored)
     histories = unavailable = None
     if client is not None:

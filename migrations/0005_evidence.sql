@@ -111,36 +111,22 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT sha256(convert_to(tbl || E'\n' || k || E'\n' || content::text, 'UTF8'))
 $$;
 
--- Everything an entry says, in one hash: where it is, what it follows, what it covers.
-CREATE FUNCTION evidence_entry_hash(e evidence_chain) RETURNS bytea
+-- Everything an entry says, in one hash: where it is, what it follows, what it covers
+-- (the per-field hashes only name what changed; the content hash covers them). Fields in
+-- PostgreSQL's binary form, text ended by a NUL byte, which text cannot contain.
+CREATE FUNCTION evidence_entry_hash(
+    chain_kind text, chain_id text, seq bigint, prev_hash bytea, policy_number text,
+    table_name text, row_key text, version integer, changed text[], facts jsonb,
+    content_hash bytea, recorded_at timestamptz) RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT sha256(convert_to(concat_ws(E'\n',
-        e.chain_kind, e.chain_id, e.seq::text, COALESCE(encode(e.prev_hash, 'hex'), ''),
-        e.policy_number, e.table_name, e.row_key, e.version::text,
-        COALESCE(array_to_string(e.changed, ','), ''), e.facts::text,
-        encode(sha256(convert_to(e.field_hashes::text, 'UTF8')), 'hex'),
-        encode(e.content_hash, 'hex'),
-        to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')), 'UTF8'))
-$$;
-
--- Clear values the verification rules need: statuses and whether a set-once field is set.
-CREATE FUNCTION evidence_facts(tbl text, r jsonb) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT CASE tbl
-        WHEN 'notifications' THEN jsonb_build_object(
-            'status', r -> 'status',
-            'provider_set', r -> 'provider_message_id' <> 'null'::jsonb)
-        WHEN 'notification_sends' THEN jsonb_build_object('notification_status',
-            (SELECT to_jsonb(n.status) FROM notifications n
-             WHERE n.notification_id = r ->> 'notification_id'))
-        WHEN 'print_queue' THEN jsonb_build_object(
-            'tracking_set', r -> 'tracking_number' <> 'null'::jsonb)
-        WHEN 'journeys' THEN jsonb_build_object('stage', r -> 'stage', 'outcome', r -> 'outcome')
-        WHEN 'inquiries' THEN jsonb_build_object(
-            'handled', r -> 'handled_at' <> 'null'::jsonb,
-            'escalated', r -> 'escalated_at' <> 'null'::jsonb)
-        ELSE '{}'::jsonb
-    END
+    SELECT sha256(
+        textsend(chain_kind) || '\x00'::bytea || textsend(chain_id) || '\x00'::bytea
+        || int8send(seq) || COALESCE(prev_hash, ''::bytea)
+        || textsend(policy_number) || '\x00'::bytea || textsend(table_name) || '\x00'::bytea
+        || textsend(row_key) || '\x00'::bytea || int4send(version)
+        || textsend(COALESCE(array_to_string(changed, ','), '')) || '\x00'::bytea
+        || textsend(facts::text) || '\x00'::bytea || content_hash
+        || timestamptz_send(recorded_at))
 $$;
 
 -- --- appending --------------------------------------------------------------------------
@@ -150,26 +136,25 @@ LANGUAGE plpgsql SET timezone TO 'UTC' AS $$
 DECLARE
     tbl text := TG_TABLE_NAME;
     r jsonb := to_jsonb(NEW);
-    content jsonb := evidence_content(TG_TABLE_NAME, to_jsonb(NEW));
-    k text := evidence_key(TG_TABLE_NAME, to_jsonb(NEW));
+    content jsonb;
+    k text;
     e evidence_chain;
     last evidence_chain;
-    head evidence_chain;
 BEGIN
+    content := evidence_content(tbl, r);
     IF TG_OP = 'UPDATE' AND evidence_content(tbl, to_jsonb(OLD)) = content THEN
         RETURN NULL;  -- only bookkeeping changed
     END IF;
+    k := evidence_key(tbl, r);
+    e.table_name := tbl;
+    e.row_key := k;
     SELECT * INTO last FROM evidence_chain
     WHERE table_name = tbl AND row_key = k ORDER BY version DESC LIMIT 1;
-    IF FOUND THEN
+    IF FOUND THEN  -- a later version goes where the first went
         e.chain_kind := last.chain_kind;
         e.chain_id := last.chain_id;
         e.policy_number := last.policy_number;
-    ELSIF tbl = 'journeys' THEN
-        e.chain_kind := 'journey';
-        e.chain_id := r ->> 'journey_id';
-        e.policy_number := r ->> 'policy_number';
-    ELSIF tbl = 'notifications' THEN
+    ELSIF tbl IN ('journeys', 'notifications') THEN
         e.chain_kind := 'journey';
         e.chain_id := r ->> 'journey_id';
         e.policy_number := r ->> 'policy_number';
@@ -182,7 +167,7 @@ BEGIN
             e.chain_id := r ->> 'policy_number';
             e.policy_number := r ->> 'policy_number';
         END IF;
-    ELSE  -- payments, debit_attempts, inquiries
+    ELSE  -- payments, debit_attempts, inquiries: the policy's running journey, if any
         e.policy_number := r ->> 'policy_number';
         SELECT 'journey', j.journey_id INTO e.chain_kind, e.chain_id
         FROM journeys j WHERE j.policy_number = e.policy_number AND j.closed_at IS NULL
@@ -195,16 +180,15 @@ BEGIN
 
     -- One writer per chain at a time: the sequence and the links stay unbroken.
     PERFORM pg_advisory_xact_lock(hashtextextended(e.chain_kind || E'\n' || e.chain_id, 18));
-    SELECT * INTO last FROM evidence_chain
-    WHERE table_name = tbl AND row_key = k ORDER BY version DESC LIMIT 1;
-
-    e.table_name := tbl;
-    e.row_key := k;
-    e.field_hashes := evidence_field_hashes(tbl, k, content);
+    IF last.version IS NOT NULL THEN  -- a new key cannot race; a new version of one can
+        SELECT * INTO last FROM evidence_chain
+        WHERE table_name = tbl AND row_key = k ORDER BY version DESC LIMIT 1;
+    END IF;
     e.content_hash := evidence_content_hash(tbl, k, content);
     IF last.content_hash = e.content_hash THEN
         RETURN NULL;  -- written again as it was (a re-load of the same file)
     END IF;
+    e.field_hashes := evidence_field_hashes(tbl, k, content);
     e.version := COALESCE(last.version, 0) + 1;
     IF last.version IS NOT NULL THEN
         SELECT array_agg(f ORDER BY f) INTO e.changed FROM (
@@ -214,13 +198,26 @@ BEGIN
             SELECT key FROM jsonb_each_text(last.field_hashes) then_
             WHERE NOT e.field_hashes ? then_.key) changes;
     END IF;
-    e.facts := evidence_facts(tbl, r);
-    SELECT * INTO head FROM evidence_chain
-    WHERE chain_kind = e.chain_kind AND chain_id = e.chain_id ORDER BY seq DESC LIMIT 1;
-    e.seq := COALESCE(head.seq, 0) + 1;
-    e.prev_hash := head.entry_hash;
+    -- Clear values the verification rules read: statuses, and whether a set-once field is.
+    e.facts := CASE tbl
+        WHEN 'notifications' THEN jsonb_build_object(
+            'status', r -> 'status', 'provider_set', r ->> 'provider_message_id' IS NOT NULL)
+        WHEN 'notification_sends' THEN jsonb_build_object('notification_status',
+            (SELECT to_jsonb(n.status) FROM notifications n WHERE n.notification_id = k))
+        WHEN 'print_queue' THEN jsonb_build_object(
+            'tracking_set', r ->> 'tracking_number' IS NOT NULL)
+        WHEN 'journeys' THEN jsonb_build_object('stage', r -> 'stage', 'outcome', r -> 'outcome')
+        WHEN 'inquiries' THEN jsonb_build_object(
+            'handled', r ->> 'handled_at' IS NOT NULL,
+            'escalated', r ->> 'escalated_at' IS NOT NULL)
+        ELSE '{}'::jsonb END;
+    SELECT c.seq + 1, c.entry_hash INTO e.seq, e.prev_hash FROM evidence_chain c
+    WHERE c.chain_kind = e.chain_kind AND c.chain_id = e.chain_id ORDER BY c.seq DESC LIMIT 1;
+    e.seq := COALESCE(e.seq, 1);
     e.recorded_at := date_trunc('milliseconds', clock_timestamp());
-    e.entry_hash := evidence_entry_hash(e);
+    e.entry_hash := evidence_entry_hash(
+        e.chain_kind, e.chain_id, e.seq, e.prev_hash, e.policy_number, e.table_name, e.row_key,
+        e.version, e.changed, e.facts, e.content_hash, e.recorded_at);
     INSERT INTO evidence_chain VALUES (e.*);
     RETURN NULL;
 END
@@ -245,41 +242,38 @@ CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON inquiries
 
 -- --- reading back -----------------------------------------------------------------------
 -- Every chained row as it is now, with its canonical content; $1: one policy, or NULL for
--- all. The verifier compares these with the rows' last chained versions.
+-- all. The verifier compares these with the rows' last chained versions. The keys are
+-- evidence_key()'s, read from the columns (an event's id needs no jsonb text).
 CREATE FUNCTION evidence_rows(policy text)
 RETURNS TABLE (table_name text, row_key text, policy_number text, content jsonb)
-LANGUAGE sql STABLE AS $$
-    SELECT 'notifications', evidence_key('notifications', j), n.policy_number,
-           evidence_content('notifications', j)
-    FROM notifications n, to_jsonb(n) j WHERE policy IS NULL OR n.policy_number = policy
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT 'notifications', n.notification_id, n.policy_number,
+           evidence_content('notifications', to_jsonb(n))
+    FROM notifications n WHERE policy IS NULL OR n.policy_number = policy
     UNION ALL
-    SELECT 'notification_events', evidence_key('notification_events', j), n.policy_number,
-           evidence_content('notification_events', j)
-    FROM notification_events e JOIN notifications n USING (notification_id), to_jsonb(e) j
+    SELECT 'notification_events', e.event_id::text, n.policy_number,
+           evidence_content('notification_events', to_jsonb(e))
+    FROM notification_events e JOIN notifications n USING (notification_id)
     WHERE policy IS NULL OR n.policy_number = policy
     UNION ALL
-    SELECT 'notification_sends', evidence_key('notification_sends', j), n.policy_number,
-           evidence_content('notification_sends', j)
-    FROM notification_sends s JOIN notifications n USING (notification_id), to_jsonb(s) j
+    SELECT 'notification_sends', s.notification_id, n.policy_number,
+           evidence_content('notification_sends', to_jsonb(s))
+    FROM notification_sends s JOIN notifications n USING (notification_id)
     WHERE policy IS NULL OR n.policy_number = policy
     UNION ALL
-    SELECT 'print_queue', evidence_key('print_queue', j), q.policy_number,
-           evidence_content('print_queue', j)
-    FROM print_queue q, to_jsonb(q) j WHERE policy IS NULL OR q.policy_number = policy
+    SELECT 'print_queue', q.letter_id, q.policy_number, evidence_content('print_queue', to_jsonb(q))
+    FROM print_queue q WHERE policy IS NULL OR q.policy_number = policy
     UNION ALL
-    SELECT 'journeys', evidence_key('journeys', j), x.policy_number,
-           evidence_content('journeys', j)
-    FROM journeys x, to_jsonb(x) j WHERE policy IS NULL OR x.policy_number = policy
+    SELECT 'journeys', x.journey_id, x.policy_number, evidence_content('journeys', to_jsonb(x))
+    FROM journeys x WHERE policy IS NULL OR x.policy_number = policy
     UNION ALL
-    SELECT 'payments', evidence_key('payments', j), p.policy_number,
-           evidence_content('payments', j)
-    FROM payments p, to_jsonb(p) j WHERE policy IS NULL OR p.policy_number = policy
+    SELECT 'payments', p.transaction_id, p.policy_number, evidence_content('payments', to_jsonb(p))
+    FROM payments p WHERE policy IS NULL OR p.policy_number = policy
     UNION ALL
     SELECT 'debit_attempts', evidence_key('debit_attempts', j), d.policy_number,
            evidence_content('debit_attempts', j)
     FROM debit_attempts d, to_jsonb(d) j WHERE policy IS NULL OR d.policy_number = policy
     UNION ALL
-    SELECT 'inquiries', evidence_key('inquiries', j), i.policy_number,
-           evidence_content('inquiries', j)
-    FROM inquiries i, to_jsonb(i) j WHERE policy IS NULL OR i.policy_number = policy
+    SELECT 'inquiries', i.inquiry_id, i.policy_number, evidence_content('inquiries', to_jsonb(i))
+    FROM inquiries i WHERE policy IS NULL OR i.policy_number = policy
 $$;

@@ -138,8 +138,11 @@ async def test_a_chain_rewritten_to_match_is_caught_by_temporal(journeys, sample
                 "UPDATE evidence_chain e SET prev_hash = (SELECT p.entry_hash FROM "
                 "evidence_chain p WHERE p.chain_id = e.chain_id AND p.seq = e.seq - 1) "
                 "WHERE chain_id = $1 AND seq = $2", first, seq["seq"])
-            await conn.execute("UPDATE evidence_chain e SET entry_hash = evidence_entry_hash(e) "
-                               "WHERE chain_id = $1 AND seq = $2", first, seq["seq"])
+            await conn.execute(
+                "UPDATE evidence_chain e SET entry_hash = evidence_entry_hash(e.chain_kind, "
+                "e.chain_id, e.seq, e.prev_hash, e.policy_number, e.table_name, e.row_key, "
+                "e.version, e.changed, e.facts, e.content_hash, e.recorded_at) "
+                "WHERE chain_id = $1 AND seq = $2", first, seq["seq"])
         await conn.execute("UPDATE evidence_anchors a SET entry_hash = e.entry_hash "
                            "FROM evidence_chain e WHERE e.chain_id = a.journey_id "
                            "AND e.seq = a.seq")
