@@ -188,30 +188,17 @@ WHERE e.version > 1 AND ($1::text IS NULL OR e.policy_number = $1)
 ORDER BY e.chain_kind, e.chain_id, e.seq
 """
 
-# Each notification's status and its events' (status, from a provider), grouped alike.
+# Messages grouped by their status and their events' (migrations/0005: evidence_statuses).
 STATUSES = """
-SELECT n.status, ev.statuses, ev.providers, count(*) AS count
-FROM notifications n
-LEFT JOIN LATERAL (
-    SELECT array_agg(e.status ORDER BY e.event_id) AS statuses,
-           array_agg(e.provider_event_id IS NOT NULL ORDER BY e.event_id) AS providers
-    FROM notification_events e WHERE e.notification_id = n.notification_id
-) ev ON true
-WHERE $1::text IS NULL OR n.policy_number = $1
+SELECT status, statuses, providers, count(*) AS count FROM evidence_statuses
+WHERE $1::text IS NULL OR policy_number = $1
 GROUP BY 1, 2, 3
 """
 STATUS_ROWS = """
-SELECT n.journey_id, n.notification_id
-FROM notifications n
-LEFT JOIN LATERAL (
-    SELECT array_agg(e.status ORDER BY e.event_id) AS statuses,
-           array_agg(e.provider_event_id IS NOT NULL ORDER BY e.event_id) AS providers
-    FROM notification_events e WHERE e.notification_id = n.notification_id
-) ev ON true
-WHERE ($1::text IS NULL OR n.policy_number = $1) AND n.status = $2
-  AND ev.statuses IS NOT DISTINCT FROM $3::text[]
-  AND ev.providers IS NOT DISTINCT FROM $4::boolean[]
-ORDER BY n.journey_id, n.notification_id
+SELECT journey_id, notification_id FROM evidence_statuses
+WHERE ($1::text IS NULL OR policy_number = $1) AND status = $2
+  AND statuses IS NOT DISTINCT FROM $3::text[] AND providers IS NOT DISTINCT FROM $4::boolean[]
+ORDER BY journey_id, notification_id
 """
 
 # Anchors with the chain's entry at their seq; closed journeys that have none.

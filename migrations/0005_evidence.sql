@@ -45,6 +45,17 @@ CREATE TABLE evidence_chain (
     PRIMARY KEY (chain_kind, chain_id, seq)
 );
 CREATE UNIQUE INDEX evidence_chain_row_idx ON evidence_chain (table_name, row_key, version);
+
+-- Each chain's latest seq and entry hash: the row every writer of the chain updates, so
+-- writers take turns on its row lock (no lock-table entry, however many chains one
+-- transaction touches, as a policy file's load does). The chain itself is the truth.
+CREATE TABLE evidence_heads (
+    chain_kind  text NOT NULL,
+    chain_id    text NOT NULL,
+    seq         bigint NOT NULL,
+    entry_hash  bytea,
+    PRIMARY KEY (chain_kind, chain_id)
+);
 CREATE INDEX evidence_chain_policy_idx ON evidence_chain (policy_number);
 
 -- Chain heads handed to Temporal as an activity result, and where: the verifier reads
@@ -178,15 +189,19 @@ BEGIN
         END IF;
     END IF;
 
-    -- One writer per chain at a time: the sequence and the links stay unbroken.
-    PERFORM pg_advisory_xact_lock(hashtextextended(e.chain_kind || E'\n' || e.chain_id, 18));
-    IF last.version IS NOT NULL THEN  -- a new key cannot race; a new version of one can
-        SELECT * INTO last FROM evidence_chain
-        WHERE table_name = tbl AND row_key = k ORDER BY version DESC LIMIT 1;
-    END IF;
     e.content_hash := evidence_content_hash(tbl, k, content);
     IF last.content_hash = e.content_hash THEN
         RETURN NULL;  -- written again as it was (a re-load of the same file)
+    END IF;
+    -- One writer per chain at a time: the sequence and the links stay unbroken. The
+    -- returned hash is the previous entry's: this statement does not change it.
+    INSERT INTO evidence_heads AS h (chain_kind, chain_id, seq)
+    VALUES (e.chain_kind, e.chain_id, 1)
+    ON CONFLICT (chain_kind, chain_id) DO UPDATE SET seq = h.seq + 1
+    RETURNING h.seq, h.entry_hash INTO e.seq, e.prev_hash;
+    IF last.version IS NOT NULL THEN  -- a new key cannot race; a new version of one can
+        SELECT * INTO last FROM evidence_chain
+        WHERE table_name = tbl AND row_key = k ORDER BY version DESC LIMIT 1;
     END IF;
     e.field_hashes := evidence_field_hashes(tbl, k, content);
     e.version := COALESCE(last.version, 0) + 1;
@@ -211,34 +226,29 @@ BEGIN
             'handled', r ->> 'handled_at' IS NOT NULL,
             'escalated', r ->> 'escalated_at' IS NOT NULL)
         ELSE '{}'::jsonb END;
-    SELECT c.seq + 1, c.entry_hash INTO e.seq, e.prev_hash FROM evidence_chain c
-    WHERE c.chain_kind = e.chain_kind AND c.chain_id = e.chain_id ORDER BY c.seq DESC LIMIT 1;
-    e.seq := COALESCE(e.seq, 1);
     e.recorded_at := date_trunc('milliseconds', clock_timestamp());
     e.entry_hash := evidence_entry_hash(
         e.chain_kind, e.chain_id, e.seq, e.prev_hash, e.policy_number, e.table_name, e.row_key,
         e.version, e.changed, e.facts, e.content_hash, e.recorded_at);
     INSERT INTO evidence_chain VALUES (e.*);
+    UPDATE evidence_heads SET entry_hash = e.entry_hash
+    WHERE chain_kind = e.chain_kind AND chain_id = e.chain_id;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON notifications
-    FOR EACH ROW EXECUTE FUNCTION evidence_append();
-CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON notification_events
-    FOR EACH ROW EXECUTE FUNCTION evidence_append();
-CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON notification_sends
-    FOR EACH ROW EXECUTE FUNCTION evidence_append();
-CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON print_queue
-    FOR EACH ROW EXECUTE FUNCTION evidence_append();
-CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON journeys
-    FOR EACH ROW EXECUTE FUNCTION evidence_append();
-CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON payments
-    FOR EACH ROW EXECUTE FUNCTION evidence_append();
-CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON debit_attempts
-    FOR EACH ROW EXECUTE FUNCTION evidence_append();
-CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON inquiries
-    FOR EACH ROW EXECUTE FUNCTION evidence_append();
+DO $$
+DECLARE
+    chained text;
+BEGIN
+    FOREACH chained IN ARRAY ARRAY['notifications', 'notification_events', 'notification_sends',
+                                   'print_queue', 'journeys', 'payments', 'debit_attempts',
+                                   'inquiries'] LOOP
+        EXECUTE format('CREATE TRIGGER evidence_chain AFTER INSERT OR UPDATE ON %I '
+                       'FOR EACH ROW EXECUTE FUNCTION evidence_append()', chained);
+    END LOOP;
+END
+$$;
 
 -- --- reading back -----------------------------------------------------------------------
 -- Every chained row as it is now, with its canonical content; $1: one policy, or NULL for
@@ -277,3 +287,14 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT 'inquiries', i.inquiry_id, i.policy_number, evidence_content('inquiries', to_jsonb(i))
     FROM inquiries i WHERE policy IS NULL OR i.policy_number = policy
 $$;
+
+-- Each message's status with its events' statuses and sources (a provider's or ours), in
+-- order: what the status must agree with.
+CREATE VIEW evidence_statuses AS
+SELECT n.notification_id, n.journey_id, n.policy_number, n.status, ev.statuses, ev.providers
+FROM notifications n
+LEFT JOIN LATERAL (
+    SELECT array_agg(e.status ORDER BY e.event_id) AS statuses,
+           array_agg(e.provider_event_id IS NOT NULL ORDER BY e.event_id) AS providers
+    FROM notification_events e WHERE e.notification_id = n.notification_id
+) ev ON true;
