@@ -21,7 +21,13 @@ from domain.journey import Payment
 from domain.plan import TZ
 from infra.evidence import chain_head, verify
 from tests.journey_helpers import ProviderDouble, at, journey_worker, load_sample, start_journey
-from tests.ops_helpers import clean_env, run_lapse
+from tests.ops_helpers import (
+    clean_env,
+    load_sample_as,
+    run_lapse,
+    terminate_journeys,
+    unique_prefix,
+)
 from workflows.policy_lapse import PolicyLapseWorkflow
 
 STANDARD = "P2026000001"  # due 2026-11-20, ¥3,600.00
@@ -247,3 +253,33 @@ async def test_lapse_verify_exit_codes_and_bad_input(sample, db_url, short_tmp):
     code, _, err = await run_lapse("evidence", STANDARD, "--out", str(short_tmp),
                                    "--requested-by", "李明", "--reason", "x\ny", env=env)
     assert code == 2 and "one line of 4 to 300 characters" in err
+
+
+async def test_verify_and_evidence_from_the_command_line(dev_env, pool, db_url, short_tmp):
+    prefix = unique_prefix()
+    await load_sample_as(pool, prefix)
+    number = f"{prefix}-{STANDARD}"
+    try:
+        async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
+            handle = await start_journey(journeys, pool, number, at("2026-11-21 08:00"))
+            await handle.signal(PolicyLapseWorkflow.payment_received, Payment(
+                transaction_id=f"TX-{prefix}", amount=Decimal("3600.00"), currency="CNY",
+                paid_at=at("2026-11-21 09:00")))
+            await handle.result()
+    finally:
+        await terminate_journeys(dev_env.client, [number])
+    env = clean_env(TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+                    DATABASE_URL=db_url, LAPSE_DATA_DIR=str(short_tmp / "data"))
+    code, out, err = await run_lapse("verify", number, env=env)
+    assert code == 0, err
+    assert "1 workflow run(s) compared with Temporal" in out and out.endswith("clean\n")
+    code, out, err = await run_lapse("evidence", number, "--out", str(short_tmp / "pack"),
+                                     "--requested-by", "投诉专员 李明", "--reason",
+                                     "客户投诉 C-2027-0012", env=env)
+    assert code == 0, err
+    [pdf] = (short_tmp / "pack").glob("EV-*.pdf")
+    pack = json.loads(pdf.with_suffix(".json").read_text(encoding="utf-8"))
+    assert pack["payments"][0]["transaction_id"] == f"TX-{prefix}"
+    assert pack["journey"]["outcome"] == "paid" and pack["verification"]["breaks"] == []
+    logged = await pool.fetchrow("SELECT requested_by, reason FROM evidence_requests")
+    assert tuple(logged) == ("投诉专员 李明", "客户投诉 C-2027-0012")
