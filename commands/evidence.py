@@ -79,7 +79,7 @@ async def run(args: argparse.Namespace, settings) -> int:
             pdf_path, json_path, pdf = await asyncio.to_thread(write_pack, gathered, args.out)
         except OSError as err:
             raise UserError(f"cannot write {err.filename}: {err.strerror}") from None
-        await log_result(pool, reference, len(gathered.pack.verification.breaks), pdf)
+        await log_result(pool, gathered.pack, pdf)
     if args.json:
         print(gathered.pack.model_dump_json(indent=2))
     else:

@@ -103,7 +103,10 @@ LOG_REQUEST = """
 INSERT INTO evidence_requests (request_id, policy_number, journey_id, requested_by, reason)
 VALUES ($1, $2, $3, $4, $5)
 """
-LOG_RESULT = "UPDATE evidence_requests SET breaks = $2, pack_sha256 = $3 WHERE request_id = $1"
+LOG_RESULT = """
+UPDATE evidence_requests SET journey_id = $2, breaks = $3, pack_sha256 = $4
+WHERE request_id = $1
+"""
 
 
 class NoJourney(LookupError):
@@ -134,8 +137,10 @@ async def log_request(pool: asyncpg.Pool, reference: str, policy_number: str,
     await pool.execute(LOG_REQUEST, reference, policy_number, journey_id, requested_by, reason)
 
 
-async def log_result(pool: asyncpg.Pool, reference: str, breaks: int, pdf: bytes) -> None:
-    await pool.execute(LOG_RESULT, reference, breaks, hashlib.sha256(pdf).hexdigest())
+async def log_result(pool: asyncpg.Pool, pack: EvidencePack, pdf: bytes) -> None:
+    """What was handed out: the journey, what verification found, the PDF's hash."""
+    await pool.execute(LOG_RESULT, pack.reference, pack.journey.journey_id,
+                       len(pack.verification.breaks), hashlib.sha256(pdf).hexdigest())
 
 
 async def journey_row(pool: asyncpg.Pool, policy_number: str, journey_id: str | None

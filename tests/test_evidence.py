@@ -236,6 +236,7 @@ def test_what_may_change_once_recorded():
 
 async def test_lapse_verify_exit_codes_and_bad_input(sample, db_url, short_tmp):
     env = clean_env(DATABASE_URL=db_url, LAPSE_DATA_DIR=str(short_tmp))
+    await load_sample(sample)  # loaded again as it was: nothing changed, nothing to chain
     code, out, _ = await run_lapse("verify", "--all", "--no-history", env=env)
     assert code == 0 and "clean" in out
     await sample.execute("UPDATE debit_attempts SET amount = 1 WHERE policy_number = $1",

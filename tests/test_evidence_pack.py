@@ -63,7 +63,7 @@ async def pack_for(pool, client, kind: str, out: Path):
                             requested_by="投诉专员 李明（客服中心）",
                             reason=f"客户投诉 C-2027-{kind}", now=now)
     pdf_path, json_path, pdf = write_pack(gathered, out)
-    await log_result(pool, reference, len(gathered.pack.verification.breaks), pdf)
+    await log_result(pool, gathered.pack, pdf)
     return json.loads(json_path.read_text(encoding="utf-8")), pdf_path
 
 
@@ -95,7 +95,8 @@ async def test_the_packs_json_says_what_the_records_say(finished, pool, short_tm
         assert pack["verification"]["breaks"] == [] and pack["timeline"]
         logged = await pool.fetchrow("SELECT * FROM evidence_requests WHERE request_id = $1",
                                      pack["reference"])
-        assert (logged["policy_number"], logged["breaks"]) == (policy, 0)
+        assert (logged["policy_number"], logged["journey_id"], logged["breaks"]) == (
+            policy, jid, 0)
         assert logged["pack_sha256"] == hashlib.sha256(pdf_path.read_bytes()).hexdigest()
         demand = pack["formal_demand"]
         if kind == "unreachable":
