@@ -1,4 +1,4 @@
-"""Masking of personal data in messages: ID numbers, bank cards, policy numbers and names."""
+"""Masking of personal data: ID numbers, bank cards, phone numbers, policy numbers and names."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ def mask_card(card_number: str) -> str:
     """6222021234567890123 -> ****0123 (also given only the stored last 4)."""
     digits = card_number.replace(" ", "").replace("-", "")
     return _MASK + digits[-4:]
+
+
+def mask_phone(phone: str) -> str:
+    """+8613800001234 -> 138****1234: the first three digits of the mobile and the last 4."""
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    national = digits[2:] if phone.startswith("+86") else digits
+    return national[:3] + _MASK + national[-4:] if len(national) >= 8 else _MASK + digits[-4:]
 
 
 def mask_policy_number(policy_number: str) -> str:
