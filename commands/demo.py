@@ -23,6 +23,7 @@ from rich.table import Table
 from activities.scan import scan_policies
 from activities.senders import build_senders, close_senders
 from commands.common import UserError, command
+from commands.console import DEMO_AGENT, DEMO_PASSWORD, local_console
 from commands.providers import local_providers
 from domain.journey import (
     ContactUpdated,
@@ -191,7 +192,10 @@ async def _demo(args, settings, stack: Stack, client, pool: asyncpg.Pool,
                   f"(a journey month in {30 * 86400 / settings.time_scale:.0f} s)")
     console.print(f"  Temporal Web UI  {stack.ui_url or stack.temporal_address}"
                   + (f"/namespaces/{stack.namespace}/workflows" if stack.ui_url else ""))
-    async with _senders(settings, pool, client) as (senders, outbox_url):
+    async with (local_console(stack, demo_agent=True) as console_url,
+                _senders(settings, pool, client) as (senders, outbox_url)):
+        console.print(f"  Agent console    {console_url}  (sign in as {DEMO_AGENT} / "
+                      f"{DEMO_PASSWORD})")
         if outbox_url:
             console.print(f"  Outbox           {outbox_url}/outbox")
         console.print(f"  Other terminals  LAPSE_DATA_DIR={settings.data_dir} lapse status "
