@@ -6,12 +6,14 @@ worker and the real senders talking to the sandbox providers; one browser for th
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -28,7 +30,7 @@ from infra.journeys import Journeys, PaymentSystem
 from infra.migrate import migrate
 from infra.signals import JourneySignals
 from tests.channel_helpers import sandbox_stack
-from tests.journey_helpers import start_journey
+from tests.journey_helpers import load_sample, start_journey
 from tests.ops_helpers import eventually, load_sample_as, terminate_journeys, unique_prefix
 from web import serve
 from web.console import JourneyPort, build_console, save_agent
@@ -61,9 +63,13 @@ async def world(postgres, dev_server) -> AsyncIterator[World]:
     await migrate(url)
     pool = await connect_pool(url, max_size=10)
     client = await Client.connect(dev_server, data_converter=pydantic_data_converter)
-    prefix = unique_prefix()  # the dev server is shared: journeys of our own
-    await load_sample_as(pool, prefix)
-    elderly, other = f"{prefix}-P2026000006", f"{prefix}-P2026000018"
+    if RECORDING:  # the sample's own numbers for the README's pictures
+        await load_sample(pool)
+        elderly, other = "P2026000006", "P2026000018"
+    else:  # the dev server is shared: journeys of our own
+        prefix = unique_prefix()
+        await load_sample_as(pool, prefix)
+        elderly, other = f"{prefix}-P2026000006", f"{prefix}-P2026000018"
     queue = f"test-{uuid.uuid4().hex[:8]}"
     try:
         async with sandbox_stack(pool, JourneySignals(client)) as stack:
@@ -120,6 +126,18 @@ async def sign_in(browser: Browser, world: World, name: str = "agent1") -> Page:
     await page.click("button:has-text('登录')")
     await page.wait_for_url("**/find")
     return page
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+RECORDING = os.environ.get("RECORD_SCREENSHOTS") == "1"
+
+
+async def keep_screenshot(page: Page, name: str) -> None:
+    """With RECORD_SCREENSHOTS=1, save the page for the README (docs/NAME.png)."""
+    if not RECORDING:
+        return
+    await page.evaluate("document.querySelector('details.message')?.setAttribute('open', '')")
+    await page.locator("body").screenshot(path=DOCS / f"{name}.png")  # as tall as it is
 
 
 async def open_policy(page: Page, world: World, number: str) -> None:
@@ -216,6 +234,15 @@ async def test_an_inquiry_is_confirmed_sent_answered_by_the_journey_and_audited(
     await expect(answer).to_contain_text(f"旅程已登记询问 {reference}（投诉）")
     await expect(answer).to_contain_text("前答复客户")
     await expect(page.locator("#inquiries")).to_contain_text(reference)
+    await keep_screenshot(page, "console-journey")
+    # What the page asks again (htmx) while the journey has not answered yet: once it has,
+    # the banner says so and tells the browser to reload the page.
+    audit_id = page.url.split("answer=")[1].split("#")[0]
+    fragment = await page.request.get(
+        f"{world.base}/policy/{world.elderly}/answer?answer={audit_id}",
+        headers={"HX-Request": "true"})
+    assert fragment.headers.get("hx-refresh") == "true"
+    assert f"旅程已登记询问 {reference}" in await fragment.text()
     status = await world.journeys.status(world.elderly)
     [inquiry] = [i for i in status.open_inquiries if i.inquiry_id == reference]
     assert inquiry.kind.value == "complaint"
@@ -270,6 +297,7 @@ async def test_take_a_call_see_its_script_and_complete_it_and_the_journey_is_tol
     row = page.locator("table.tasks tbody tr", has_text=world.elderly)
     await expect(row).to_contain_text("外呼")
     await expect(row).to_contain_text("已超时")  # its call window was on 2026-11-23
+    await keep_screenshot(page, "console-tasks")
     await row.locator("button:has-text('领取')").click()
     await page.wait_for_url("**/tasks/task?id=**")
     task_url = page.url

@@ -100,6 +100,7 @@ async def test_lapse_dev_serves_is_found_and_stops_cleanly(short_tmp):
     try:
         assert addresses["data_dir"] == str(data_dir)
         assert await asyncio.to_thread(http_status, addresses["ui_url"]) == 200
+        assert await asyncio.to_thread(http_status, addresses["console_url"] + "/healthz") == 200
 
         conn = await asyncpg.connect(addresses["database_url"])
         try:

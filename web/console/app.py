@@ -297,21 +297,14 @@ async def journey_page(request: web.Request) -> web.Response:
         await q.log_page_view(conn, agent.name, [number], "journey")
         answer = await _answer_context(conn, request, number, status)
     return _page(request, "journey.j2", policy=policy, status=status, busy=busy, link=link,
-                 entries=entries, tasks=tasks, answer=answer, open_inquiries=_inquiries(status),
-                 new_reference=actions.new_reference, Action=actions.Action,
-                 holder=_holder(policy))
+                 entries=entries, tasks=tasks, answer=answer,
+                 open_inquiries=timeline.inquiries(status), holder=_holder(policy),
+                 new_reference=actions.new_reference, Action=actions.Action)
 
 
 def _holder(policy: q.PolicyRow) -> str:
     return policy.name + ("" if policy.is_organisation or not policy.gender
                           else "（" + ("男" if policy.gender == "M" else "女") + "）")
-
-
-def _inquiries(status) -> list[dict]:
-    if status is None:
-        return []
-    return [{"view": i, "overdue": i.respond_by < status.journey_now}
-            for i in sorted(status.open_inquiries, key=lambda i: i.respond_by)]
 
 
 async def _answer_context(conn, request: web.Request, number: str, status) -> dict | None:

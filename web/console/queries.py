@@ -90,8 +90,8 @@ _NEW_SESSION = """
 INSERT INTO console_sessions (token_hash, agent, csrf_token, expires_at)
 VALUES ($1, $2, $3, now() + $4::interval)
 """
-# A session is alive until its absolute end and while it is used; each use extends the
-# idle limit. Ended sessions are deleted on the way.
+# A session is alive until its absolute end and while it is used; each use restarts the
+# idle clock. Ended sessions are deleted at each sign-in (_END_STALE_SESSIONS).
 _TOUCH_SESSION = """
 UPDATE console_sessions s SET last_seen_at = now()
 FROM console_agents a

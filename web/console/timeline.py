@@ -1,12 +1,13 @@
-"""A journey page's dated timeline: the key dates and the next milestone from the journey's
-`status`, and every message it sent with what the records say became of it."""
+"""A journey page's dated timeline (the key dates and the next milestone from the journey's
+`status`, and every message it sent with what the records say became of it) and its open
+inquiries, the overdue ones flagged."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 
-from domain.journey import JourneyStatus
+from domain.journey import InquiryView, JourneyStatus
 from domain.plan import TZ
 from web.console import words
 from web.console.queries import MessageRecord
@@ -60,4 +61,21 @@ def build(status: JourneyStatus, records: list[MessageRecord]) -> list[Entry]:
     if nxt is not None and status.outcome is None:
         entries.append(Entry(nxt.at, words.milestone(nxt.name), "planned", words.at(nxt.at),
                              False, [c.value for c in nxt.channels]))
+    if status.outcome is not None:
+        # A closed journey's later key dates (a lapse that a payment prevented) never came.
+        entries = [e for e in entries if e.done]
     return sorted(entries, key=lambda e: (e.at, e.kind != "date"))
+
+
+@dataclass(frozen=True)
+class OpenInquiry:
+    view: InquiryView
+    overdue: bool  # not answered by its respond-by time, on the journey's clock
+
+
+def inquiries(status: JourneyStatus | None) -> list[OpenInquiry]:
+    """The open inquiries, the one to answer first on top."""
+    if status is None:
+        return []
+    return [OpenInquiry(i, i.respond_by < status.journey_now)
+            for i in sorted(status.open_inquiries, key=lambda i: i.respond_by)]
