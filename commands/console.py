@@ -86,7 +86,8 @@ async def run_console(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _password(args: argparse.Namespace) -> str:
+def ask_password(args: argparse.Namespace) -> str:
+    """From --password-file, LAPSE_CONSOLE_PASSWORD, or asked twice without echo."""
     if args.password_file:
         try:
             return args.password_file.read_text(encoding="utf-8").splitlines()[0]
@@ -105,7 +106,7 @@ def _password(args: argparse.Namespace) -> str:
 
 
 async def run_add_agent(args: argparse.Namespace, settings: Settings) -> int:
-    password = _password(args)
+    password = ask_password(args)
     async with database(settings) as pool:
         try:
             await save_agent(pool, args.name, password, display_name=args.display_name,

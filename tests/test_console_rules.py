@@ -4,11 +4,14 @@ accounts, sign-in locks and session ends, and `lapse console add-agent`."""
 
 from __future__ import annotations
 
+import argparse
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from commands.common import UserError
+from commands.console import PASSWORD_VARIABLE, ask_password
 from domain.journey import InquiryKind, InquiryView, JourneyStatus, NextMilestone, Stage
 from domain.models import Channel, Segment
 from domain.plan import TZ
@@ -163,22 +166,28 @@ async def test_lapse_console_add_agent_reset_and_remove(db_url, pool, tmp_path):
     code, out, err = await run_lapse("console", "add-agent", "wang", "--display-name", "王坐席",
                                      env=env)
     assert (code, out.strip()) == (0, "agent wang: account created"), err
-    code, _, err = await run_lapse("console", "add-agent", "wang", env=env)
-    assert code == 2 and "exists already" in err
-    short = clean_env(DATABASE_URL=db_url, LAPSE_CONSOLE_PASSWORD="short")
-    code, _, err = await run_lapse("console", "add-agent", "li", env=short)
-    assert code == 2 and err.strip().endswith("the password must be 10-128 characters")
     secret = tmp_path / "password"
     secret.write_text("second-password-2\n", encoding="utf-8")
     code, _, err = await run_lapse("console", "add-agent", "wang", "--reset",
-                                   "--password-file", str(secret), env=clean_env(
-                                       DATABASE_URL=db_url))
+                                   "--password-file", str(secret),
+                                   env=clean_env(DATABASE_URL=db_url))
     assert code == 0, err
-    rules = auth.SessionRules()
-    await auth.sign_in(pool, "wang", "second-password-2", rules)
+    await auth.sign_in(pool, "wang", "second-password-2", auth.SessionRules())
     code, _, err = await run_lapse("console", "remove-agent", "wang", env=env)
     assert code == 0, err
     assert not await pool.fetchval("SELECT count(*) FROM console_agents")
-    code, _, err = await run_lapse("console", "add-agent", "zhao", env=clean_env(
-        DATABASE_URL=db_url))  # no terminal, no file, no variable
-    assert code == 2 and "--password-file" in err
+
+
+async def test_add_agent_says_what_is_wrong_in_one_line(pool, monkeypatch):
+    await auth.save_agent(pool, "wang", "first-password-1")
+    with pytest.raises(auth.AccountError, match="exists already"):
+        await auth.save_agent(pool, "wang", "first-password-1")
+    with pytest.raises(auth.AccountError, match="no agent li"):
+        await auth.save_agent(pool, "li", "first-password-1", reset=True)
+    with pytest.raises(auth.AccountError, match="the password must be 10-128 characters"):
+        await auth.save_agent(pool, "li", "short")
+    # No terminal to ask on (as under pytest), no file, no variable: say how instead.
+    monkeypatch.delenv(PASSWORD_VARIABLE, raising=False)
+    args = argparse.Namespace(name="zhao", password_file=None)
+    with pytest.raises(UserError, match="--password-file FILE or LAPSE_CONSOLE_PASSWORD"):
+        ask_password(args)

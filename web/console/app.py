@@ -39,7 +39,7 @@ ANSWER_GIVE_UP_SECONDS = 60.0
 _POLICY = TypeAdapter(PolicyNumber)
 # No inline script or style anywhere: the policy forbids both.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-       "object-src 'none'; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+       "object-src 'none'; frame-ancestors 'none'; form-action 'self'; "
        "base-uri 'none'")
 
 
@@ -396,8 +396,10 @@ async def letter(request: web.Request) -> web.Response:
         if pdf is None:
             raise web.HTTPNotFound()
         await q.log_page_view(conn, request[AGENT].name, [policy.policy_number], "letter")
+    # The page policy's object-src 'none' would keep the browser's PDF viewer out.
     return web.Response(body=pdf, content_type="application/pdf",
-                        headers={"Content-Disposition": 'inline; filename="letter.pdf"'})
+                        headers={"Content-Disposition": 'inline; filename="letter.pdf"',
+                                 "Content-Security-Policy": "frame-ancestors 'none'"})
 
 
 # --- the task queue -----------------------------------------------------------------------------
