@@ -1,0 +1,164 @@
+"""The sandbox Twilio: the Messages and Calls resources the twilio client creates, with
+Twilio's JSON and error codes, and status callbacks signed with X-Twilio-Signature."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from html import unescape
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from sandbox.core import SandboxCore
+from sandbox.faults import Fault
+from sandbox.outbox import OutboxEntry
+
+# The sandbox's own credentials: the real client authenticates with these.
+TWILIO_ACCOUNT_SID = "AC" + "5a" * 16
+TWILIO_AUTH_TOKEN = "sandbox-twilio-auth-token"
+TWILIO_FROM_NUMBER = "+8610100000000"
+
+_SAY = re.compile(r"<Say[^>]*>(.*?)</Say>", re.S)
+
+
+def _error(status: int, code: int, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response({"code": code, "message": message, "status": status,
+                              "more_info": f"https://www.twilio.com/docs/errors/{code}"},
+                             status=status, headers=headers)
+
+
+def _refusal(fault: Fault) -> web.Response:
+    if fault.fault == "rate_limited":
+        return _error(429, 20429, "Too Many Requests", {"Retry-After": f"{fault.retry_after:g}"})
+    if fault.fault == "server_error":
+        return _error(500, 20500, "Internal Server Error")
+    if fault.fault == "unavailable":
+        return _error(503, 20503, "Service Unavailable")
+    if fault.fault == "unsubscribed":
+        return _error(400, 21610, "Attempt to send to unsubscribed recipient")
+    return _error(400, 21211, "The 'To' number is not a valid phone number.")
+
+
+def _ref_of(callback_url: str | None) -> str | None:
+    if not callback_url:
+        return None
+    return parse_qs(urlsplit(callback_url).query).get("ref", [None])[0]
+
+
+class TwilioApi:
+    def __init__(self, core: SandboxCore):
+        self.core = core
+
+    def add_routes(self, app: web.Application) -> None:
+        tracked = self.core.tracked
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", tracked(self._message))
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Calls.json", tracked(self._call))
+
+    def _authorised(self, request: web.Request) -> bool:
+        try:
+            auth = aiohttp.BasicAuth.decode(request.headers.get("Authorization", ""))
+        except ValueError:
+            return False
+        return (auth.login == TWILIO_ACCOUNT_SID == request.match_info["sid"]
+                and secrets.compare_digest(auth.password, TWILIO_AUTH_TOKEN))
+
+    @staticmethod
+    def _resource(kind: str, sid: str, form, status: str) -> dict:
+        now = format_datetime(datetime.now(UTC))
+        base = {"sid": sid, "account_sid": TWILIO_ACCOUNT_SID, "api_version": "2010-04-01",
+                "to": form.get("To"), "from": form.get("From"), "status": status,
+                "direction": "outbound-api", "date_created": now, "date_updated": now,
+                "price": None, "price_unit": "USD",
+                "uri": f"/2010-04-01/Accounts/{TWILIO_ACCOUNT_SID}/{kind}/{sid}.json"}
+        if kind == "Messages":
+            base.update({"body": form.get("Body"), "num_segments": "1", "num_media": "0",
+                         "error_code": None, "error_message": None, "date_sent": None,
+                         "messaging_service_sid": None})
+        else:
+            base.update({"start_time": None, "end_time": None, "duration": None,
+                         "parent_call_sid": None, "answered_by": None})
+        return base
+
+    async def _message(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return _error(401, 20003, "Authenticate")
+        form = await request.post()
+        to, body = form.get("To"), form.get("Body")
+        if not to:
+            return _error(400, 21604, "A 'To' phone number is required.")
+        if not body:
+            return _error(400, 21602, "Message body is required.")
+        self.core.count("sms")
+        refusal, later = await self.core.fault_now("sms", to)
+        if refusal is not None:
+            return _refusal(refusal)
+        sid = "SM" + uuid.uuid4().hex
+        callback = form.get("StatusCallback")
+        entry = self.core.outbox.add(OutboxEntry(
+            id=sid, api="sms", to=to, sender=form.get("From", ""), body=body,
+            callback_url=callback, ref=_ref_of(callback)))
+        entry.set_status("queued")
+        final = ("undelivered", "30003") if later and later.fault == "undelivered" \
+            else ("delivered", None)
+        self.core.later(self._progress(entry, "MessageStatus", [("sent", None), final],
+                                       {"MessageSid": sid, "SmsSid": sid}))
+        return web.json_response(self._resource("Messages", sid, form, "queued"), status=201)
+
+    async def _call(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return _error(401, 20003, "Authenticate")
+        form = await request.post()
+        to, twiml = form.get("To"), form.get("Twiml")
+        if not to:
+            return _error(400, 21201, "No 'To' number is specified")
+        if not twiml and not form.get("Url"):
+            return _error(400, 21205, "Url or Twiml parameter is required.")
+        self.core.count("voice")
+        refusal, later = await self.core.fault_now("voice", to)
+        if refusal is not None:
+            return _refusal(refusal)
+        sid = "CA" + uuid.uuid4().hex
+        callback = form.get("StatusCallback")
+        said = [unescape(s) for s in _SAY.findall(twiml or "")]
+        entry = self.core.outbox.add(OutboxEntry(
+            id=sid, api="voice", to=to, sender=form.get("From", ""),
+            body=said[0] if said else "(TwiML from a URL)", twiml=twiml,
+            callback_url=callback, ref=_ref_of(callback)))
+        entry.set_status("queued")
+        wanted = set(form.getall("StatusCallbackEvent", [])) | {"completed"}
+        steps = [("initiated", None), ("ringing", None)]
+        if later and later.fault in ("busy", "no_answer"):
+            steps.append(("busy" if later.fault == "busy" else "no-answer", None))
+        else:
+            steps += [("in-progress", None), ("completed", None)]
+        event_of = {"initiated": "initiated", "ringing": "ringing", "in-progress": "answered"}
+        steps = [s for s in steps if event_of.get(s[0], "completed") in wanted]
+        self.core.later(self._progress(entry, "CallStatus", steps, {"CallSid": sid}))
+        return web.json_response(self._resource("Calls", sid, form, "queued"), status=201)
+
+    async def _progress(self, entry: OutboxEntry, field: str,
+                        steps: list[tuple[str, str | None]], ids: dict) -> None:
+        for number, (status, error) in enumerate(steps):
+            await self.core.pause()
+            entry.set_status(status, error)
+            if not entry.callback_url:
+                continue
+            params = {**ids, "AccountSid": TWILIO_ACCOUNT_SID, field: status,
+                      "To": entry.to, "From": entry.sender, "ApiVersion": "2010-04-01",
+                      "SequenceNumber": str(number)}
+            if field == "MessageStatus":
+                params["SmsStatus"] = status
+            if error:
+                params["ErrorCode"] = error
+            if status == "completed":
+                params["CallDuration"] = "42"
+            signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(
+                entry.callback_url, params)
+            await self.core.post(entry, entry.callback_url, data=params,
+                                 headers={"X-Twilio-Signature": signature})
