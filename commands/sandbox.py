@@ -1,8 +1,8 @@
 """`lapse sandbox` and `lapse callbacks`: the HTTP side, as one process beside the worker.
 
-`lapse sandbox` serves the sandbox providers (Twilio, SendGrid and WeChat APIs, the outbox,
-failure injection), the delivery callbacks and the public notice on one port, for local
-work. `lapse callbacks` serves only the callbacks and the public notice, for production
+`lapse sandbox` serves the sandbox providers (Twilio, SendGrid, WeChat and WeCom APIs, the
+outbox, failure injection), the delivery callbacks and the public notice on one port, for
+local work. `lapse callbacks` serves only the callbacks and the public notice, for production
 behind the public URL given to the providers (LAPSE_CALLBACK_URL).
 """
 
@@ -27,7 +27,7 @@ from web.callbacks import SENDGRID_EVENTS_PATH
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sandbox", help="run the sandbox providers, outbox and callbacks",
-                       description="Serve the sandbox Twilio, SendGrid and WeChat APIs, the "
+                       description="Serve the sandbox Twilio, SendGrid, WeChat and WeCom APIs, the "
                        "outbox (/outbox), failure injection (/sandbox/faults), the delivery "
                        "callbacks and the public notice on one port until Ctrl-C. Needs "
                        "`lapse dev` (or TEMPORAL_ADDRESS) for the journeys' signals.")

@@ -18,7 +18,7 @@ DEFAULT_DATA_DIR = ".lapse-data"
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8025"
 MAX_TIME_SCALE = 10_000_000
 
-Provider = Literal["twilio", "sendgrid", "wechat"]
+Provider = Literal["twilio", "sendgrid", "wechat", "wecom"]
 
 _HOST_PORT = re.compile(
     r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$"
@@ -29,6 +29,7 @@ _TWILIO_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _TOKEN = re.compile(r"^\S+$")
+_WECOM_CORP_ID = re.compile(r"^w[wx][0-9A-Za-z]{16}$")
 
 
 class SettingsError(ValueError):
@@ -64,6 +65,12 @@ class WeChatSettings(_Frozen):
     template_ids: dict[str, str] = Field(default_factory=dict)
 
 
+class WeComSettings(_Frozen):
+    corp_id: str
+    agent_id: int  # the self-built application that sends the messages
+    secret: SecretStr  # that application's secret
+
+
 class Settings(_Frozen):
     """Everything the commands and the worker read from the environment."""
 
@@ -78,6 +85,7 @@ class Settings(_Frozen):
     twilio: TwilioSettings | None = None
     sendgrid: SendGridSettings | None = None
     wechat: WeChatSettings | None = None
+    wecom: WeComSettings | None = None
     time_scale: float = 1.0
     data_dir: Path = Field(default_factory=lambda: Path(DEFAULT_DATA_DIR).resolve())
     # The public base URL of the callback endpoint, given to providers for delivery status.
@@ -115,6 +123,7 @@ class Settings(_Frozen):
             twilio=_twilio(env),
             sendgrid=_sendgrid(env),
             wechat=_wechat(env),
+            wecom=_wecom(env),
             time_scale=env.get("LAPSE_TIME_SCALE", _parse_time_scale) or 1.0,
             data_dir=_parse_data_dir(
                 "LAPSE_DATA_DIR", env.raw("LAPSE_DATA_DIR") or DEFAULT_DATA_DIR
@@ -127,7 +136,8 @@ class Settings(_Frozen):
     @property
     def providers_sandboxed(self) -> list[Provider]:
         """The providers without credentials, which talk to the local sandbox instead."""
-        configured = {"twilio": self.twilio, "sendgrid": self.sendgrid, "wechat": self.wechat}
+        configured = {"twilio": self.twilio, "sendgrid": self.sendgrid, "wechat": self.wechat,
+                      "wecom": self.wecom}
         return [name for name, value in configured.items() if value is None]
 
     @property
@@ -255,7 +265,7 @@ def _parse_time_scale(name: str, value: str) -> float:
     return scale
 
 
-_CHANNELS = ("sms", "wechat", "voice", "agent_call", "email", "letter")
+_CHANNELS = ("sms", "wechat", "wecom", "voice", "agent_call", "email", "letter")
 
 
 def _check_http_url(name: str, value: str) -> str:
@@ -353,3 +363,17 @@ def _wechat(env: _Env) -> WeChatSettings | None:
     return WeChatSettings(app_id=app_id, app_secret=env.secret("WECHAT_APP_SECRET"),
                           template_ids=_pairs("WECHAT_TEMPLATE_IDS", templates, None)
                           if templates else {})
+
+
+def _wecom(env: _Env) -> WeComSettings | None:
+    if not env.group(("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_SECRET")):
+        return None
+    corp_id = env.raw("WECOM_CORP_ID")
+    if not _WECOM_CORP_ID.match(corp_id):
+        raise SettingsError("WECOM_CORP_ID", "must be the corp id from WeCom's admin console "
+                            f"('ww' and 16 letters or digits) (got {corp_id!r})")
+    agent = env.raw("WECOM_AGENT_ID")
+    if not agent.isdigit() or not 0 < int(agent) < 2**31:
+        raise SettingsError("WECOM_AGENT_ID", "must be the application's AgentId, a positive "
+                            f"whole number such as 1000002 (got {agent!r})")
+    return WeComSettings(corp_id=corp_id, agent_id=int(agent), secret=env.secret("WECOM_SECRET"))

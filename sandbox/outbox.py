@@ -23,7 +23,7 @@ class StoredAttachment:
 @dataclass
 class OutboxEntry:
     id: str  # the provider's message id (SM..., CA..., X-Message-Id, msgid)
-    api: str  # sms, voice, email, wechat
+    api: str  # sms, voice, email, wechat, wecom
     to: str
     sender: str
     body: str  # SMS text, the call's spoken script, the e-mail text, WeChat fields as lines
@@ -81,7 +81,8 @@ text-align:left;vertical-align:top}.msg{border:1px solid #ccc;border-radius:6px;
 margin:.8em 0}.meta{color:#666;font-size:.9em}.body{white-space:pre-wrap}.failed{color:#b00}
 code{background:#f4f4f4;padding:0 .3em}
 """
-_API_NAMES = {"sms": "SMS", "voice": "Voice call", "email": "E-mail", "wechat": "WeChat"}
+_API_NAMES = {"sms": "SMS", "voice": "Voice call", "email": "E-mail", "wechat": "WeChat",
+              "wecom": "WeCom"}
 _FAILED = {"failed", "undelivered", "bounce", "busy", "no-answer", "refused"}
 
 

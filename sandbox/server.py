@@ -15,6 +15,7 @@ from sandbox.outbox import Describe, index_page, messages_page
 from sandbox.sendgrid_api import SendGridApi
 from sandbox.twilio_api import TWILIO_ACCOUNT_SID, TwilioApi
 from sandbox.wechat_api import WeChatApi
+from sandbox.wecom_api import WeComApi
 
 _FAULT_LIST = TypeAdapter(list[Fault])
 
@@ -30,6 +31,7 @@ class Sandbox:
         self.twilio = TwilioApi(self.core)
         self.sendgrid = SendGridApi(self.core, event_webhook_url)
         self.wechat = WeChatApi(self.core, token_ttl)
+        self.wecom = WeComApi(self.core, token_ttl)
         self.describe = describe
 
     # What tests, the demo and the commands read and set.
@@ -81,7 +83,7 @@ class Sandbox:
     # --- wiring -------------------------------------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
-        for provider in (self.twilio, self.sendgrid, self.wechat):
+        for provider in (self.twilio, self.sendgrid, self.wechat, self.wecom):
             provider.add_routes(app)
         app.router.add_get("/sandbox/faults", self._faults_get)
         app.router.add_post("/sandbox/faults", self._faults_add)

@@ -34,6 +34,9 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "SENDGRID_FROM": "notices@insurer.example",
         "WECHAT_APP_ID": "wx0123456789abcdef",
         "WECHAT_APP_SECRET": SECRET,
+        "WECOM_CORP_ID": "ww0123456789abcdef",
+        "WECOM_AGENT_ID": "1000002",
+        "WECOM_SECRET": SECRET,
         "LAPSE_TIME_SCALE": "86400",
         "LAPSE_DATA_DIR": str(tmp_path / "data"),
     }
@@ -48,7 +51,7 @@ def test_defaults_embed_everything_and_sandbox_every_provider(monkeypatch, tmp_p
     assert settings.temporal_task_queue == "policy-lapse"
     assert settings.time_scale == 1.0
     assert settings.data_dir == tmp_path / ".lapse-data"
-    assert settings.providers_sandboxed == ["twilio", "sendgrid", "wechat"]
+    assert settings.providers_sandboxed == ["twilio", "sendgrid", "wechat", "wecom"]
     assert settings.temporal_auth == "none"
 
 
@@ -66,6 +69,8 @@ def test_full_configuration(tmp_path):
     assert settings.twilio.from_number == "+8613800138000"
     assert settings.sendgrid.from_email == "notices@insurer.example"
     assert settings.wechat.app_secret.get_secret_value() == SECRET
+    assert (settings.wecom.corp_id, settings.wecom.agent_id) == ("ww0123456789abcdef", 1000002)
+    assert settings.wecom.secret.get_secret_value() == SECRET
     assert settings.providers_sandboxed == []
     assert settings.time_scale == 86400.0
     assert settings.data_dir == tmp_path / "data"
@@ -115,6 +120,14 @@ def test_ipv6_address():
         ({"WECHAT_APP_SECRET": SECRET}, "WECHAT_APP_ID", "set together with WECHAT_APP_SECRET"),
         ({"WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET": "two words " + SECRET},
          "WECHAT_APP_SECRET", "must not contain spaces"),
+        ({"WECOM_CORP_ID": "ww0123456789abcdef", "WECOM_SECRET": SECRET}, "WECOM_AGENT_ID",
+         "set together with WECOM_CORP_ID, WECOM_SECRET"),
+        ({"WECOM_CORP_ID": "corp 1", "WECOM_AGENT_ID": "1000002", "WECOM_SECRET": SECRET},
+         "WECOM_CORP_ID", "'ww' and 16 letters or digits"),
+        ({"WECOM_CORP_ID": "ww0123456789abcdef", "WECOM_AGENT_ID": "-2",
+          "WECOM_SECRET": SECRET}, "WECOM_AGENT_ID", "positive whole number"),
+        ({"WECOM_CORP_ID": "ww0123456789abcdef", "WECOM_AGENT_ID": "1000002",
+          "WECOM_SECRET": "two words " + SECRET}, "WECOM_SECRET", "must not contain spaces"),
         ({"TEMPORAL_API_KEY": SECRET}, "TEMPORAL_API_KEY", "needs TEMPORAL_ADDRESS"),
         ({"TEMPORAL_ADDRESS": "h:1", "TEMPORAL_TLS_CERT": "/nonexistent/c.pem"},
          "TEMPORAL_TLS_KEY", "set together with TEMPORAL_TLS_CERT"),

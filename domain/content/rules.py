@@ -34,7 +34,7 @@ class ContentRuleError(ValueError):
 
 # --- channels ----------------------------------------------------------------------------
 
-MASKED_CHANNELS = frozenset({Channel.SMS, Channel.WECHAT, Channel.VOICE})
+MASKED_CHANNELS = frozenset({Channel.SMS, Channel.WECHAT, Channel.WECOM, Channel.VOICE})
 """Short channels: policy number masked, names as surname plus honorific (section 4)."""
 WRITTEN_LONG = frozenset({Channel.EMAIL, Channel.LETTER, Channel.AGENT_CALL})
 ALWAYS_MASKED_KINDS = frozenset({MessageKind.EMERGENCY_CONTACT, MessageKind.PUBLIC_NOTICE})
@@ -180,6 +180,24 @@ def check_public_notice(text: str, private_values: Iterable[str]) -> list[Violat
 def check_short_term(text: str) -> list[Violation]:
     """A short-term product cannot be reinstated: its messages never promise it."""
     return [Violation(rule="short_term_reinstatement", detail="复效")] if "复效" in text else []
+
+
+# --- WeCom -------------------------------------------------------------------------------
+
+WECOM_TEXT_BYTES = 2048  # a WeCom text message's content, UTF-8
+
+
+def wecom_text(title: str | None, body: str, link: str | None) -> str:
+    """What a WeCom text message shows: the title, the text and the link, a blank line
+    apart (a message too long for a textcard goes as this)."""
+    return "\n\n".join(filter(None, (title, body, link)))
+
+
+def check_wecom_length(title: str | None, body: str, link: str | None) -> list[Violation]:
+    size = len(wecom_text(title, body, link).encode())
+    if size > WECOM_TEXT_BYTES:
+        return [Violation(rule="wecom_length", detail=f"{size} bytes > {WECOM_TEXT_BYTES}")]
+    return []
 
 
 def check_rendered(text: str) -> list[Violation]:
