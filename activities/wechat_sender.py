@@ -3,6 +3,8 @@ keeps the access token)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,6 +22,19 @@ PERMANENT = frozenset({
 TRANSIENT = frozenset({-1, 45009, 45011, 45047})  # busy, rate limits
 # WeChat sends one template message per openid and client_msg_id, for 10 minutes.
 CLIENT_MSG_ID_VALID = timedelta(minutes=10)
+# Where WeChat posts the official account's server events (TEMPLATESENDJOBFINISH: what
+# became of a template message), under LAPSE_CALLBACK_URL.
+WECHAT_EVENTS_PATH = "/callbacks/wechat/events"
+
+
+def server_signature(token: str, timestamp: str, nonce: str) -> str:
+    """The `signature` WeChat puts in the query of every message to the account's server:
+    SHA-1 of the account's token, the timestamp and the nonce, sorted and joined."""
+    return hashlib.sha1("".join(sorted((token, timestamp, nonce))).encode()).hexdigest()
+
+
+def signed_by_wechat(token: str, signature: str, timestamp: str, nonce: str) -> bool:
+    return hmac.compare_digest(server_signature(token, timestamp, nonce), signature)
 
 
 def classify_wechat_error(errcode: int) -> SendError:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 import sandbox as sb
+from activities.wechat_sender import WECHAT_EVENTS_PATH
 from commands.common import UserError, command, database, temporal
 from infra.deliveries import policies_for_refs
 from infra.signals import JourneySignals
@@ -88,6 +89,7 @@ async def run_sandbox(args: argparse.Namespace, settings) -> int:
             public_url=settings.callback_url, sandbox=box)
         async with serve(app, url.hostname or "127.0.0.1", port) as base:
             box.event_webhook_url = (settings.callback_url or base) + SENDGRID_EVENTS_PATH
+            box.wechat_server_url = (settings.callback_url or base) + WECHAT_EVENTS_PATH
             print(f"sandbox providers on {base} ({', '.join(settings.providers_sandboxed)} "
                   f"sandboxed)\n  outbox          {base}/outbox\n"
                   f"  failure rules   {base}/sandbox/faults\n"

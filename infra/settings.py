@@ -29,6 +29,7 @@ _TWILIO_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _TOKEN = re.compile(r"^\S+$")
+_WECHAT_TOKEN = re.compile(r"^[A-Za-z0-9]{3,32}$")
 _WECOM_CORP_ID = re.compile(r"^w[wx][0-9A-Za-z]{16}$")
 
 
@@ -63,6 +64,9 @@ class WeChatSettings(_Frozen):
     app_secret: SecretStr
     # Message kind -> the template id the official account registered for it.
     template_ids: dict[str, str] = Field(default_factory=dict)
+    # The token of the account's server configuration, which signs WeChat's event pushes;
+    # without it every event is refused.
+    server_token: SecretStr | None = None
 
 
 class WeComSettings(_Frozen):
@@ -360,9 +364,14 @@ def _wechat(env: _Env) -> WeChatSettings | None:
     if not _TOKEN.match(app_id):
         raise SettingsError("WECHAT_APP_ID", f"must not contain spaces (got {app_id!r})")
     templates = env.raw("WECHAT_TEMPLATE_IDS")
+    token = env.raw("WECHAT_TOKEN")
+    if token is not None and not _WECHAT_TOKEN.match(token):
+        raise SettingsError("WECHAT_TOKEN", "must be the server configuration's token: 3-32 "
+                                            "letters or digits")
     return WeChatSettings(app_id=app_id, app_secret=env.secret("WECHAT_APP_SECRET"),
                           template_ids=_pairs("WECHAT_TEMPLATE_IDS", templates, None)
-                          if templates else {})
+                          if templates else {},
+                          server_token=SecretStr(token) if token else None)
 
 
 def _wecom(env: _Env) -> WeComSettings | None:

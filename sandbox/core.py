@@ -79,9 +79,10 @@ class SandboxCore:
         if self._http is not None:
             await self._http.close()
 
-    async def fault_now(self, api: str, recipient: str) -> tuple[Fault | None, Fault | None]:
+    async def fault_now(self, api: str, recipient: str, request: str = "send"
+                        ) -> tuple[Fault | None, Fault | None]:
         """The rule hit by this request: one that answers now, or one reported later."""
-        fault = self.faults.pick(api, recipient)
+        fault = self.faults.pick(api, recipient, request)
         if fault is None:
             return None, None
         if fault.fault in AFTER_ACCEPT:

@@ -33,6 +33,7 @@ class OutboxEntry:
     twiml: str | None = None
     attachments: list[StoredAttachment] = field(default_factory=list)
     ref: str | None = None  # the opaque reference from the callback URL or custom args
+    args: dict[str, str] = field(default_factory=dict)  # an e-mail's custom arguments
     callback_url: str | None = None
     status: str = "accepted"
     error_code: str | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 import uuid
 
@@ -19,6 +20,7 @@ from sandbox.outbox import OutboxEntry, StoredAttachment
 
 SENDGRID_API_KEY = "SG.sandbox-api-key"
 SENDGRID_FROM = "notices@sandbox.example-insurer.cn"
+_ARG_QUERY = re.compile(r"""\(?unique_args\['([A-Za-z0-9_-]+)'\]\s*=\s*"([^"]*)"\)?""")
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
@@ -38,6 +40,36 @@ class SendGridApi:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v3/mail/send", self.core.tracked(self._send))
+        app.router.add_get("/v3/messages", self.core.tracked(self._activity))
+
+    async def _activity(self, request: web.Request) -> web.Response:
+        """The Email Activity API, for the one query we ask: a custom argument's value
+        (`unique_args['ref']="..."`)."""
+        if request.headers.get("Authorization") != f"Bearer {SENDGRID_API_KEY}":
+            return _error(401, "authorization required")
+        match = _ARG_QUERY.fullmatch(request.query.get("query", "").strip())
+        if match is None:
+            return _error(400, "invalid query: the sandbox answers unique_args['name']=\"value\"")
+        name, value = match.groups()
+        found = [e for e in reversed(self.core.outbox.entries)
+                 if e.api == "email" and e.args.get(name) == value]
+        fault = self.core.faults.pick("email", found[0].to if found else "*", "lookup")
+        if fault is not None and fault.fault in ("rate_limited", "server_error", "unavailable"):
+            if fault.fault == "rate_limited":
+                return _error(429, "too many requests", {"Retry-After": f"{fault.retry_after:g}"})
+            return _error(500 if fault.fault == "server_error" else 503, "internal error")
+        try:
+            limit = min(1000, max(1, int(request.query.get("limit", "10"))))
+        except ValueError:
+            return _error(400, "limit must be a number")
+        return web.json_response({"messages": [{
+            "from_email": e.sender, "msg_id": f"{e.id}.filterdrecv-sandbox-1.0",
+            "subject": e.subject, "to_email": e.to,
+            "status": {"bounce": "not_delivered", "dropped": "not_delivered"}.get(
+                e.status, "delivered" if e.status == "delivered" else "processing"),
+            "opens_count": 0, "clicks_count": 0,
+            "last_event_time": (e.history[-1][0] if e.history else e.at).isoformat()}
+            for e in found[:limit]]})
 
     async def _send(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {SENDGRID_API_KEY}":
@@ -68,7 +100,7 @@ class SendGridApi:
         entry = self.core.outbox.add(OutboxEntry(
             id=message_id, api="email", to=to, sender=sender, subject=subject,
             body=contents.get("text/plain") or contents.get("text/html", ""),
-            ref=args.get("ref"),
+            ref=args.get("ref"), args=args,
             attachments=[StoredAttachment(a.get("filename", "attachment"),
                                           base64.b64decode(a["content"]),
                                           a.get("type", "application/octet-stream"))

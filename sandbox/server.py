@@ -60,6 +60,14 @@ class Sandbox:
     def event_webhook_url(self, url: str | None) -> None:
         self.sendgrid.event_webhook_url = url
 
+    @property
+    def wechat_server_url(self) -> str | None:
+        return self.wechat.server_url
+
+    @wechat_server_url.setter
+    def wechat_server_url(self, url: str | None) -> None:
+        self.wechat.server_url = url
+
     def sign_events(self, body: str, timestamp: str | None = None) -> dict[str, str]:
         return self.sendgrid.sign_events(body, timestamp)
 

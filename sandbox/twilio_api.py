@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from datetime import UTC, datetime
 from email.utils import format_datetime
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
@@ -54,11 +53,16 @@ def _ref_of(callback_url: str | None) -> str | None:
 class TwilioApi:
     def __init__(self, core: SandboxCore):
         self.core = core
+        self._events: dict[str, list[dict]] = {}  # per call: the requests made for it
 
     def add_routes(self, app: web.Application) -> None:
         tracked = self.core.tracked
         app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", tracked(self._message))
         app.router.add_post("/2010-04-01/Accounts/{sid}/Calls.json", tracked(self._call))
+        app.router.add_get(r"/2010-04-01/Accounts/{sid}/{kind:Messages|Calls}.json",
+                           tracked(self._list))
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Calls/{call}/Events.json",
+                           tracked(self._call_events))
 
     def _authorised(self, request: web.Request) -> bool:
         try:
@@ -69,21 +73,67 @@ class TwilioApi:
                 and secrets.compare_digest(auth.password, TWILIO_AUTH_TOKEN))
 
     @staticmethod
-    def _resource(kind: str, sid: str, form, status: str) -> dict:
-        now = format_datetime(datetime.now(UTC))
-        base = {"sid": sid, "account_sid": TWILIO_ACCOUNT_SID, "api_version": "2010-04-01",
-                "to": form.get("To"), "from": form.get("From"), "status": status,
-                "direction": "outbound-api", "date_created": now, "date_updated": now,
+    def _resource(entry: OutboxEntry) -> dict:
+        kind = "Messages" if entry.api == "sms" else "Calls"
+        created = format_datetime(entry.at)
+        updated = format_datetime(entry.history[-1][0] if entry.history else entry.at)
+        base = {"sid": entry.id, "account_sid": TWILIO_ACCOUNT_SID, "api_version": "2010-04-01",
+                "to": entry.to, "from": entry.sender, "status": entry.status,
+                "direction": "outbound-api", "date_created": created, "date_updated": updated,
                 "price": None, "price_unit": "USD",
-                "uri": f"/2010-04-01/Accounts/{TWILIO_ACCOUNT_SID}/{kind}/{sid}.json"}
+                "uri": f"/2010-04-01/Accounts/{TWILIO_ACCOUNT_SID}/{kind}/{entry.id}.json"}
         if kind == "Messages":
-            base.update({"body": form.get("Body"), "num_segments": "1", "num_media": "0",
-                         "error_code": None, "error_message": None, "date_sent": None,
+            sent = entry.status in ("sent", "delivered", "undelivered")
+            base.update({"body": entry.body, "num_segments": "1", "num_media": "0",
+                         "error_code": entry.error_code, "error_message": None,
+                         "date_sent": updated if sent else None,
                          "messaging_service_sid": None})
         else:
             base.update({"start_time": None, "end_time": None, "duration": None,
                          "parent_call_sid": None, "answered_by": None})
         return base
+
+    @staticmethod
+    def _page(key: str, path: str, items: list[dict], page_size: int) -> dict:
+        """One page of a list, as Twilio's v2010 API pages them (one page here)."""
+        uri = f"/2010-04-01/Accounts/{TWILIO_ACCOUNT_SID}/{path}"
+        return {key: items[:page_size], "start": 0, "end": max(0, min(len(items), page_size) - 1),
+                "page": 0, "page_size": page_size, "uri": uri, "first_page_uri": uri,
+                "next_page_uri": None, "previous_page_uri": None}
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Messages.json or Calls.json read back, newest first, filtered by To and From."""
+        if not self._authorised(request):
+            return _error(401, 20003, "Authenticate")
+        kind = request.match_info["kind"]
+        api = "sms" if kind == "Messages" else "voice"
+        q = request.query
+        to, sender = q.get("To"), q.get("From")
+        refusal, _ = await self.core.fault_now(api, to or "*", "lookup")
+        if refusal is not None:
+            return _refusal(refusal)
+        try:
+            page_size = min(1000, max(1, int(q.get("PageSize", "50"))))
+        except ValueError:
+            return _error(400, 20001, "Invalid PageSize")
+        found = [self._resource(e) for e in reversed(self.core.outbox.entries)
+                 if e.api == api and (to is None or e.to == to)
+                 and (sender is None or e.sender == sender)]
+        return web.json_response(self._page(kind.lower(), f"{kind}.json", found, page_size))
+
+    async def _call_events(self, request: web.Request) -> web.Response:
+        """The requests Twilio made for a call (its status callbacks), as Call Events."""
+        if not self._authorised(request):
+            return _error(401, 20003, "Authenticate")
+        sid = request.match_info["call"]
+        entry = self.core.outbox.get(sid)
+        if entry is None or entry.api != "voice":
+            return _error(404, 20404, f"The requested resource {request.path} was not found")
+        refusal, _ = await self.core.fault_now("voice", entry.to, "lookup")
+        if refusal is not None:
+            return _refusal(refusal)
+        return web.json_response(self._page("events", f"Calls/{sid}/Events.json",
+                                            self._events.get(sid, []), 1000))
 
     async def _message(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
@@ -108,7 +158,7 @@ class TwilioApi:
             else ("delivered", None)
         self.core.later(self._progress(entry, "MessageStatus", [("sent", None), final],
                                        {"MessageSid": sid, "SmsSid": sid}))
-        return web.json_response(self._resource("Messages", sid, form, "queued"), status=201)
+        return web.json_response(self._resource(entry), status=201)
 
     async def _call(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
@@ -140,7 +190,7 @@ class TwilioApi:
         event_of = {"initiated": "initiated", "ringing": "ringing", "in-progress": "answered"}
         steps = [s for s in steps if event_of.get(s[0], "completed") in wanted]
         self.core.later(self._progress(entry, "CallStatus", steps, {"CallSid": sid}))
-        return web.json_response(self._resource("Calls", sid, form, "queued"), status=201)
+        return web.json_response(self._resource(entry), status=201)
 
     async def _progress(self, entry: OutboxEntry, field: str,
                         steps: list[tuple[str, str | None]], ids: dict) -> None:
@@ -160,5 +210,11 @@ class TwilioApi:
                 params["CallDuration"] = "42"
             signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(
                 entry.callback_url, params)
-            await self.core.post(entry, entry.callback_url, data=params,
-                                 headers={"X-Twilio-Signature": signature})
+            answer, _ = await self.core.post(entry, entry.callback_url, data=params,
+                                             headers={"X-Twilio-Signature": signature})
+            if entry.api == "voice":
+                self._events.setdefault(entry.id, []).append({
+                    "request": {"method": "POST", "url": entry.callback_url,
+                                "parameters": params},
+                    "response": {"response_code": answer, "content_type": None,
+                                 "request_duration": 0}})

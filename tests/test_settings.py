@@ -34,6 +34,7 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "SENDGRID_FROM": "notices@insurer.example",
         "WECHAT_APP_ID": "wx0123456789abcdef",
         "WECHAT_APP_SECRET": SECRET,
+        "WECHAT_TOKEN": "wechatServerToken1",
         "WECOM_CORP_ID": "ww0123456789abcdef",
         "WECOM_AGENT_ID": "1000002",
         "WECOM_SECRET": SECRET,
@@ -69,6 +70,7 @@ def test_full_configuration(tmp_path):
     assert settings.twilio.from_number == "+8613800138000"
     assert settings.sendgrid.from_email == "notices@insurer.example"
     assert settings.wechat.app_secret.get_secret_value() == SECRET
+    assert settings.wechat.server_token.get_secret_value() == "wechatServerToken1"
     assert (settings.wecom.corp_id, settings.wecom.agent_id) == ("ww0123456789abcdef", 1000002)
     assert settings.wecom.secret.get_secret_value() == SECRET
     assert settings.providers_sandboxed == []
@@ -128,6 +130,8 @@ def test_ipv6_address():
           "WECOM_SECRET": SECRET}, "WECOM_AGENT_ID", "positive whole number"),
         ({"WECOM_CORP_ID": "ww0123456789abcdef", "WECOM_AGENT_ID": "1000002",
           "WECOM_SECRET": "two words " + SECRET}, "WECOM_SECRET", "must not contain spaces"),
+        ({"WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET": SECRET, "WECHAT_TOKEN": "a b"},
+         "WECHAT_TOKEN", "3-32 letters or digits"),
         ({"TEMPORAL_API_KEY": SECRET}, "TEMPORAL_API_KEY", "needs TEMPORAL_ADDRESS"),
         ({"TEMPORAL_ADDRESS": "h:1", "TEMPORAL_TLS_CERT": "/nonexistent/c.pem"},
          "TEMPORAL_TLS_KEY", "set together with TEMPORAL_TLS_CERT"),
