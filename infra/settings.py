@@ -98,6 +98,8 @@ class Settings(_Frozen):
     sandbox_url: str = DEFAULT_SANDBOX_URL
     # Messages per second per channel and worker process; unset channels use the defaults.
     send_rates: dict[str, float] = Field(default_factory=dict)
+    # The branch file (home visits); None: the sample, data/branches.json.
+    branches_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -135,6 +137,7 @@ class Settings(_Frozen):
             callback_url=env.get("LAPSE_CALLBACK_URL", _check_http_url),
             sandbox_url=env.get("LAPSE_SANDBOX_URL", _check_http_url) or DEFAULT_SANDBOX_URL,
             send_rates=env.get("LAPSE_SEND_RATES", _parse_send_rates) or {},
+            branches_file=env.get("LAPSE_BRANCHES_FILE", _existing_file),
         )
 
     @property
@@ -306,6 +309,13 @@ def _parse_send_rates(name: str, value: str) -> dict[str, float]:
     return rates
 
 
+def _existing_file(name: str, value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise SettingsError(name, f"must be an existing file (got {str(path)!r})")
+    return path.resolve()
+
+
 def _parse_data_dir(name: str, value: str) -> Path:
     path = Path(value).expanduser().resolve()
     if path.exists() and not path.is_dir():
@@ -317,13 +327,8 @@ def _tls_files(env: _Env) -> tuple[Path | None, Path | None]:
     names = ("TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY")
     if not env.group(names, "for a server without mTLS"):
         return None, None
-    paths = []
-    for name in names:
-        path = Path(env.raw(name)).expanduser()
-        if not path.is_file():
-            raise SettingsError(name, f"must be an existing file (got {str(path)!r})")
-        paths.append(path.resolve())
-    return paths[0], paths[1]
+    cert, key = (_existing_file(name, env.raw(name)) for name in names)
+    return cert, key
 
 
 def _twilio(env: _Env) -> TwilioSettings | None:

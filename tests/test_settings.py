@@ -132,6 +132,8 @@ def test_ipv6_address():
           "WECOM_SECRET": "two words " + SECRET}, "WECOM_SECRET", "must not contain spaces"),
         ({"WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET": SECRET, "WECHAT_TOKEN": "a b"},
          "WECHAT_TOKEN", "3-32 letters or digits"),
+        ({"LAPSE_BRANCHES_FILE": "/nonexistent/branches.json"}, "LAPSE_BRANCHES_FILE",
+         "existing file"),
         ({"TEMPORAL_API_KEY": SECRET}, "TEMPORAL_API_KEY", "needs TEMPORAL_ADDRESS"),
         ({"TEMPORAL_ADDRESS": "h:1", "TEMPORAL_TLS_CERT": "/nonexistent/c.pem"},
          "TEMPORAL_TLS_KEY", "set together with TEMPORAL_TLS_CERT"),
