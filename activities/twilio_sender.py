@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 import asyncpg
 import requests
@@ -30,6 +30,7 @@ from activities.channels import (
 )
 from activities.lookup import CANNOT_TELL, CLOCK_SLACK, NOT_FOUND, Lookup
 from domain.plan import TZ, SendWindow
+from domain.voice_menu import CallChoice, menu_for, prompt
 
 T = TypeVar("T")
 
@@ -51,6 +52,7 @@ PERMANENT_CODES = frozenset({
 })
 
 STATUS_CALLBACK_PATH = "/callbacks/twilio/status"
+GATHER_PATH = "/callbacks/twilio/gather"  # where a key pressed during a call is posted
 # Messages or calls to one number read per look-up: more since the send means we cannot tell.
 LOOKUP_LIMIT = 50
 
@@ -229,11 +231,50 @@ class TwilioSms(_TwilioChannel):
         return NOT_FOUND if complete else CANNOT_TELL
 
 
-def voice_twiml(script: str) -> str:
-    """The call speaks the script in Mandarin, and once more for who missed the start."""
-    said = f'<Say language="zh-CN">{escape(script)}</Say>'
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{said}<Pause length="1"/>{said}' \
-           '</Response>'
+def _say(text: str) -> str:
+    return f'<Say language="zh-CN">{escape(text)}</Say>'
+
+
+def _response(verbs: str) -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>'
+
+
+def _gather(verbs: str, action: str) -> str:
+    """One key (numDigits 1) pressed while `verbs` play is posted to `action`; no key
+    within 5 seconds of the end lets the call go on to what follows (here: hang up)."""
+    return (f'<Gather input="dtmf" numDigits="1" timeout="5" method="POST" '
+            f'action={quoteattr(action)}>{verbs}</Gather>')
+
+
+def gather_url(base: str | None, reference: str) -> str | None:
+    """Where Twilio posts the key pressed: our endpoint and the opaque reference only."""
+    if not base:
+        return None
+    return f"{base.rstrip('/')}{GATHER_PATH}?{urlencode({'ref': reference})}"
+
+
+def voice_twiml(script: str, action: str | None = None,
+                options: list[CallChoice] | None = None) -> str:
+    """The call speaks the script in Mandarin, and once more for who missed the start;
+    with an `action`, then offers the menu (`options`), listening for a key throughout."""
+    said = f'{_say(script)}<Pause length="1"/>{_say(script)}'
+    if not action or not options:
+        return _response(said)
+    return _response(_gather(said + _say(prompt(options)), action))
+
+
+def menu_twiml(before: str, action: str, options: list[CallChoice]) -> str:
+    """An answer to a key: say `before`, then offer the menu again."""
+    return _response(_say(before) + _gather(_say(prompt(options)), action))
+
+
+def hangup_twiml(before: str) -> str:
+    return _response(f"{_say(before)}<Hangup/>")
+
+
+def dial_twiml(before: str, number: str) -> str:
+    """An answer to a key: say `before`, then connect the caller to `number`."""
+    return _response(f"{_say(before)}<Dial>{escape(number)}</Dial>")
 
 
 class DialGuard:
@@ -307,5 +348,7 @@ class TwilioVoice(_TwilioChannel):
         kwargs = {"status_callback": callback, "status_callback_method": "POST",
                   "status_callback_event": ["initiated", "ringing", "answered", "completed"]
                   } if callback else {}
-        return client.calls.create(to=message.address, from_=self._from,
-                                   twiml=voice_twiml(message.body), timeout=30, **kwargs).sid
+        twiml = voice_twiml(message.body, gather_url(self._callback_base, message.reference),
+                            menu_for(message.template_id))
+        return client.calls.create(to=message.address, from_=self._from, twiml=twiml,
+                                   timeout=30, **kwargs).sid

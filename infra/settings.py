@@ -98,6 +98,8 @@ class Settings(_Frozen):
     sandbox_url: str = DEFAULT_SANDBOX_URL
     # Messages per second per channel and worker process; unset channels use the defaults.
     send_rates: dict[str, float] = Field(default_factory=dict)
+    # Where a caller who presses 1 during an automated call is connected; None: the hotline.
+    agent_number: str | None = None
     # The branch file (home visits); None: the sample, data/branches.json.
     branches_file: Path | None = None
 
@@ -137,6 +139,7 @@ class Settings(_Frozen):
             callback_url=env.get("LAPSE_CALLBACK_URL", _check_http_url),
             sandbox_url=env.get("LAPSE_SANDBOX_URL", _check_http_url) or DEFAULT_SANDBOX_URL,
             send_rates=env.get("LAPSE_SEND_RATES", _parse_send_rates) or {},
+            agent_number=env.get("LAPSE_AGENT_NUMBER", _check_e164),
             branches_file=env.get("LAPSE_BRANCHES_FILE", _existing_file),
         )
 
@@ -307,6 +310,13 @@ def _parse_send_rates(name: str, value: str) -> dict[str, float]:
             raise SettingsError(name, f"{channel}: must be messages per second > 0 (got {text!r})")
         rates[channel] = rate
     return rates
+
+
+def _check_e164(name: str, value: str) -> str:
+    if not _E164.match(value):
+        raise SettingsError(name, f"must be a phone number in E.164 form, e.g. +864008001234 "
+                                  f"(got {value!r})")
+    return value
 
 
 def _existing_file(name: str, value: str) -> Path:

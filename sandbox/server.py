@@ -9,6 +9,7 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
+from sandbox.callees import Callee, Callees
 from sandbox.core import SandboxCore
 from sandbox.faults import DEFAULT_FAULTS, Fault, Faults
 from sandbox.outbox import Describe, index_page, messages_page
@@ -18,6 +19,7 @@ from sandbox.wechat_api import WeChatApi
 from sandbox.wecom_api import WeComApi
 
 _FAULT_LIST = TypeAdapter(list[Fault])
+_CALLEE_LIST = TypeAdapter(list[Callee])
 
 
 class Sandbox:
@@ -25,10 +27,12 @@ class Sandbox:
 
     def __init__(self, *, faults: list[Fault] | None = None, seed: int = 0,
                  event_webhook_url: str | None = None, callback_delay: float = 0.0,
-                 token_ttl: int = 7200, describe: Describe | None = None):
+                 token_ttl: int = 7200, describe: Describe | None = None,
+                 callees: list[Callee] | None = None):
         self.core = SandboxCore(Faults(DEFAULT_FAULTS if faults is None else faults, seed),
                                 callback_delay=callback_delay)
-        self.twilio = TwilioApi(self.core)
+        self.callees = Callees(callees)
+        self.twilio = TwilioApi(self.core, self.callees)
         self.sendgrid = SendGridApi(self.core, event_webhook_url)
         self.wechat = WeChatApi(self.core, token_ttl)
         self.wecom = WeComApi(self.core, token_ttl)
@@ -96,6 +100,9 @@ class Sandbox:
         app.router.add_get("/sandbox/faults", self._faults_get)
         app.router.add_post("/sandbox/faults", self._faults_add)
         app.router.add_delete("/sandbox/faults", self._faults_clear)
+        app.router.add_get("/sandbox/callees", self._callees_get)
+        app.router.add_post("/sandbox/callees", self._callees_add)
+        app.router.add_delete("/sandbox/callees", self._callees_clear)
         app.router.add_get("/sandbox/messages", self._messages_json)
         app.router.add_delete("/sandbox/messages", self._messages_clear)
         app.router.add_get("/sandbox/keys", self._keys)
@@ -116,16 +123,20 @@ class Sandbox:
         return web.json_response([f.model_dump() for f in self.faults.rules])
 
     async def _faults_add(self, request: web.Request) -> web.Response:
-        try:
-            data = await request.json()
-            rules = _FAULT_LIST.validate_python(data if isinstance(data, list) else [data])
-        except (ValueError, ValidationError) as err:
-            return web.json_response({"error": str(err)}, status=400)
-        self.faults.add(rules)
-        return web.json_response([f.model_dump() for f in self.faults.rules], status=201)
+        return await _add_rules(request, _FAULT_LIST, self.faults.rules)
 
     async def _faults_clear(self, request: web.Request) -> web.Response:
         self.faults.clear()
+        return web.Response(status=204)
+
+    async def _callees_get(self, request: web.Request) -> web.Response:
+        return web.json_response([c.model_dump() for c in self.callees.rules])
+
+    async def _callees_add(self, request: web.Request) -> web.Response:
+        return await _add_rules(request, _CALLEE_LIST, self.callees.rules)
+
+    async def _callees_clear(self, request: web.Request) -> web.Response:
+        self.callees.rules.clear()
         return web.Response(status=204)
 
     async def _messages_json(self, request: web.Request) -> web.Response:
@@ -172,3 +183,14 @@ class Sandbox:
         return web.Response(body=attachment.content, content_type=attachment.mime_type,
                             headers={"Content-Disposition": "attachment; filename*=UTF-8''"
                                      + quote(attachment.filename, safe="")})
+
+
+async def _add_rules(request: web.Request, adapter: TypeAdapter, rules: list) -> web.Response:
+    """POST one rule or a list: validated, appended to `rules`, all of them answered."""
+    try:
+        data = await request.json()
+        new = adapter.validate_python(data if isinstance(data, list) else [data])
+    except (ValueError, ValidationError) as err:
+        return web.json_response({"error": str(err)}, status=400)
+    rules.extend(new)
+    return web.json_response([r.model_dump() for r in rules], status=201)

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from sandbox.callees import Callees
 from sandbox.core import SandboxCore
 from sandbox.faults import Fault
 from sandbox.outbox import OutboxEntry
@@ -24,6 +25,8 @@ TWILIO_AUTH_TOKEN = "sandbox-twilio-auth-token"
 TWILIO_FROM_NUMBER = "+8610100000000"
 
 _SAY = re.compile(r"<Say[^>]*>(.*?)</Say>", re.S)
+_GATHER_ACTION = re.compile(r"<Gather\b[^>]*\baction=\"([^\"]*)\"")
+_DIAL = re.compile(r"<Dial[^>]*>(.*?)</Dial>", re.S)
 
 
 def _error(status: int, code: int, message: str, headers: dict | None = None) -> web.Response:
@@ -51,8 +54,9 @@ def _ref_of(callback_url: str | None) -> str | None:
 
 
 class TwilioApi:
-    def __init__(self, core: SandboxCore):
+    def __init__(self, core: SandboxCore, callees: Callees | None = None):
         self.core = core
+        self.callees = callees or Callees()
         self._events: dict[str, list[dict]] = {}  # per call: the requests made for it
 
     def add_routes(self, app: web.Application) -> None:
@@ -197,6 +201,8 @@ class TwilioApi:
         for number, (status, error) in enumerate(steps):
             await self.core.pause()
             entry.set_status(status, error)
+            if status == "in-progress":
+                await self._press_keys(entry)
             if not entry.callback_url:
                 continue
             params = {**ids, "AccountSid": TWILIO_ACCOUNT_SID, field: status,
@@ -208,13 +214,35 @@ class TwilioApi:
                 params["ErrorCode"] = error
             if status == "completed":
                 params["CallDuration"] = "42"
-            signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(
-                entry.callback_url, params)
-            answer, _ = await self.core.post(entry, entry.callback_url, data=params,
-                                             headers={"X-Twilio-Signature": signature})
-            if entry.api == "voice":
-                self._events.setdefault(entry.id, []).append({
-                    "request": {"method": "POST", "url": entry.callback_url,
-                                "parameters": params},
-                    "response": {"response_code": answer, "content_type": None,
-                                 "request_duration": 0}})
+            await self._request(entry, entry.callback_url, params)
+
+    async def _request(self, entry: OutboxEntry, url: str, params: dict) -> tuple[int, str]:
+        """A signed request Twilio makes for a message or call, kept as a Call Event."""
+        signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(url, params)
+        answer, body = await self.core.post(entry, url, data=params,
+                                            headers={"X-Twilio-Signature": signature})
+        if entry.api == "voice":
+            self._events.setdefault(entry.id, []).append({
+                "request": {"method": "POST", "url": url, "parameters": params},
+                "response": {"response_code": answer, "content_type": None,
+                             "request_duration": 0}})
+        return answer, body
+
+    async def _press_keys(self, entry: OutboxEntry) -> None:
+        """The callee presses their keys, one per menu heard; each answer is TwiML that
+        may offer the menu again (what was said, or the number dialled, is kept)."""
+        twiml = entry.twiml or ""
+        for key in self.callees.keys_for(entry.to):
+            action = _GATHER_ACTION.search(twiml)
+            if action is None:
+                return
+            params = {"CallSid": entry.id, "AccountSid": TWILIO_ACCOUNT_SID, "To": entry.to,
+                      "From": entry.sender, "CallStatus": "in-progress", "Digits": key,
+                      "Direction": "outbound-api", "ApiVersion": "2010-04-01"}
+            answer, twiml = await self._request(entry, unescape(action.group(1)), params)
+            said = "".join(unescape(s) for s in _SAY.findall(twiml))
+            dialled = _DIAL.search(twiml)
+            entry.keys.append((key, said + (f" (dialled {unescape(dialled.group(1))})"
+                                            if dialled else "")))
+            if answer != 200:
+                return

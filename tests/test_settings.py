@@ -132,6 +132,7 @@ def test_ipv6_address():
           "WECOM_SECRET": "two words " + SECRET}, "WECOM_SECRET", "must not contain spaces"),
         ({"WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET": SECRET, "WECHAT_TOKEN": "a b"},
          "WECHAT_TOKEN", "3-32 letters or digits"),
+        ({"LAPSE_AGENT_NUMBER": "400-800-1234"}, "LAPSE_AGENT_NUMBER", "E.164"),
         ({"LAPSE_BRANCHES_FILE": "/nonexistent/branches.json"}, "LAPSE_BRANCHES_FILE",
          "existing file"),
         ({"TEMPORAL_API_KEY": SECRET}, "TEMPORAL_API_KEY", "needs TEMPORAL_ADDRESS"),
