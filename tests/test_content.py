@@ -15,6 +15,7 @@ import pytest
 from commands.messages_view import messages_preview
 from domain.content import (
     ContentRuleError,
+    DebitFailureDetail,
     InsurerContact,
     MessageContext,
     MessageKind,
@@ -179,6 +180,9 @@ def for_kind(ctx: MessageContext, kind: MessageKind) -> MessageContext:
         MessageKind.PAYMENT_AFTER_LAPSE: {"paid_amount": Decimal("1234.50"),
                                           "paid_on": date(2026, 11, 3)},
         MessageKind.REINSTATEMENT_APPROVED: {"reinstated_on": date(2027, 1, 5)},
+        MessageKind.BIND_CARD: {"debit_failure": ctx.debit_failure or DebitFailureDetail(
+            failed_at=datetime(2026, 8, 30, 9, 15, tzinfo=TZ), amount=Decimal("1234.50"),
+            reason_code=DebitFailureReason.CARD_EXPIRED, card_last4="6789")},
     }.get(kind, {})
     return ctx.model_copy(update=extra)
 

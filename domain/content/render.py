@@ -282,6 +282,7 @@ _NEEDS: dict[MessageKind, tuple[str, ...]] = {
     MessageKind.PAYMENT_AFTER_LAPSE: ("paid_amount", "lapses_on"),
     MessageKind.REINSTATEMENT_APPROVED: ("reinstated_on",),
     MessageKind.REINSTATEMENT_REFUSED: ("lapses_on",),
+    MessageKind.BIND_CARD: ("debit_failure",),
 }
 """Context fields a kind cannot be rendered without."""
 _NEEDS_WHEN_REINSTATABLE = frozenset({MessageKind.LAPSE_NOTICE, MessageKind.PAYMENT_AFTER_LAPSE})
@@ -335,12 +336,13 @@ def _paragraphs(text: str) -> str:
 
 def _link(kind: MessageKind, channel: Channel, variant: Variant, view: dict[str, Any],
           ctx: MessageContext) -> str | None:
-    """Where a WeChat or WeCom message opens: the payment page for a first reminder (on
-    WeCom only for the employer, who pays), else the online service."""
+    """Where a WeChat or WeCom message opens: the payment page (where a card is bound too)
+    for a first reminder (on WeCom only for the employer, who pays) and the bind-a-new-card
+    message, else the online service."""
     if channel not in (Channel.WECHAT, Channel.WECOM):
         return None
     payer = channel is Channel.WECHAT or variant is not Variant.GROUP_MEMBER
-    if kind is MessageKind.FIRST_REMINDER and payer:
+    if kind is MessageKind.BIND_CARD or (kind is MessageKind.FIRST_REMINDER and payer):
         return view["pay_link"]
     return ctx.insurer.online_service_url
 

@@ -232,6 +232,8 @@ KIND_ELEMENTS: dict[MessageKind, frozenset[str]] = {
     _K.REINSTATEMENT_REFUSED: _CORE,
     _K.EMERGENCY_CONTACT: frozenset({"holder", "next_step", "contact"}),
     _K.PUBLIC_NOTICE: frozenset({"policy", "name", "next_step", "contact"}),
+    _K.BIND_CARD: frozenset({"policy", "product", "name", "debit_failure", "bind_card",
+                             "next_step", "contact"}),
 }
 """The floor for each kind (section 2 table and section 4); a template's manifest may add."""
 
