@@ -7,6 +7,7 @@ import os
 import sys
 
 from commands import (
+    bind_card,
     calendar,
     demo,
     dev,
@@ -22,8 +23,8 @@ from commands import (
     task,
 )
 
-COMMANDS = (demo, dev, load, schema, calendar, plan, scan, journey, listing, inquiry, report,
-            task, sandbox)
+COMMANDS = (demo, dev, load, schema, calendar, plan, scan, bind_card, journey, listing, inquiry,
+            report, task, sandbox)
 
 
 def build_parser() -> argparse.ArgumentParser:

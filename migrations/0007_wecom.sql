@@ -15,3 +15,19 @@ CREATE TABLE call_choices (
     pressed_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX call_choices_notification_idx ON call_choices (notification_id, pressed_at);
+
+-- The bind-a-new-card campaign (16.4): one row per customer and campaign month, so that
+-- nobody is asked twice in a month; the card's last four digits when the message went
+-- out tell later whether the customer re-bound. 'quiet': skipped this time (a running
+-- journey's quiet period), a later run in the month may still ask.
+CREATE TABLE bind_card_requests (
+    customer_id     text NOT NULL REFERENCES customers (customer_id),
+    campaign_month  date NOT NULL CHECK (extract(day FROM campaign_month) = 1),
+    policy_number   text NOT NULL REFERENCES policies (policy_number),
+    card_last4      text,
+    status          text NOT NULL CHECK (status IN ('quiet', 'sending', 'sent', 'failed')),
+    decided_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, campaign_month)
+);
+CREATE INDEX bind_card_requests_decided_idx ON bind_card_requests (decided_at)
+    WHERE status = 'sent';
