@@ -10,19 +10,27 @@ from collections.abc import Callable
 
 import aiohttp
 
-from activities.channels import SendError, TransientSendError, UncertainSendError
+from activities.channels import (
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+    UncertainSendError,
+)
 
 REFRESH_MARGIN = 300.0  # seconds before expiry at which a new token is fetched
 
 
 class TokenApi:
     """A client of one token-authenticated JSON API. Subclasses say where the token comes
-    from (`token_path`, `token_params`), which errcodes mean a stale token, and how the
-    other errcodes map to our errors (`classify`)."""
+    from (`token_path`, `token_params`) and what its errcodes mean: a stale token, a
+    refusal about the recipient (permanent), busy or rate limited (transient); any other
+    is a problem of our settings, retried while someone fixes them."""
 
     provider: str
     token_path: str
     stale_token: frozenset[int]
+    permanent: frozenset[int]
+    transient: frozenset[int]
     settings_hint: str  # the settings to check when no token can be had
 
     def __init__(self, base_url: str, *, timeout: float = 10.0,
@@ -40,7 +48,11 @@ class TokenApi:
         raise NotImplementedError
 
     def classify(self, errcode: int) -> SendError:
-        raise NotImplementedError
+        if errcode in self.permanent:
+            return PermanentSendError(str(errcode), "refused for this recipient")
+        if errcode in self.transient:
+            return TransientSendError(str(errcode), "rate limited or busy", retry_after=1.0)
+        return TransientSendError(str(errcode), f"refused: check {self.settings_hint}")
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

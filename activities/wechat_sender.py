@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from activities.channels import Outgoing, PermanentSendError, SendError, TransientSendError
+from activities.channels import Outgoing
 from activities.token_api import TokenApi
 
 DEFAULT_BASE_URL = "https://api.weixin.qq.com"
@@ -37,19 +37,13 @@ def signed_by_wechat(token: str, signature: str, timestamp: str, nonce: str) -> 
     return hmac.compare_digest(server_signature(token, timestamp, nonce), signature)
 
 
-def classify_wechat_error(errcode: int) -> SendError:
-    if errcode in PERMANENT:
-        return PermanentSendError(str(errcode), "refused for this recipient")
-    if errcode in TRANSIENT:
-        return TransientSendError(str(errcode), "rate limited or busy", retry_after=1.0)
-    # Template, app id or IP whitelist problems are ours: retry while someone fixes them.
-    return TransientSendError(str(errcode), "refused: check the WeChat settings")
-
-
 class WeChatTemplate(TokenApi):
     provider = "wechat"
     token_path = "/cgi-bin/token"
     stale_token = STALE_TOKEN
+    permanent = PERMANENT
+    transient = TRANSIENT
+    # Template, app id or IP whitelist problems are ours.
     settings_hint = "WECHAT_APP_ID/SECRET"
 
     def __init__(self, app_id: str, app_secret: str, *, base_url: str = DEFAULT_BASE_URL,
@@ -69,9 +63,6 @@ class WeChatTemplate(TokenApi):
     def token_params(self) -> dict[str, str]:
         return {"grant_type": "client_credential", "appid": self._app_id,
                 "secret": self._secret}
-
-    def classify(self, errcode: int) -> SendError:
-        return classify_wechat_error(errcode)
 
     def payload(self, message: Outgoing) -> dict:
         kind = (message.template_id or "").split(".")[0]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from activities.channels import Outgoing, PermanentSendError, SendError, TransientSendError
+from activities.channels import Outgoing, PermanentSendError
 from activities.token_api import TokenApi
 from domain.content.rules import wecom_text
 
@@ -26,21 +26,14 @@ DUPLICATE_CHECK = timedelta(hours=4)
 TITLE_BYTES, DESCRIPTION_BYTES = 128, 512
 
 
-def classify_wecom_error(errcode: int) -> SendError:
-    if errcode in PERMANENT:
-        return PermanentSendError(str(errcode), "refused for this recipient")
-    if errcode in TRANSIENT:
-        return TransientSendError(str(errcode), "rate limited or busy", retry_after=1.0)
-    # Corp id, secret, agent id, IP allow-list or licence problems are ours: retry while
-    # someone fixes the settings.
-    return TransientSendError(str(errcode), "refused: check the WeCom settings")
-
-
 class WeComMessage(TokenApi):
     provider = "wecom"
     token_path = "/cgi-bin/gettoken"
     stale_token = STALE_TOKEN
-    settings_hint = "WECOM_CORP_ID/WECOM_SECRET"
+    permanent = PERMANENT
+    transient = TRANSIENT
+    # Corp id, secret, agent id, IP allow-list or licence problems are ours.
+    settings_hint = "WECOM_CORP_ID/WECOM_AGENT_ID/WECOM_SECRET"
 
     def __init__(self, corp_id: str, agent_id: int, secret: str, *,
                  base_url: str = DEFAULT_BASE_URL, timeout: float = 10.0,
@@ -61,9 +54,6 @@ class WeComMessage(TokenApi):
 
     def token_params(self) -> dict[str, str]:
         return {"corpid": self._corp_id, "corpsecret": self._secret}
-
-    def classify(self, errcode: int) -> SendError:
-        return classify_wecom_error(errcode)
 
     def payload(self, message: Outgoing) -> dict:
         """A textcard (title, description, a button to the link) when it fits one, else

@@ -20,6 +20,7 @@ from activities.sendgrid_sender import SendGridEmail
 from activities.twilio_sender import TwilioSms, TwilioVoice
 from activities.wechat_sender import WECHAT_EVENTS_PATH, WeChatTemplate, signed_by_wechat
 from domain.models import Channel
+from tests.channel_helpers import sandbox_alone
 from web import serve
 
 MOBILE = "+8613800000001"
@@ -28,12 +29,8 @@ OPENID = "oSandbox000001"
 
 @pytest.fixture
 async def box():
-    sandbox = sb.Sandbox()
-    async with serve(sandbox.app()) as url:
-        sandbox.url = url
+    async with sandbox_alone() as sandbox:
         yield sandbox
-        sandbox.resume_callbacks()
-        await sandbox.settle()
 
 
 def twilio(kind, box, **kwargs):

@@ -18,20 +18,17 @@ from domain.content import MessageKind, render_message
 from domain.models import Channel, Customer
 from domain.policy_file import PolicyFileError, parse_policy_file
 from infra import store
+from tests.channel_helpers import sandbox_alone
 from tests.journey_helpers import SAMPLE, load_sample
 from tests.test_content import CASES, for_kind
-from web import serve
 
 USERID = "sunli"
 
 
 @pytest.fixture
 async def box():
-    sandbox = sb.Sandbox()
-    async with serve(sandbox.app()) as url:
-        sandbox.url = url
+    async with sandbox_alone() as sandbox:
         yield sandbox
-        await sandbox.settle()
 
 
 @pytest.fixture
