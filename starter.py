@@ -8,6 +8,7 @@ import sys
 
 from commands import (
     calendar,
+    codec_server,
     demo,
     dev,
     inquiry,
@@ -23,7 +24,7 @@ from commands import (
 )
 
 COMMANDS = (demo, dev, load, schema, calendar, plan, scan, journey, listing, inquiry, report,
-            task, sandbox)
+            task, sandbox, codec_server)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from infra.embedded import (
 from infra.migrate import load_migrations
 from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES
+from tests.codec_helpers import DATA_CONVERTER
 from workflows.search_attributes import POLICY_NUMBER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ async def test_lapse_dev_serves_is_found_and_stops_cleanly(short_tmp):
         finally:
             await conn.close()
 
-        client = await Client.connect(addresses["temporal_address"])
+        client = await Client.connect(addresses["temporal_address"], data_converter=DATA_CONVERTER)
         listed = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace="default")
         )
@@ -137,7 +138,7 @@ async def test_lapse_dev_keeps_workflows_across_restarts_even_after_a_kill(short
     data_dir = short_tmp / "data"
     process, addresses = await start_dev(data_dir)
     try:
-        client = await Client.connect(addresses["temporal_address"])
+        client = await Client.connect(addresses["temporal_address"], data_converter=DATA_CONVERTER)
         # Nobody polls this task queue: the workflow simply stays open.
         await client.start_workflow(
             "PersistenceProbe",
@@ -150,7 +151,7 @@ async def test_lapse_dev_keeps_workflows_across_restarts_even_after_a_kill(short
 
     process, addresses = await start_dev(data_dir)
     try:
-        client = await Client.connect(addresses["temporal_address"])
+        client = await Client.connect(addresses["temporal_address"], data_converter=DATA_CONVERTER)
         described = await client.get_workflow_handle("probe-1").describe()
         assert described.status == WorkflowExecutionStatus.RUNNING
         assert described.typed_search_attributes.get(POLICY_NUMBER) == "P-1"

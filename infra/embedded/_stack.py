@@ -32,12 +32,14 @@ class Stack:
         *,
         ui: bool = True,
         postgres_cleanup: CleanupMode = "stop",
+        codec_endpoint: str | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
         self.namespace = settings.temporal_namespace
         self.ui = ui
         self.postgres_cleanup = postgres_cleanup
+        self.codec_endpoint = codec_endpoint
         self.database_url: str | None = None
         self.temporal_address: str | None = None
         self.ui_url: str | None = None
@@ -64,7 +66,8 @@ class Stack:
         settings = self.settings
         if settings.temporal_address is None:
             # The dev server starts in the background while PostgreSQL comes up.
-            self._temporal = EmbeddedTemporal(self.data_dir, namespace=self.namespace, ui=self.ui)
+            self._temporal = EmbeddedTemporal(self.data_dir, namespace=self.namespace, ui=self.ui,
+                                              codec_endpoint=self.codec_endpoint)
             self._temporal.launch()
         if settings.database_url is None:
             self._postgres = EmbeddedPostgres(

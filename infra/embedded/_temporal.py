@@ -49,12 +49,15 @@ class EmbeddedTemporal:
         *,
         namespace: str = "default",
         ui: bool = True,
+        codec_endpoint: str | None = None,
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.namespace = namespace
         self.ui = ui
+        # The codec server the Web UI asks to decode payloads (`lapse dev`, the demo).
+        self.codec_endpoint = codec_endpoint
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.db_file = self.data_dir / "temporal.sqlite"
@@ -81,6 +84,8 @@ class EmbeddedTemporal:
             args += ["--namespace", self.namespace]
         if self.ui:
             args += ["--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+            if self.codec_endpoint:
+                args += ["--ui-codec-endpoint", self.codec_endpoint]
         else:
             args.append("--headless")
         with self.log_file.open("a", encoding="utf-8") as log:
