@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from datetime import timedelta
@@ -89,10 +90,21 @@ async def wait_until_gone(
     return left
 
 
-def http_status(url: str) -> int:
+def http_status(url: str, data: bytes | None = None,
+                headers: dict[str, str] | None = None) -> int:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=10) as response:
-        return response.status
+    try:
+        request = urllib.request.Request(url, data, headers or {})
+        with opener.open(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def ui_settings(ui_url: str) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{ui_url}/api/v1/settings", timeout=10) as response:
+        return json.load(response)
 
 
 async def test_lapse_dev_serves_is_found_and_stops_cleanly(short_tmp):
@@ -101,6 +113,16 @@ async def test_lapse_dev_serves_is_found_and_stops_cleanly(short_tmp):
     try:
         assert addresses["data_dir"] == str(data_dir)
         assert await asyncio.to_thread(http_status, addresses["ui_url"]) == 200
+        # The Web UI asks the codec server, which decodes only for a bearer of the token.
+        codec = addresses["codec_endpoint"]
+        settings = await asyncio.to_thread(ui_settings, addresses["ui_url"])
+        assert settings["Codec"]["Endpoint"] == codec
+        token = (data_dir / "codec-token").read_text().strip()
+        empty = b'{"payloads": []}'
+        json_body = {"Content-Type": "application/json"}
+        assert await asyncio.to_thread(http_status, f"{codec}/decode", empty, json_body) == 401
+        assert await asyncio.to_thread(http_status, f"{codec}/decode", empty, {
+            **json_body, "Authorization": f"Bearer {token}"}) == 200
 
         conn = await asyncpg.connect(addresses["database_url"])
         try:
