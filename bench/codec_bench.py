@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -76,16 +76,15 @@ class TimedCodec(EncryptionCodec):
         self.seconds = 0.0
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        began = time.perf_counter()
-        try:
-            return await super().encode(payloads)
-        finally:
-            self.seconds += time.perf_counter() - began
+        return await self._timed(super().encode(payloads))
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return await self._timed(super().decode(payloads))
+
+    async def _timed(self, work: Awaitable[list[Payload]]) -> list[Payload]:
         began = time.perf_counter()
         try:
-            return await super().decode(payloads)
+            return await work
         finally:
             self.seconds += time.perf_counter() - began
 
@@ -194,6 +193,7 @@ async def journey_times(converter: DataConverter, postgres: EmbeddedPostgres, tr
 async def journey_share(runs: int, trigger, kind: str, parent: Path) -> None:
     async with EmbeddedPostgres(parent / "pg", database="postgres",
                                 cleanup_mode="delete") as postgres:
+        await journey_times(pydantic_data_converter, postgres, trigger, kind, 1)  # warm-up
         base_activity, base_wall, count, _ = await journey_times(
             pydantic_data_converter, postgres, trigger, kind, runs)
         keys = parse_payload_keys("bench", new_payload_key("bench"))
