@@ -54,8 +54,9 @@ def codec_lines(codec: RunningCodecServer, settings: Settings) -> list[tuple[str
              else str(settings.data_dir / LOCAL_TOKEN_FILE))
     keys = ", ".join(key.key_id for key in payload_keys(settings))
     return [
-        ("Codec server", f"{codec.endpoint}  (keys {keys}; browsers from "
-                         f"{', '.join(codec.server.origins) or 'no origin yet'})"),
+        ("Codec server", f"{codec.endpoint}  (keys {keys}; " + (
+            f"browsers from {', '.join(codec.server.origins)})" if codec.server.origins
+            else "no browser origin allowed: set LAPSE_CODEC_ORIGINS)")),
         ("  sign in", f"{codec.url}{SIGN_IN_PATH} with the token in {token}"),
     ]
 
