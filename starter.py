@@ -9,6 +9,7 @@ import sys
 from commands import (
     bind_card,
     calendar,
+    codec_server,
     demo,
     dev,
     inquiry,
@@ -24,7 +25,7 @@ from commands import (
 )
 
 COMMANDS = (demo, dev, load, schema, calendar, plan, scan, bind_card, journey, listing, inquiry,
-            report, task, sandbox)
+            report, task, sandbox, codec_server)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,9 +9,7 @@ behind the public URL given to the providers (LAPSE_CALLBACK_URL).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +17,7 @@ from pydantic import ValidationError
 
 import sandbox as sb
 from activities.wechat_sender import WECHAT_EVENTS_PATH
-from commands.common import UserError, command, database, temporal
+from commands.common import UserError, command, database, temporal, until_stopped
 from infra.deliveries import policies_for_refs
 from infra.signals import JourneySignals
 from web import build_app, serve
@@ -65,14 +63,6 @@ def _faults(args: argparse.Namespace) -> list[sb.Fault]:
     return rules + _rules(args.faults, sb.Fault, "failure rules")
 
 
-async def _until_stopped() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 async def run_sandbox(args: argparse.Namespace, settings) -> int:
     url = urlsplit(settings.sandbox_url)
     port = args.port or url.port or 8025
@@ -101,7 +91,7 @@ async def run_sandbox(args: argparse.Namespace, settings) -> int:
                   f"  callee keys     {base}/sandbox/callees\n"
                   f"  public notice   {base}/public/unreachable\n"
                   "Ctrl-C stops it.", flush=True)
-            await _until_stopped()
+            await until_stopped()
     return 0
 
 
@@ -118,5 +108,5 @@ async def run_callbacks(args: argparse.Namespace, settings) -> int:
         async with serve(app, args.host, args.port) as base:
             print(f"callbacks on {base}; providers call "
                   f"{settings.callback_url or base}. Ctrl-C stops it.", flush=True)
-            await _until_stopped()
+            await until_stopped()
     return 0

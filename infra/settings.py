@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import os
 import re
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TASK_QUEUE = "policy-lapse"
@@ -31,6 +33,10 @@ _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _TOKEN = re.compile(r"^\S+$")
 _WECHAT_TOKEN = re.compile(r"^[A-Za-z0-9]{3,32}$")
 _WECOM_CORP_ID = re.compile(r"^w[wx][0-9A-Za-z]{16}$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+PAYLOAD_KEY_BYTES = 32  # AES-256
+MIN_CODEC_TOKEN_LENGTH = 32
 
 
 class SettingsError(ValueError):
@@ -75,6 +81,13 @@ class WeComSettings(_Frozen):
     secret: SecretStr  # that application's secret
 
 
+class PayloadKey(_Frozen):
+    """One payload encryption key: its id travels with every payload it sealed."""
+
+    key_id: str
+    secret: SecretBytes
+
+
 class Settings(_Frozen):
     """Everything the commands and the worker read from the environment."""
 
@@ -102,6 +115,12 @@ class Settings(_Frozen):
     agent_number: str | None = None
     # The branch file (home visits); None: the sample, data/branches.json.
     branches_file: Path | None = None
+    # Payload encryption keys, newest first (unset: the embedded stack's local key).
+    payload_keys: tuple[PayloadKey, ...] = ()
+    # What the codec server asks of a caller before it decodes (unset: the local token).
+    codec_token: SecretStr | None = None
+    # Browser origins (the Web UI's) allowed to call the codec server.
+    codec_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -119,6 +138,12 @@ class Settings(_Frozen):
                     raise SettingsError(
                         name, "needs TEMPORAL_ADDRESS (the embedded server takes no credentials)"
                     )
+        payload_keys = env.get("LAPSE_PAYLOAD_KEYS", parse_payload_keys) or ()
+        if temporal_address is not None and not payload_keys:
+            # Every worker and client of a cluster must share the keys: a local one each
+            # would seal payloads that no other process can open.
+            raise SettingsError("LAPSE_PAYLOAD_KEYS", "must be set when TEMPORAL_ADDRESS is "
+                                "(make a key with `lapse codec-server --new-key`)")
         return cls(
             temporal_address=temporal_address,
             temporal_namespace=env.get("TEMPORAL_NAMESPACE", _check_namespace) or DEFAULT_NAMESPACE,
@@ -141,6 +166,9 @@ class Settings(_Frozen):
             send_rates=env.get("LAPSE_SEND_RATES", _parse_send_rates) or {},
             agent_number=env.get("LAPSE_AGENT_NUMBER", _check_e164),
             branches_file=env.get("LAPSE_BRANCHES_FILE", _existing_file),
+            payload_keys=payload_keys,
+            codec_token=env.secret("LAPSE_CODEC_TOKEN", _check_codec_token),
+            codec_origins=env.get("LAPSE_CODEC_ORIGINS", _parse_origins) or (),
         )
 
     @property
@@ -180,6 +208,8 @@ class Settings(_Frozen):
             "callback_url": self.callback_url,
             "sandbox_url": self.sandbox_url if self.providers_sandboxed else None,
             "send_rates": self.send_rates,
+            "payload_keys": [key.key_id for key in self.payload_keys] or "local",
+            "codec_origins": list(self.codec_origins),
         }
 
 
@@ -401,3 +431,49 @@ def _wecom(env: _Env) -> WeComSettings | None:
         raise SettingsError("WECOM_AGENT_ID", "must be the application's AgentId, a positive "
                             f"whole number such as 1000002 (got {agent!r})")
     return WeComSettings(corp_id=corp_id, agent_id=int(agent), secret=env.secret("WECOM_SECRET"))
+
+
+def parse_payload_keys(name: str, value: str) -> tuple[PayloadKey, ...]:
+    """`id1=BASE64,id2=BASE64`, newest first, each a 32-byte AES-256 key.
+
+    An entry is named by its position, never shown, its id neither: in a malformed entry
+    (a key pasted without its id, whose base64 ends in '=') the "id" is the key.
+    """
+    keys: list[PayloadKey] = []
+    entries = [part.strip() for part in value.split(",") if part.strip()]
+    expected = (f"must be KEY_ID=BASE64 entries separated by commas, each key "
+                f"{PAYLOAD_KEY_BYTES} random bytes in base64")
+    for position, entry in enumerate(entries, start=1):
+        key_id, sep, encoded = (part.strip() for part in entry.partition("="))
+        if not sep or not _KEY_ID.match(key_id):
+            raise SettingsError(name, f"entry {position}: {expected} (the id: letters, digits, "
+                                "'.', '-' or '_', at most 64)")
+        try:
+            secret = base64.b64decode(encoded.replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError):
+            secret = b""
+        if len(secret) != PAYLOAD_KEY_BYTES:
+            raise SettingsError(name, f"entry {position}: {expected}")
+        if any(key.key_id == key_id for key in keys):
+            raise SettingsError(name, f"entry {position}: its key id appears twice")
+        keys.append(PayloadKey(key_id=key_id, secret=secret))
+    if not keys:
+        raise SettingsError(name, expected)
+    return tuple(keys)
+
+
+def _check_codec_token(name: str, value: str) -> str:
+    if len(value) < MIN_CODEC_TOKEN_LENGTH or not _TOKEN.match(value):
+        raise SettingsError(name, f"must be at least {MIN_CODEC_TOKEN_LENGTH} characters "
+                            "without spaces (a random secret)")
+    return value
+
+
+def _parse_origins(name: str, value: str) -> tuple[str, ...]:
+    origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise SettingsError(name, "must be origins like https://temporal.example.com "
+                                "(scheme, host and port only) separated by commas "
+                                f"(got {origin!r})")
+    return origins
