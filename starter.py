@@ -7,7 +7,9 @@ import os
 import sys
 
 from commands import (
+    bind_card,
     calendar,
+    codec_server,
     console,
     demo,
     dev,
@@ -23,8 +25,8 @@ from commands import (
     task,
 )
 
-COMMANDS = (demo, dev, load, schema, calendar, plan, scan, journey, listing, inquiry, report,
-            task, sandbox, console)
+COMMANDS = (demo, dev, load, schema, calendar, plan, scan, bind_card, journey, listing, inquiry,
+            report, task, sandbox, codec_server, console)
 
 
 def build_parser() -> argparse.ArgumentParser:

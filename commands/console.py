@@ -15,8 +15,7 @@ from pathlib import Path
 import asyncpg
 from temporalio.client import Client
 
-from commands.common import UserError, command, database, temporal
-from commands.sandbox import _until_stopped
+from commands.common import UserError, command, database, temporal, until_stopped
 from infra.db import connect_pool
 from infra.embedded import Stack, read_stack_file
 from infra.settings import Settings
@@ -82,7 +81,7 @@ async def run_console(args: argparse.Namespace, settings: Settings) -> int:
         async with serve(app, args.host, args.port) as base:
             print(f"agents' console on {base}; accounts: lapse console add-agent NAME. "
                   "Ctrl-C stops it.", flush=True)
-            await _until_stopped()
+            await until_stopped()
     return 0
 
 

@@ -21,7 +21,6 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pypdf import PdfReader
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from domain.journey import Payment
 from domain.plan import TZ
@@ -30,6 +29,7 @@ from infra.journeys import Journeys, PaymentSystem
 from infra.migrate import migrate
 from infra.signals import JourneySignals
 from tests.channel_helpers import sandbox_stack
+from tests.codec_helpers import DATA_CONVERTER
 from tests.journey_helpers import load_sample, start_journey
 from tests.ops_helpers import eventually, load_sample_as, terminate_journeys, unique_prefix
 from web import serve
@@ -62,7 +62,7 @@ async def world(postgres, dev_server) -> AsyncIterator[World]:
     url = dsn_with_database(postgres.server_dsn, name)
     await migrate(url)
     pool = await connect_pool(url, max_size=10)
-    client = await Client.connect(dev_server, data_converter=pydantic_data_converter)
+    client = await Client.connect(dev_server, data_converter=DATA_CONVERTER)
     if RECORDING:  # the sample's own numbers for the README's pictures
         await load_sample(pool)
         elderly, other = "P2026000006", "P2026000018"
