@@ -7,7 +7,10 @@ import os
 import sys
 
 from commands import (
+    bind_card,
     calendar,
+    codec_server,
+    console,
     demo,
     dev,
     evidence,
@@ -24,8 +27,8 @@ from commands import (
     verify,
 )
 
-COMMANDS = (demo, dev, load, schema, calendar, plan, scan, journey, listing, inquiry, report,
-            task, sandbox, verify, evidence)
+COMMANDS = (demo, dev, load, schema, calendar, plan, scan, bind_card, journey, listing, inquiry,
+            report, task, sandbox, codec_server, console, verify, evidence)
 
 
 def build_parser() -> argparse.ArgumentParser:

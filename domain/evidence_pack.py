@@ -181,7 +181,7 @@ def on_time(handled_at: datetime | None, respond_by: datetime) -> bool | None:
     return None if handled_at is None else handled_at <= respond_by
 
 
-CHANNEL_WORDS = {"sms": "短信", "wechat": "微信服务通知", "voice": "语音电话",
+CHANNEL_WORDS = {"sms": "短信", "wechat": "微信服务通知", "wecom": "企业微信", "voice": "语音电话",
                  "agent_call": "坐席外呼", "email": "电子邮件", "letter": "纸质信函"}
 MESSAGE_WORDS = {
     "first_reminder": "首次提醒（正式催告）", "second_reminder": "第二次提醒",

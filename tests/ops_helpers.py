@@ -47,7 +47,7 @@ def clean_env(**values: str) -> dict[str, str]:
 async def run_lapse(*args: str, env: dict[str, str], limit: float = 60
                     ) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "starter.py", *args, cwd=ROOT, env=env,
+        sys.executable, "starter.py", *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(process.communicate(), limit)

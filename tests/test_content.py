@@ -15,6 +15,7 @@ import pytest
 from commands.messages_view import messages_preview
 from domain.content import (
     ContentRuleError,
+    DebitFailureDetail,
     InsurerContact,
     MessageContext,
     MessageKind,
@@ -29,7 +30,7 @@ from domain.content import (
     render_message,
 )
 from domain.content.render import TEMPLATE_DIR
-from domain.content.rules import FORBIDDEN_WORDS, KIND_ELEMENTS, sms_length
+from domain.content.rules import FORBIDDEN_WORDS, KIND_ELEMENTS, sms_length, wecom_text
 from domain.models import (
     Channel,
     Customer,
@@ -179,11 +180,15 @@ def for_kind(ctx: MessageContext, kind: MessageKind) -> MessageContext:
         MessageKind.PAYMENT_AFTER_LAPSE: {"paid_amount": Decimal("1234.50"),
                                           "paid_on": date(2026, 11, 3)},
         MessageKind.REINSTATEMENT_APPROVED: {"reinstated_on": date(2027, 1, 5)},
+        MessageKind.BIND_CARD: {"debit_failure": ctx.debit_failure or DebitFailureDetail(
+            failed_at=datetime(2026, 8, 30, 9, 15, tzinfo=TZ), amount=Decimal("1234.50"),
+            reason_code=DebitFailureReason.CARD_EXPIRED, card_last4="6789")},
     }.get(kind, {})
     return ctx.model_copy(update=extra)
 
 
 SPECS = sorted(default_templates().specs.values(), key=lambda s: s.id)
+GROUP_VARIANTS = (Variant.GROUP_EMPLOYER, Variant.GROUP_MEMBER)
 RENDERED: set[tuple[str, Variant]] = set()
 
 
@@ -202,9 +207,11 @@ def test_every_template_for_every_customer(spec, case_name):
     try:
         message, violations = check_message(spec.kind, spec.channel, ctx)
     except ContentRuleError as err:
-        # Only the refusals by design: no member-facing or short-term wording for this kind.
+        # Only the refusals by design: no member-facing or short-term wording for this kind,
+        # and WeCom only for a group's employer and members.
         assert err.rule == "no_variant", err
-        assert ctx.variant in (Variant.GROUP_MEMBER, Variant.SHORT_TERM)
+        assert ctx.variant in (Variant.GROUP_MEMBER, Variant.SHORT_TERM) or (
+            spec.channel is Channel.WECOM and ctx.variant not in GROUP_VARIANTS)
         assert ctx.variant not in spec.variants
         return
     assert violations == [], f"{spec.id} [{case_name}]: {violations}"
@@ -222,6 +229,9 @@ def test_every_template_for_every_customer(spec, case_name):
     if spec.channel is Channel.WECHAT:
         assert message.fields and all(len(v) <= 32 for v in message.fields.values())
         assert message.link
+    if spec.channel is Channel.WECOM:
+        assert message.subject and message.link
+        assert len(wecom_text(message.subject, message.body, message.link).encode()) <= 2048
     if ctx.short_term:
         assert "复效" not in text
 
@@ -231,7 +241,7 @@ def _assert_masked(channel: Channel, kind: MessageKind, case: Case, ctx: Message
     if case.id_number:
         assert case.id_number not in text and case.id_number[:14] not in text
     assert "6222" not in text  # no card number: only its last four exist in our records
-    masked = channel in (Channel.SMS, Channel.WECHAT, Channel.VOICE) or kind in (
+    masked = channel in (Channel.SMS, Channel.WECHAT, Channel.WECOM, Channel.VOICE) or kind in (
         MessageKind.EMERGENCY_CONTACT, MessageKind.PUBLIC_NOTICE)
     if masked:
         assert ctx.policy_number not in text
@@ -385,6 +395,21 @@ def test_wechat_is_only_for_important_notices():
     with pytest.raises(ContentRuleError) as err:
         render("standard", MessageKind.FOLLOW_UP, Channel.WECHAT)
     assert err.value.rule == "no_template"
+
+
+def test_wecom_speaks_to_group_members_and_the_employer_only():
+    for kind in MilestoneKind:
+        assert Channel.WECOM in available_channels(kind)
+    member = render("group_member_1", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
+    employer = render("group_employer", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
+    # The member hears about their own cover and whom to ask, never the group's amount.
+    assert "单位" in member.body and EMPLOYER.name in member.body
+    assert CASES["group_employer"].ctx.amount_due is not None
+    assert "¥" not in member.body and member.link == InsurerContact().online_service_url
+    assert "¥" in employer.body and employer.link.startswith(InsurerContact().payment_link_base)
+    with pytest.raises(ContentRuleError) as err:
+        render("standard", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
+    assert err.value.rule == "no_variant"
 
 
 def test_insurer_contact_is_configuration():

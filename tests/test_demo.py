@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import psutil
 
 from commands.demo import CAST, demo_time_scale
@@ -29,6 +31,9 @@ async def test_demo_runs_three_journeys_to_their_end_and_stops_everything(short_
                                                    COLUMNS="160"), limit=90)
     assert code == 0, err[-3000:]
     assert "Temporal Web UI  http://127.0.0.1:" in out
+    assert re.search(r"Agent console +http://127\.0\.0\.1:\d+ +\(sign in as demo / demo-console\)",
+                     out)
+    assert "Codec server" in out and "/codec/sign-in with the token in" in out
     assert "demo summary" in out
     for outcome in ("paid 1", "reinstated 1", "rescinded 1"):
         assert outcome in out

@@ -1,5 +1,5 @@
-"""Masking of personal data in messages: ID numbers, bank cards, policy numbers and names,
-and of the addresses a message went to (in evidence packs)."""
+"""Masking of personal data: ID numbers, bank cards, phone numbers, policy numbers and names,
+and the addresses a message went to (in evidence packs)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def mask_card(card_number: str) -> str:
     """6222021234567890123 -> ****0123 (also given only the stored last 4)."""
     digits = card_number.replace(" ", "").replace("-", "")
     return _MASK + digits[-4:]
+
+
+def mask_phone(phone: str) -> str:
+    """+8613800001234 -> 138****1234: the first three digits of the mobile and the last 4."""
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    national = digits[2:] if phone.startswith("+86") else digits
+    return national[:3] + _MASK + national[-4:] if len(national) >= 8 else _MASK + digits[-4:]
 
 
 def mask_policy_number(policy_number: str) -> str:
@@ -81,14 +88,12 @@ def mask_address(channel: Channel, address: str) -> str:
     """What an evidence pack shows of the address a message went to: enough for the customer
     to recognise it, not enough to use it.
 
-    +8613800000001 -> +86 138****0001; customer0001@example.com -> c****@example.com;
+    +8613800000001 -> 138****0001; customer0001@example.com -> c****@example.com;
     oSandbox000001 -> oSan****0001; a postal address -> its postcode and city, then ****.
     """
     address = address.strip()
     if channel in (Channel.SMS, Channel.VOICE, Channel.AGENT_CALL):
-        national = address[3:] if address.startswith("+86") else address.lstrip("+")
-        country = "+86 " if address.startswith("+86") else ""
-        return f"{country}{national[:3]}{_MASK}{national[-4:]}"
+        return mask_phone(address)
     if channel is Channel.EMAIL and "@" in address:
         local, domain = address.rsplit("@", 1)
         return f"{local[:1]}{_MASK}@{domain}"
