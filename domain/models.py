@@ -86,6 +86,19 @@ class PaymentMethodKind(StrEnum):
     MANUAL = "manual"
 
 
+class PaymentPeriod(StrEnum):
+    """How often a premium falls due."""
+
+    ANNUAL = "annual"
+    SEMI_ANNUAL = "semi_annual"
+    QUARTERLY = "quarterly"
+    MONTHLY = "monthly"
+
+    @property
+    def months(self) -> int:
+        return {"annual": 12, "semi_annual": 6, "quarterly": 3, "monthly": 1}[self.value]
+
+
 class DebitFailureReason(StrEnum):
     INSUFFICIENT_BALANCE = "insufficient_balance"
     CARD_EXPIRED = "card_expired"
@@ -216,6 +229,8 @@ class ProductRules(Model):
     sms_segment_budget: int = Field(3, ge=1, le=7)
     elderly_age: int = Field(65, ge=50, le=120)
     send_time: time = time(10, 0)
+    # How often premiums fall due (a policy may set its own): reinstatement owes each one.
+    payment_period: PaymentPeriod = PaymentPeriod.ANNUAL
     channel_rules: list[ChannelRule] = Field(default_factory=_default_channel_rules)
     fallback_order: dict[Segment, list[Channel]] = Field(default_factory=_default_fallbacks)
 
@@ -246,11 +261,27 @@ class ProductRules(Model):
         return list(self.fallback_order.get(segment) or self.fallback_order[Segment.STANDARD])
 
 
+# A spoken form is what a voice says: Chinese characters and pauses, nothing to spell out.
+_SPOKEN = re.compile(r"^[\u3400-\u9fff\uf900-\ufaff，、·]{2,40}$")
+
+
+def _spoken(value: str) -> str:
+    if not _SPOKEN.match(value):
+        raise ValueError("must be 2-40 Chinese characters (digits, Latin letters and "
+                         "brackets written out as they are said)")
+    return value
+
+
 class Product(Model):
     record: Literal["product"] = "product"
     code: Code
     name: str = Field(min_length=1, max_length=60)
     kind: ProductKind
+    # The name in SMS and WeChat (derived from `name` when absent) and the name a voice
+    # says (derived when absent): see domain/content/naming.py.
+    short_name: str | None = Field(None, min_length=2, max_length=16,
+                                   pattern=r"^[^\s（）()【】\[\]]+$")
+    spoken_name: Annotated[str, AfterValidator(_spoken)] | None = None
     rules: ProductRules = Field(default_factory=ProductRules)
 
     @model_validator(mode="after")
@@ -366,6 +397,8 @@ class Policy(Model):
     status: PolicyStatus = PolicyStatus.IN_FORCE
     payment_method: PaymentMethod
     dues: list[PremiumDue] = Field(default_factory=list)
+    # Overrides the product's payment period for this policy.
+    payment_period: PaymentPeriod | None = None
     debit_attempts: list[DebitAttempt] = Field(default_factory=list)
     rescission: Rescission | None = None
 
