@@ -151,6 +151,18 @@ CASES: dict[str, Case] = {
     "elderly_debit_hardship": make_case(ZHUGE, trigger=TriggerKind.DEBIT_FAILED,
                                         segments=(Segment.ELDERLY, Segment.HARDSHIP)),
     "short_term": make_case(OUYANG, product=SHORT_TERM, trigger=TriggerKind.RENEWAL_UNPAID),
+    "short_term_elderly": make_case(ZHUGE, product=SHORT_TERM, trigger=TriggerKind.RENEWAL_UNPAID,
+                                    segments=(Segment.ELDERLY,)),
+    "short_term_debit_failed": make_case(OUYANG, product=SHORT_TERM,
+                                         trigger=TriggerKind.DEBIT_FAILED),
+    "short_term_group_employer": make_case(EMPLOYER, product=SHORT_TERM,
+                                           trigger=TriggerKind.RENEWAL_UNPAID,
+                                           segments=(Segment.GROUP,), role=Role.GROUP_EMPLOYER,
+                                           members=MEMBERS),
+    "short_term_group_member": make_case(EMPLOYER, product=SHORT_TERM,
+                                         trigger=TriggerKind.RENEWAL_UNPAID,
+                                         segments=(Segment.GROUP,), recipient=MEMBERS[0],
+                                         role=Role.GROUP_MEMBER, members=MEMBERS),
     "insurer_fault_with_quote": make_case(
         ZHANG, insurer_fault=True,
         quote=ReinstatementQuote(back_premium=Decimal("1234.50"), interest=Decimal("0"),
@@ -202,7 +214,11 @@ def test_every_template_for_every_customer(spec, case_name):
     try:
         message, violations = check_message(spec.kind, spec.channel, ctx)
     except ContentRuleError as err:
-        # Only the refusals by design: no member-facing or short-term wording for this kind.
+        # Only the refusals by design: no member-facing or short-term wording for this
+        # kind, and no re-enrolment offer for a long-term product.
+        if err.rule == "not_for_product":
+            assert (spec.kind is MessageKind.REENROLMENT_OFFER) is not ctx.short_term
+            return
         assert err.rule == "no_variant", err
         assert ctx.variant in (Variant.GROUP_MEMBER, Variant.SHORT_TERM)
         assert ctx.variant not in spec.variants
@@ -319,9 +335,13 @@ def test_short_term_offers_re_enrolment_never_reinstatement():
         for channel in (Channel.SMS, Channel.EMAIL, Channel.VOICE):
             body = render("short_term", kind, channel).body
             assert "重新投保" in body and "复效" not in body
+    for kind in (MessageKind.FOLLOW_UP, MessageKind.REINSTATEMENT_APPROVED):
+        with pytest.raises(ContentRuleError) as err:
+            render("short_term", kind, Channel.SMS)
+        assert err.value.rule == "not_for_product"
     with pytest.raises(ContentRuleError) as err:
-        render("short_term", MessageKind.FOLLOW_UP, Channel.SMS)
-    assert err.value.rule == "no_variant"
+        render("standard", MessageKind.REENROLMENT_OFFER, Channel.SMS)
+    assert err.value.rule == "not_for_product"
 
 
 def test_a_group_of_three_each_get_their_own_message():

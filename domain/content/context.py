@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from domain.content.config import InsurerContact
 from domain.content.masking import gender_from_id_number
+from domain.content.naming import short_product_name, spoken_product_name
 from domain.models import (
     Currency,
     Customer,
@@ -95,6 +96,8 @@ class MessageContext(Model):
 
     policy_number: PolicyNumber
     product_name: str = Field(min_length=1, max_length=60)
+    product_short_name: str = Field(min_length=1, max_length=60)  # SMS and WeChat
+    product_spoken_name: str = Field(min_length=1, max_length=120)  # voice
     product_kind: ProductKind
     trigger: TriggerKind
     recipient: Recipient
@@ -202,6 +205,8 @@ def build_context(
     return MessageContext(
         policy_number=policy.policy_number,
         product_name=product.name,
+        product_short_name=short_product_name(product),
+        product_spoken_name=spoken_product_name(product),
         product_kind=product.kind,
         trigger=trigger.kind,
         recipient=Recipient(**_party(recipient).model_dump(), role=role),
