@@ -279,7 +279,7 @@ class Product(Model):
     kind: ProductKind
     # The name in SMS and WeChat (derived from `name` when absent) and the name a voice
     # says (derived when absent): see domain/content/naming.py.
-    short_name: str | None = Field(None, min_length=2, max_length=16,
+    short_name: str | None = Field(None, min_length=2, max_length=12,
                                    pattern=r"^[^\s（）()【】\[\]]+$")
     spoken_name: Annotated[str, AfterValidator(_spoken)] | None = None
     rules: ProductRules = Field(default_factory=ProductRules)
@@ -323,6 +323,8 @@ class Customer(Model):
     emergency_contact: EmergencyContact | None = None
     preferred_channels: list[Channel] = Field(default_factory=list)
     is_organisation: bool = False
+    # An organisation's abbreviated name (简称) for SMS, WeChat and voice.
+    short_name: str | None = Field(None, min_length=2, max_length=12)
 
     @field_validator("birth_date")
     @classmethod
@@ -330,6 +332,13 @@ class Customer(Model):
         if v.year < 1900:
             raise ValueError("is before 1900")
         return v
+
+    @model_validator(mode="after")
+    def _short_name_for_organisations(self) -> Customer:
+        if self.short_name and not self.is_organisation:
+            raise ValueError("short_name is for organisations; a person is addressed by "
+                             "surname and honorific")
+        return self
 
     def age_on(self, day: date) -> int:
         years = day.year - self.birth_date.year

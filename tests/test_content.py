@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from commands.messages_view import messages_preview
+from commands.plan import shown_messages
 from domain.content import (
     ContentRuleError,
     InsurerContact,
@@ -49,6 +50,7 @@ from domain.models import (
     TriggerKind,
 )
 from domain.plan import TZ, ChannelSlot, JourneyPlan, PlannedMilestone
+from infra.store import PolicyBundle
 from tests.test_masking import resident_id
 
 DUE = date(2026, 9, 1)
@@ -288,7 +290,7 @@ def test_failed_debit_says_when_how_much_why_and_how_to_bind_a_card():
     for channel in (Channel.SMS, Channel.EMAIL, Channel.LETTER, Channel.AGENT_CALL):
         body = render("debit_failed", MessageKind.FIRST_REMINDER, channel).body
         assert "2026年9月1日" in body and "¥1,234.50" in body and "余额不足" in body
-        assert "新卡" in body or "新的银行卡" in body
+        assert "换卡" in body or "新的银行卡" in body
     letter = render("debit_failed", MessageKind.FIRST_REMINDER, Channel.LETTER).body
     assert "10:05" in letter and "尾号6789" in letter
     voice = render("debit_failed", MessageKind.FIRST_REMINDER, Channel.VOICE).body
@@ -512,7 +514,7 @@ def test_gender_comes_from_the_id_number_when_not_recorded():
     assert ctx.recipient.gender is Gender.MALE
 
 
-# --- preview -------------------------------------------------------------------------------------
+# --- preview ---------------------------------------------------------------------------------
 
 def test_messages_preview_shows_every_message_of_the_plan():
     def milestone(key: str, kind: MilestoneKind, day: date, channels: list[Channel],
@@ -532,7 +534,11 @@ def test_messages_preview_shows_every_message_of_the_plan():
             milestone("follow_up_3", MilestoneKind.FOLLOW_UP, date(2027, 2, 1),
                       [Channel.SMS, Channel.EMAIL], index=3),
         ]})
-    text = messages_preview(plan, [CASES["standard"].ctx, CASES["emergency_contact"].ctx])
+    bundle = PolicyBundle(policy=policy(ZHANG, LONG_TERM), product=LONG_TERM,
+                          policyholder=ZHANG, insured=[])
+    trigger = Trigger(kind=TriggerKind.PREMIUM_OVERDUE, policy_number="AT2026000012345",
+                      due_date=DUE, amount_due=Decimal("1234.50"))
+    text = messages_preview(plan, shown_messages(bundle, plan, trigger), BUDGET)
     for key in ("first_reminder", "second_reminder", "lapse_notice", "follow_up_3",
                 "emergency_contact"):
         assert f"== {key}" in text
@@ -542,3 +548,6 @@ def test_messages_preview_shows_every_message_of_the_plan():
         assert template in text
     assert "!!" not in text
     assert "2027年2月1日" in text  # the follow-up letter is dated on its own day
+    # After the lapse the journey quotes the reinstatement amount: so does the preview.
+    # ¥1,234.50 x 5.5% x 153 days (2026-09-01 to 2027-02-01) / 365 = ¥28.46.
+    assert "截至2027年2月1日，复效需补交保费¥1,234.50、利息¥28.46" in text

@@ -77,6 +77,7 @@ class Party(Model):
     name: str = Field(min_length=1, max_length=60)
     gender: Gender | None = None
     is_organisation: bool = False
+    short_name: str | None = Field(None, max_length=12)  # an organisation's, for short channels
 
 
 class Recipient(Party):
@@ -163,7 +164,8 @@ def _party(person: Customer | EmergencyContact) -> Party:
     gender = person.gender
     if gender is None and person.id_number and not person.is_organisation:
         gender = gender_from_id_number(person.id_number)
-    return Party(name=person.name, gender=gender, is_organisation=person.is_organisation)
+    return Party(name=person.name, gender=gender, is_organisation=person.is_organisation,
+                 short_name=person.short_name)
 
 
 def build_context(

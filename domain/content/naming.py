@@ -7,7 +7,7 @@ import re
 from domain.content.formats import speak_integer
 from domain.models import Product
 
-SHORT_NAME_MAX = 16  # what every short template is checked to fit (see preflight)
+SHORT_NAME_MAX = 12  # what every short template is checked to fit (see preflight)
 
 _BRACKETED = re.compile(r"[（(【\[][^）)】\]]*[）)】\]]")
 _VERSION = re.compile(r"\d{2,4}年?版")

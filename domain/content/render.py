@@ -180,8 +180,10 @@ def _display(party: Party, channel: Channel, masked: bool, addressed: bool) -> s
     """How a person is named: in full in letters, surname and honorific where masked.
     A voice cannot say 先生/女士; it greets someone of unknown gender as 客户."""
     if party.is_organisation:
-        # An organisation's name is not personal data; a voice says its digits in words.
-        return spoken_form(party.name) if channel is Channel.VOICE else party.name
+        # An organisation's name is not personal data: in full on paper, its short name
+        # where space is short, and its digits and letters in words on the phone.
+        name = party.short_name or party.name if masked else party.name
+        return spoken_form(name) if channel is Channel.VOICE else name
     if channel is Channel.VOICE:
         return "客户" if addressed and party.gender is None else spoken_name(party.name,
                                                                             party.gender)
