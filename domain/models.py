@@ -262,7 +262,7 @@ class ProductRules(Model):
 
 
 # A spoken form is what a voice says: Chinese characters and pauses, nothing to spell out.
-_SPOKEN = re.compile(r"^[\u3400-\u9fff\uf900-\ufaff，、·]{2,40}$")
+_SPOKEN = re.compile(r"^[\u3007\u3400-\u9fff\uf900-\ufaff，、·]{2,40}$")
 
 
 def _spoken(value: str) -> str:

@@ -12,7 +12,7 @@ SHORT_NAME_MAX = 12  # what every short template is checked to fit (see prefligh
 _BRACKETED = re.compile(r"[（(【\[][^）)】\]]*[）)】\]]")
 _VERSION = re.compile(r"\d{2,4}年?版")
 _SPACE = re.compile(r"\s+")
-_SPOKEN = re.compile(r"^[\u3400-\u9fff\uf900-\ufaff，、·]+$")
+_SPOKEN = re.compile(r"^[\u3007\u3400-\u9fff\uf900-\ufaff，、·]+$")
 
 # How a zh-CN voice should say a Latin letter: the common Chinese readings of the
 # alphabet, so "A款" is said as a listener expects and no letter is spelled in English.

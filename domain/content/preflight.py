@@ -219,18 +219,17 @@ def send_time_problems(product: Product, company: CompanyRules | None = None) ->
     """MISSION 8: a product's send time lies inside the window of every channel it uses
     (otherwise a milestone would move, and the second reminder must never move later)."""
     company = company or CompanyRules()
-    problems = []
     send_time = product.rules.send_time
-    for channel in sorted(_channels_used(product)):
-        window = company.send_windows.get(channel)
-        if window is None:
-            problems.append(Problem("rules.send_time", "no_send_window", channel.value))
-        elif not _inside(send_time, window):
-            problems.append(Problem(
-                "rules.send_time", "outside_send_window",
-                f"{send_time:%H:%M} is outside the {channel.value} window "
-                f"{window.start:%H:%M}-{window.end:%H:%M}"))
-    return problems
+    missing = [c.value for c in sorted(_channels_used(product)) if c not in company.send_windows]
+    if missing:
+        return [Problem("rules.send_time", "no_send_window", ", ".join(missing))]
+    outside = [f"{c.value} {w.start:%H:%M}-{w.end:%H:%M}"
+               for c in sorted(_channels_used(product))
+               if not _inside(send_time, w := company.send_windows[c])]
+    if outside:
+        return [Problem("rules.send_time", "outside_send_window",
+                        f"{send_time:%H:%M} is outside the window of {', '.join(outside)}")]
+    return []
 
 
 def product_problems(product: Product, insurer: InsurerContact | None = None,
