@@ -20,8 +20,10 @@ from tests.journey_helpers import SAMPLE
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lapse(*args: str, db_url: str, data_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": db_url, "LAPSE_DATA_DIR": str(data_dir)}
+def lapse(*args: str, db_url: str, data_dir: Path,
+          settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": db_url, "LAPSE_DATA_DIR": str(data_dir),
+           **(settings or {})}
     return subprocess.run([sys.executable, str(ROOT / "starter.py"), *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -253,11 +255,8 @@ def test_insurer_settings_that_break_a_rule_are_refused():
 async def test_lapse_load_refuses_a_bad_insurer_file_in_one_line(db_url, short_tmp, tmp_path):
     settings = tmp_path / "insurer.json"
     settings.write_text(json.dumps({"hotline": "call us"}), encoding="utf-8")
-    env = {"LAPSE_INSURER_FILE": str(settings)}
-    done = subprocess.run([sys.executable, str(ROOT / "starter.py"), "load", str(SAMPLE)],
-                          env={**os.environ, "DATABASE_URL": db_url,
-                               "LAPSE_DATA_DIR": str(short_tmp), **env},
-                          capture_output=True, text=True, timeout=120)
+    done = lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp,
+                 settings={"LAPSE_INSURER_FILE": str(settings)})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"lapse load: LAPSE_INSURER_FILE: {settings} field hotline: String should match "
