@@ -542,9 +542,9 @@ def test_messages_preview_shows_every_message_of_the_plan():
     for key in ("first_reminder", "second_reminder", "lapse_notice", "follow_up_3",
                 "emergency_contact"):
         assert f"== {key}" in text
-    for template in ("first_reminder.sms v1", "first_reminder.wechat v1",
-                     "second_reminder.voice v1", "lapse_notice.email v1",
-                     "follow_up.email v1", "emergency_contact.voice v1"):
+    for template in ("first_reminder.sms v2", "first_reminder.wechat v2",
+                     "second_reminder.voice v2", "lapse_notice.email v2",
+                     "follow_up.email v2", "emergency_contact.voice v2"):
         assert template in text
     assert "!!" not in text
     assert "2027年2月1日" in text  # the follow-up letter is dated on its own day

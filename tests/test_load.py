@@ -261,3 +261,15 @@ async def test_lapse_load_refuses_a_bad_insurer_file_in_one_line(db_url, short_t
     assert done.stderr.strip().splitlines() == [
         f"lapse load: LAPSE_INSURER_FILE: {settings} field hotline: String should match "
         "pattern '^\\d{3,4}(-\\d{3,4}){1,2}$|^\\d{5}$'"]
+
+
+async def test_lapse_plan_messages_of_a_failed_debit_show_the_debit(db_url, short_tmp):
+    assert lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp).returncode == 0
+    done = lapse("plan", "P2026000002", "--messages", "--as-of", "2026-11-16", db_url=db_url,
+                 data_dir=short_tmp)
+    assert done.returncode == 0, done.stderr
+    lapse_notice = done.stdout.split("== lapse_notice")[1].split("== follow_up_1")[0]
+    assert "variant debit_failed" in lapse_notice and "!!" not in done.stdout
+    assert "因2026年11月15日扣款¥5,280.00未成功（余额不足）" in lapse_notice
+    follow_up = done.stdout.split("== follow_up_3")[1]
+    assert "已于2027年1月15日失效" in follow_up and "合计¥" in follow_up  # the care e-mail
