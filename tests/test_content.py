@@ -11,9 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commands.messages_view import messages_preview
 from commands.plan import shown_messages
+from domain.calendar import BusinessCalendar
 from domain.content import (
     ContentRuleError,
     InsurerContact,
@@ -50,6 +53,8 @@ from domain.models import (
     TriggerKind,
 )
 from domain.plan import TZ, ChannelSlot, JourneyPlan, PlannedMilestone
+from domain.planner import plan_journey
+from domain.reinstatement import Due, reinstatement_quote
 from infra.store import PolicyBundle
 from tests.test_masking import resident_id
 
@@ -551,3 +556,81 @@ def test_messages_preview_shows_every_message_of_the_plan():
     # After the lapse the journey quotes the reinstatement amount: so does the preview.
     # ¥1,234.50 x 5.5% x 153 days (2026-09-01 to 2027-02-01) / 365 = ¥28.46.
     assert "截至2027年2月1日，复效需补交保费¥1,234.50、利息¥28.46" in text
+
+
+# --- the content check of CI: every template for a generated spread of policies -------------
+
+SURNAMES = ["张", "王", "欧阳", "司马", "诸葛", "上官", "爱新觉罗", "龘"]
+GIVEN = ["伟", "娜娜", "秀英", "𠀾", "𫄸", "建国", "堃"]
+PRODUCT_NAMES = ["安泰终身寿险", "安泰鑫享2026版终身寿险(A款)", "安泰重大疾病保险（2026版）",
+                 "安泰综合意外险（一年期）", "安泰e生保百万医疗险", "安泰3号团体意外险"]
+
+
+@st.composite
+def journeys(draw):
+    kind = draw(st.sampled_from([ProductKind.LONG_TERM, ProductKind.SHORT_TERM]))
+    short = kind is ProductKind.SHORT_TERM
+    product = Product(code="GEN", name=draw(st.sampled_from(PRODUCT_NAMES)), kind=kind,
+                      rules=ProductRules(grace_days=draw(st.sampled_from([30, 60, 90])),
+                                         reinstatable=not short,
+                                         reinstatement_years=0 if short else 2))
+    trigger_kind = draw(st.sampled_from(
+        [TriggerKind.RENEWAL_UNPAID if short else TriggerKind.PREMIUM_OVERDUE,
+         TriggerKind.DEBIT_FAILED, TriggerKind.RESCISSION]))
+    due = draw(st.dates(date(2026, 1, 1), date(2027, 12, 31)))
+    amount = draw(st.decimals(Decimal("0.01"), Decimal("999999.99"), places=2))
+    if draw(st.booleans()):
+        holder = customer("H", draw(st.sampled_from(SURNAMES)) + draw(st.sampled_from(GIVEN)),
+                          draw(st.sampled_from([Gender.MALE, Gender.FEMALE, None])),
+                          draw(st.dates(date(1940, 1, 1), date(2000, 12, 31))))
+        members = []
+        role = draw(st.sampled_from([Role.POLICYHOLDER, Role.EMERGENCY_CONTACT]))
+    else:
+        holder = EMPLOYER.model_copy(update={"short_name": draw(st.sampled_from(
+            [None, "星河科技"]))})
+        members = MEMBERS
+        role = draw(st.sampled_from([Role.GROUP_EMPLOYER, Role.GROUP_MEMBER]))
+    segments = draw(st.sets(st.sampled_from([Segment.ELDERLY, Segment.HARDSHIP]))) or {
+        Segment.STANDARD}
+    p = policy(holder, product, members=members, card="6789").model_copy(
+        update={"due_date": due, "effective_date": date(2020, 1, 1)})
+    debit = DebitFailure(failed_at=datetime.combine(due, time(10, 5), TZ), amount=amount,
+                         reason_code=draw(st.sampled_from(list(DebitFailureReason))))
+    trigger = Trigger(kind=trigger_kind, policy_number=p.policy_number, due_date=due,
+                      amount_due=Decimal("0") if trigger_kind is TriggerKind.RESCISSION
+                      else amount,
+                      debit_failure=debit if trigger_kind is TriggerKind.DEBIT_FAILED else None,
+                      rescission_reason=draw(st.sampled_from(["fraud", "non_disclosure"]))
+                      if trigger_kind is TriggerKind.RESCISSION else None)
+    plan = plan_journey(trigger, product, segments, BusinessCalendar())
+    recipient = {Role.GROUP_MEMBER: members[0] if members else holder,
+                 Role.EMERGENCY_CONTACT: holder.emergency_contact}.get(role, holder)
+    issued = plan.milestones[-1].day
+    quote = (reinstatement_quote([Due(due_date=due, amount=amount)],
+                                 rate=product.rules.reinstatement_interest_rate, on=issued,
+                                 insurer_fault=False, deadline=plan.reinstatement_deadline)
+             if plan.reinstatement_deadline else None)
+    ctx = build_context(policy=p, product=product, trigger=trigger, plan=plan,
+                        recipient=recipient, role=role, policyholder=holder, issued_on=issued,
+                        payment_token="abcdefgh23456789", reinstatement_quote=quote)
+    return ctx.model_copy(update={
+        "paid_amount": amount, "paid_on": issued, "reinstated_on": issued,
+        "rescinded_on": issued if trigger_kind is TriggerKind.RESCISSION else None,
+        "follow_up_month": 3})
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(ctx=journeys())
+def test_every_template_keeps_every_rule_for_generated_journeys(ctx):
+    for spec in SPECS:
+        if not _reader_of(spec.kind, Case(ctx, None, None)):
+            continue
+        if (spec.kind is MessageKind.RESCISSION_NOTICE) != (ctx.trigger is
+                                                           TriggerKind.RESCISSION):
+            continue  # a rescission journey sends its notice and nothing else
+        try:
+            _, violations = check_message(spec.kind, spec.channel, ctx)
+        except ContentRuleError as err:
+            assert err.rule in ("not_for_product", "no_variant"), err
+            continue
+        assert violations == [], f"{spec.id} [{ctx.variant}]: {violations}"
