@@ -187,19 +187,23 @@ def _message_problems(product: Product, insurer: InsurerContact, amount: Decimal
     return list(found.values())
 
 
+def _addressing(short: str, limit: int, too_long: Problem, spoken: str,
+                unspeakable: Problem) -> list[Problem]:
+    """A name as short channels write it must fit; as a voice says it, be speakable."""
+    return (([too_long] if len(short) > limit else [])
+            + ([] if is_speakable(spoken) else [unspeakable]))
+
+
 def name_problems(product: Product) -> list[Problem]:
     """The product's own names: a short name that fits short channels, a spoken form."""
-    problems = []
     short = short_product_name(product)
-    if len(short) > SHORT_NAME_MAX:
-        problems.append(Problem("short_name", "short_name_too_long",
-                                f"{'derived from name, ' if not product.short_name else ''}"
-                                f"{len(short)} characters, at most {SHORT_NAME_MAX}: "
-                                "set short_name"))
-    if not is_speakable(spoken_product_name(product)):
-        problems.append(Problem("spoken_name", "not_speakable",
-                                "cannot be derived from name: set spoken_name"))
-    return problems
+    derived = "derived from name, " if not product.short_name else ""
+    return _addressing(
+        short, SHORT_NAME_MAX,
+        Problem("short_name", "short_name_too_long",
+                f"{derived}{len(short)} characters, at most {SHORT_NAME_MAX}: set short_name"),
+        spoken_product_name(product),
+        Problem("spoken_name", "not_speakable", "cannot be derived from name: set spoken_name"))
 
 
 def _channels_used(product: Product) -> set[Channel]:
@@ -245,15 +249,12 @@ def customer_problems(customer: Customer) -> list[Problem]:
     """A customer's name must fit how the product checks address people."""
     if customer.is_organisation:
         addressed = customer.short_name or customer.name
-        problems = []
-        if len(addressed) > ORGANISATION_NAME_MAX:
-            problems.append(Problem("name", "name_too_long",
-                                    f"SMS, WeChat and voice address an organisation by its "
-                                    f"name: at most {ORGANISATION_NAME_MAX} characters, or "
-                                    "set short_name"))
-        if not is_speakable(spoken_form(addressed)):
-            problems.append(Problem("name", "not_speakable", "voice cannot say it"))
-        return problems
+        return _addressing(
+            addressed, ORGANISATION_NAME_MAX,
+            Problem("name", "name_too_long",
+                    f"SMS, WeChat and voice address an organisation by its name: at most "
+                    f"{ORGANISATION_NAME_MAX} characters, or set short_name"),
+            spoken_form(addressed), Problem("name", "not_speakable", "voice cannot say it"))
     addressed = short_name(customer.name, customer.gender)
     if sms_length(addressed) > PERSON_NAME_MAX:
         return [Problem("name", "name_too_long",
