@@ -12,6 +12,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from domain.content.formats import format_postal_address
 from domain.journey import (
     ContactUpdated,
     DebitFailedSignal,
@@ -288,7 +289,8 @@ async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sam
                                      "(SELECT policyholder_id FROM policies "
                                      " WHERE policy_number = $1)", policy)
     a = customer["postal_address"]
-    letter = f"{a['postcode']} {a['province']}{a['city']}{a['district']}{a['street']}"
+    letter = format_postal_address(a["province"], a["city"], a["district"], a["street"],
+                                   a["postcode"])
     sender = ProviderDouble(permanent={customer["mobile"], customer["email"],
                                        customer["wechat_openid"], letter})
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
