@@ -247,6 +247,8 @@ def test_an_organisation_without_a_short_enough_name_is_refused():
 
 def test_insurer_settings_that_break_a_rule_are_refused():
     from domain.content import InsurerContact
+    from domain.content.preflight import insurer_problems
+    assert insurer_problems(InsurerContact()) == []  # what load trusts without checking
     loud = InsurerContact(branch_address="上海市上海市浦东新区世纪大道100号")
     text = refusal(PRODUCT, insurer=loud)
     assert "company settings field insurer:" in text and "repeated_place" in text

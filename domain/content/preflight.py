@@ -108,11 +108,21 @@ def _contexts(product: Product, insurer: InsurerContact, amount: Decimal
                (Role.GROUP_MEMBER, _WORST_PERSON, _WORST_ORGANISATION),
                (Role.EMERGENCY_CONTACT, _WORST_PERSON, _WORST_PERSON)]
     plain = TriggerKind.RENEWAL_UNPAID if short_term else TriggerKind.PREMIUM_OVERDUE
+    # Only what changes a text: a group's readers have one wording whatever their age,
+    # the employer's mentions hardship, insurer fault only changes the policyholder's.
+    segment_sets = {
+        Role.POLICYHOLDER: ([Segment.STANDARD], [Segment.ELDERLY, Segment.HARDSHIP],
+                            [Segment.HARDSHIP]),
+        Role.GROUP_EMPLOYER: ([Segment.STANDARD], [Segment.HARDSHIP]),
+        Role.GROUP_MEMBER: ([Segment.STANDARD],),
+        Role.EMERGENCY_CONTACT: ([Segment.STANDARD], [Segment.ELDERLY]),
+    }
     for role, reader, holder in readers:
-        for segments in ([Segment.STANDARD], [Segment.ELDERLY, Segment.HARDSHIP],
-                         [Segment.HARDSHIP]):
+        for segments in segment_sets[role]:
             for trigger in (plain, TriggerKind.DEBIT_FAILED, TriggerKind.RESCISSION):
-                for fault in ((False, True) if trigger is plain and reinstatable else (False,)):
+                faults = ((False, True) if trigger is plain and reinstatable
+                          and role is Role.POLICYHOLDER else (False,))
+                for fault in faults:
                     yield MessageContext(
                         policy_number="P" + "9" * 17, product_name=product.name,
                         product_short_name=short_product_name(product),
