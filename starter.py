@@ -7,7 +7,9 @@ import os
 import sys
 
 from commands import (
+    bind_card,
     calendar,
+    codec_server,
     demo,
     dev,
     inquiry,
@@ -22,8 +24,8 @@ from commands import (
     task,
 )
 
-COMMANDS = (demo, dev, load, schema, calendar, plan, scan, journey, listing, inquiry, report,
-            task, sandbox)
+COMMANDS = (demo, dev, load, schema, calendar, plan, scan, bind_card, journey, listing, inquiry,
+            report, task, sandbox, codec_server)
 
 
 def build_parser() -> argparse.ArgumentParser:

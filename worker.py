@@ -1,4 +1,5 @@
-"""`lapse-worker`: runs the journeys and the daily scan until SIGTERM or Ctrl-C."""
+"""`lapse-worker`: runs the journeys, the daily scan and the monthly bind-a-new-card
+campaign until SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.bind_card import BindCardActivities
 from activities.channels import LocalOutbox, Sender
 from activities.journey import JourneyActivities
 from activities.scan import ScanActivities
@@ -26,6 +28,7 @@ from infra.embedded import StackError, read_stack_file, resolve_endpoints
 from infra.metrics import MetricsConfigError, install_runtime, metrics_port
 from infra.settings import Settings, SettingsError
 from infra.temporal import SearchAttributesError, connect_client, ensure_search_attributes
+from workflows.bind_card import BindCardCampaignWorkflow
 from workflows.policy_lapse import PolicyLapseWorkflow
 from workflows.scan import DailyScanWorkflow
 
@@ -42,8 +45,10 @@ def build_worker(client: Client, pool: asyncpg.Pool, task_queue: str,
                  extra_activities: Sequence = (), time_scale: float = 1.0,
                  **options) -> Worker:
     """The one worker of the journeys: every workflow and activity on one task queue."""
-    activities = JourneyActivities(pool, senders or default_senders())
+    senders = senders or default_senders()
+    activities = JourneyActivities(pool, senders)
     scan = ScanActivities(pool, time_scale=time_scale)
+    campaign = BindCardActivities(pool, senders)
     settings = {
         # Activities mostly wait on providers and the database: many fit in one process,
         # bounded so that the pool (max 20 connections) and the provider rate limits hold.
@@ -59,8 +64,8 @@ def build_worker(client: Client, pool: asyncpg.Pool, task_queue: str,
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[PolicyLapseWorkflow, DailyScanWorkflow],
-        activities=[*activities.all(), *scan.all(), *extra_activities],
+        workflows=[PolicyLapseWorkflow, DailyScanWorkflow, BindCardCampaignWorkflow],
+        activities=[*activities.all(), *scan.all(), *campaign.all(), *extra_activities],
         **settings,
     )
 

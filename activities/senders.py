@@ -16,6 +16,7 @@ from activities.rate_limit import RateLimited, TokenBucket
 from activities.sendgrid_sender import SendGridEmail
 from activities.twilio_sender import DialGuard, TwilioSms, TwilioVoice
 from activities.wechat_sender import WeChatTemplate
+from activities.wecom_sender import WeComMessage
 from domain.models import Channel
 from domain.plan import TZ, CompanyRules
 from infra.settings import Settings
@@ -25,6 +26,7 @@ from infra.settings import Settings
 # SendGrid takes far more; calls are few and slow.
 DEFAULT_RATES: dict[Channel, float] = {
     Channel.SMS: 10.0, Channel.VOICE: 2.0, Channel.EMAIL: 50.0, Channel.WECHAT: 20.0,
+    Channel.WECOM: 20.0,
 }
 
 
@@ -60,6 +62,7 @@ def build_senders(settings: Settings, sandbox_url: str | None, pool: asyncpg.Poo
                        rules.max_dial_attempts_per_day, clock) if clock else None)
     grid = settings.sendgrid
     wechat = settings.wechat
+    wecom = settings.wecom
     senders: dict[Channel, Sender] = {
         Channel.SMS: TwilioSms(*twilio_args, **twilio_kwargs),
         Channel.VOICE: TwilioVoice(*twilio_args, guard=guard, **twilio_kwargs),
@@ -72,6 +75,11 @@ def build_senders(settings: Settings, sandbox_url: str | None, pool: asyncpg.Poo
             wechat.app_secret.get_secret_value() if wechat else sb.WECHAT_APP_SECRET,
             template_ids=wechat.template_ids if wechat else None, timeout=timeout,
             **({} if wechat else {"base_url": sandbox_url})),
+        Channel.WECOM: WeComMessage(
+            wecom.corp_id if wecom else sb.WECOM_CORP_ID,
+            wecom.agent_id if wecom else sb.WECOM_AGENT_ID,
+            wecom.secret.get_secret_value() if wecom else sb.WECOM_SECRET, timeout=timeout,
+            **({} if wecom else {"base_url": sandbox_url})),
         Channel.AGENT_CALL: AgentCallQueue(pool, rules.send_windows[Channel.AGENT_CALL],
                                            clock=clock or _wall_clock),
         Channel.LETTER: PrintQueue(pool),

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import json
 import logging
+import re
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
@@ -34,11 +37,15 @@ from activities.channels import (
     TransientSendError,
     UncertainSendError,
 )
+from activities.lookup import CANNOT_TELL, NOT_FOUND, Lookup
 
 # python_http_client logs the payload and the Authorization header at DEBUG.
 logging.getLogger("python_http_client").setLevel(logging.WARNING)
 
 REFERENCE_ARG = "ref"  # the custom argument that comes back in every Event Webhook event
+_REFERENCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# How long the Email Activity feed may take to show an accepted message.
+ACTIVITY_DELAY = timedelta(minutes=15)
 
 
 def classify_sendgrid_error(err: HTTPError) -> SendError:
@@ -94,9 +101,13 @@ class SendGridEmail:
                 FileType(a.mime_type), Disposition("attachment"))
         return mail
 
-    def _send_blocking(self, message: Outgoing) -> str:
+    def _api(self) -> SendGridAPIClient:
         client = SendGridAPIClient(self._api_key, **({"host": self._host} if self._host else {}))
         client.client.timeout = self._timeout
+        return client
+
+    def _send_blocking(self, message: Outgoing) -> str:
+        client = self._api()
         try:
             response = client.send(self.mail(message))
         except HTTPError as err:
@@ -115,6 +126,38 @@ class SendGridEmail:
     async def send(self, message: Outgoing) -> str:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._send_blocking, message)
+
+    def _lookup_blocking(self, message: Outgoing, since: datetime | None) -> Lookup:
+        if not _REFERENCE.match(message.reference):
+            return CANNOT_TELL  # nothing we could have given SendGrid to find it by
+        query = f"unique_args['{REFERENCE_ARG}']=\"{message.reference}\""
+        try:
+            response = self._api().client.messages.get(
+                query_params={"query": query, "limit": 10})
+            found = json.loads(response.body or b"{}").get("messages") or []
+        except HTTPError as err:
+            if int(err.status_code) in (401, 403, 404):
+                # No Email Activity add-on, or the key lacks its scope: SendGrid cannot tell.
+                return CANNOT_TELL
+            raise classify_sendgrid_error(err) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException,
+                ValueError, AttributeError):
+            raise TransientSendError("lookup_failed", "no answer to the look-up") from None
+        if found:
+            # Email Activity's msg_id is the X-Message-Id we keep, then SendGrid's suffix.
+            return Lookup(found=True, provider_id=str(found[0].get("msg_id", "")).split(".")[0])
+        settled = since is not None and datetime.now(UTC) - since > ACTIVITY_DELAY
+        return NOT_FOUND if settled else CANNOT_TELL
+
+    async def lookup(self, message: Outgoing, *, since: datetime | None = None) -> Lookup:
+        """Whether SendGrid has `message`, by its reference in the Email Activity API (a
+        paid add-on; without it SendGrid cannot tell). `since`: when our record said it was
+        about to leave; a message not found is proven missing only once the feed has had
+        ACTIVITY_DELAY to show it. Raises TransientSendError when SendGrid cannot be asked
+        now."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._lookup_blocking, message,
+                                          since)
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False)

@@ -10,8 +10,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from urllib.parse import urlencode
-from xml.sax.saxutils import escape
+from typing import TypeVar
+from urllib.parse import parse_qs, urlencode, urlsplit
+from xml.sax.saxutils import escape, quoteattr
 
 import asyncpg
 import requests
@@ -27,7 +28,11 @@ from activities.channels import (
     TransientSendError,
     UncertainSendError,
 )
+from activities.lookup import CANNOT_TELL, CLOCK_SLACK, NOT_FOUND, Lookup
 from domain.plan import TZ, SendWindow
+from domain.voice_menu import CallChoice, menu_for, prompt
+
+T = TypeVar("T")
 
 # Twilio's client logs every request URL and response header at INFO: not ours to print.
 _QUIET = logging.getLogger("lapse.twilio_http")
@@ -47,6 +52,9 @@ PERMANENT_CODES = frozenset({
 })
 
 STATUS_CALLBACK_PATH = "/callbacks/twilio/status"
+GATHER_PATH = "/callbacks/twilio/gather"  # where a key pressed during a call is posted
+# Messages or calls to one number read per look-up: more since the send means we cannot tell.
+LOOKUP_LIMIT = 50
 
 
 def status_callback_url(base: str | None, reference: str) -> str | None:
@@ -61,18 +69,23 @@ def classify_twilio_error(err: TwilioException, retry_after: str | None) -> Send
     Twilio returns quotes the phone number)."""
     if isinstance(err, TwilioRestException):
         status, code = err.status, err.code
-        label = str(code or status)
-        if status == 429 or code == 20429:
-            return TransientSendError(label, "rate limited", _seconds(retry_after))
-        if status >= 500:
-            return TransientSendError(label, "provider error", _seconds(retry_after))
-        if code in PERMANENT_CODES:
-            return PermanentSendError(label, "refused for this recipient")
-        if status in (401, 403):
-            # Our credentials, not the customer: retry while someone fixes the settings.
-            return TransientSendError(label, "authentication failed: check TWILIO_* settings")
-        return PermanentSendError(label, f"request refused ({status})")
-    return TransientSendError("twilio_error", type(err).__name__)
+    else:
+        # A list page refused: the client raises a bare TwilioException with the response.
+        response = err.args[1] if len(err.args) > 1 else None
+        status, code = getattr(response, "status_code", None), None
+    if not isinstance(status, int):
+        return TransientSendError("twilio_error", type(err).__name__)
+    label = str(code or status)
+    if status == 429 or code == 20429:
+        return TransientSendError(label, "rate limited", _seconds(retry_after))
+    if status >= 500:
+        return TransientSendError(label, "provider error", _seconds(retry_after))
+    if code in PERMANENT_CODES:
+        return PermanentSendError(label, "refused for this recipient")
+    if status in (401, 403):
+        # Our credentials, not the customer: retry while someone fixes the settings.
+        return TransientSendError(label, "authentication failed: check TWILIO_* settings")
+    return PermanentSendError(label, f"request refused ({status})")
 
 
 def _seconds(value: str | None) -> float | None:
@@ -125,11 +138,13 @@ class _TwilioChannel:
     def _create(self, client: Client, message: Outgoing, callback: str | None) -> str:
         raise NotImplementedError
 
-    def _send_blocking(self, message: Outgoing) -> str:
-        client = self._client()
-        callback = status_callback_url(self._callback_base, message.reference)
+    def _find(self, client: Client, message: Outgoing, since: datetime | None) -> Lookup:
+        raise NotImplementedError
+
+    def _calling(self, client: Client, call: Callable[[], T]) -> T:
+        """`call` on the client, its failures as our errors."""
         try:
-            return self._create(client, message, callback)
+            return call()
         except TwilioException as err:
             retry_after = client.http_client.last_headers.get("Retry-After")
             raise classify_twilio_error(err, retry_after) from None
@@ -143,12 +158,54 @@ class _TwilioChannel:
                 raise TransientSendError("connect_failed", "provider not reachable") from None
             raise UncertainSendError("connection_lost", "connection dropped") from None
 
+    def _send_blocking(self, message: Outgoing) -> str:
+        client = self._client()
+        callback = status_callback_url(self._callback_base, message.reference)
+        return self._calling(client, lambda: self._create(client, message, callback))
+
+    def _lookup_blocking(self, message: Outgoing, since: datetime | None) -> Lookup:
+        client = self._client()
+        try:
+            return self._calling(client, lambda: self._find(client, message, since))
+        except UncertainSendError as err:
+            # A read sends nothing: asking again is always safe.
+            raise TransientSendError(err.code, "no answer to the look-up") from None
+        except PermanentSendError:
+            return CANNOT_TELL  # refused as a request: says nothing about the message
+
     async def send(self, message: Outgoing) -> str:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._send_blocking, message)
 
+    async def lookup(self, message: Outgoing, *, since: datetime | None = None) -> Lookup:
+        """Whether Twilio has `message`, asked after an interrupted send. `since`: when our
+        record said it was about to leave (messages from before it are not ours); None
+        looks through the latest LOOKUP_LIMIT to the number. Raises TransientSendError
+        when Twilio cannot be asked now."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._lookup_blocking, message,
+                                          since)
+
+    def _recent(self, resources, message: Outgoing, since: datetime | None,
+                ) -> tuple[list, bool]:
+        """The Messages or Calls to the number from our number since `since` - CLOCK_SLACK
+        (oldest first), and whether that is all of them. Not filtered by DateSent or
+        StartTime: a message still queued or a call not yet answered has neither."""
+        listed = resources.list(to=message.address, from_=self._from, limit=LOOKUP_LIMIT,
+                                page_size=LOOKUP_LIMIT)
+        start = since - CLOCK_SLACK if since else None
+        mine = [r for r in listed if start is None or r.date_created >= start]
+        complete = len(listed) < LOOKUP_LIMIT or len(mine) < len(listed)
+        return sorted(mine, key=lambda r: r.date_created), complete
+
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False)
+
+
+def _ref_in(request: dict | None) -> str | None:
+    """The reference in the URL of a request Twilio made (a Call Event's `request`)."""
+    url = (request or {}).get("url") or ""
+    return parse_qs(urlsplit(url).query).get("ref", [None])[0]
 
 
 def _never_connected(err: requests.exceptions.ConnectionError) -> bool:
@@ -165,12 +222,59 @@ class TwilioSms(_TwilioChannel):
         return client.messages.create(to=message.address, from_=self._from, body=message.body,
                                       **kwargs).sid
 
+    def _find(self, client: Client, message: Outgoing, since: datetime | None) -> Lookup:
+        """Ours is the one with the exact text (which names the policy and the dates)."""
+        recent, complete = self._recent(client.messages, message, since)
+        same = [m for m in recent if m.body == message.body]
+        if same:
+            return Lookup(found=True, provider_id=same[0].sid)
+        return NOT_FOUND if complete else CANNOT_TELL
 
-def voice_twiml(script: str) -> str:
-    """The call speaks the script in Mandarin, and once more for who missed the start."""
-    said = f'<Say language="zh-CN">{escape(script)}</Say>'
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{said}<Pause length="1"/>{said}' \
-           '</Response>'
+
+def _say(text: str) -> str:
+    return f'<Say language="zh-CN">{escape(text)}</Say>'
+
+
+def _response(verbs: str) -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>'
+
+
+def _gather(verbs: str, action: str) -> str:
+    """One key (numDigits 1) pressed while `verbs` play is posted to `action`; no key
+    within 5 seconds of the end lets the call go on to what follows (here: hang up)."""
+    return (f'<Gather input="dtmf" numDigits="1" timeout="5" method="POST" '
+            f'action={quoteattr(action)}>{verbs}</Gather>')
+
+
+def gather_url(base: str | None, reference: str) -> str | None:
+    """Where Twilio posts the key pressed: our endpoint and the opaque reference only."""
+    if not base:
+        return None
+    return f"{base.rstrip('/')}{GATHER_PATH}?{urlencode({'ref': reference})}"
+
+
+def voice_twiml(script: str, action: str | None = None,
+                options: list[CallChoice] | None = None) -> str:
+    """The call speaks the script in Mandarin, and once more for who missed the start;
+    with an `action`, then offers the menu (`options`), listening for a key throughout."""
+    said = f'{_say(script)}<Pause length="1"/>{_say(script)}'
+    if not action or not options:
+        return _response(said)
+    return _response(_gather(said + _say(prompt(options)), action))
+
+
+def menu_twiml(before: str, action: str, options: list[CallChoice]) -> str:
+    """An answer to a key: say `before`, then offer the menu again."""
+    return _response(_say(before) + _gather(_say(prompt(options)), action))
+
+
+def hangup_twiml(before: str) -> str:
+    return _response(f"{_say(before)}<Hangup/>")
+
+
+def dial_twiml(before: str, number: str) -> str:
+    """An answer to a key: say `before`, then connect the caller to `number`."""
+    return _response(f"{_say(before)}<Dial>{escape(number)}</Dial>")
 
 
 class DialGuard:
@@ -226,9 +330,25 @@ class TwilioVoice(_TwilioChannel):
             await self._guard.admit(message)
         return await super().send(message)
 
+    def _find(self, client: Client, message: Outgoing, since: datetime | None) -> Lookup:
+        """A Call does not show its TwiML or status-callback URL, but its Events (the
+        requests Twilio made for it) do: ours is the call whose callbacks carry our
+        reference. A call that made no request yet cannot be told apart."""
+        recent, complete = self._recent(client.calls, message, since)
+        undecided = not complete
+        for call in recent:
+            refs = {_ref_in(event.request) for event in client.calls(call.sid).events.list(
+                limit=LOOKUP_LIMIT)} - {None}
+            if message.reference in refs:
+                return Lookup(found=True, provider_id=call.sid)
+            undecided = undecided or not refs
+        return CANNOT_TELL if undecided else NOT_FOUND
+
     def _create(self, client: Client, message: Outgoing, callback: str | None) -> str:
         kwargs = {"status_callback": callback, "status_callback_method": "POST",
                   "status_callback_event": ["initiated", "ringing", "answered", "completed"]
                   } if callback else {}
-        return client.calls.create(to=message.address, from_=self._from,
-                                   twiml=voice_twiml(message.body), timeout=30, **kwargs).sid
+        twiml = voice_twiml(message.body, gather_url(self._callback_base, message.reference),
+                            menu_for(message.template_id))
+        return client.calls.create(to=message.address, from_=self._from, twiml=twiml,
+                                   timeout=30, **kwargs).sid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -61,6 +62,15 @@ async def temporal(settings: Settings) -> AsyncIterator[Client]:
             if "connect" in str(err).lower():
                 raise UserError(f"cannot reach Temporal: {err}") from None
             raise
+
+
+async def until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM (what a server command does once it serves)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def today_in_shanghai():

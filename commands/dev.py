@@ -10,12 +10,14 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 
+from commands.codec_server import codec_lines, embedded_codec_server
 from commands.providers import local_providers
 from infra.db import connect_pool
 from infra.embedded import Stack, StackError
 from infra.migrate import MigrationError
 from infra.settings import Settings, SettingsError, redact_dsn
 from infra.temporal import SearchAttributesError, connect_client
+from web.codec_server import RunningCodecServer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,9 +67,15 @@ async def _dev(settings: Settings, json_output: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        async with Stack(settings, ui=True) as stack, _providers(stack) as sandbox_url:
+        async with (
+            embedded_codec_server(settings) as codec,
+            Stack(settings, ui=True, codec_endpoint=codec and codec.endpoint) as stack,
+            _providers(stack) as sandbox_url,
+        ):
+            if codec is not None and stack.ui_url:
+                codec.server.allow_origin(stack.ui_url)
             started = True
-            _print_addresses(stack, json_output, sandbox_url)
+            _print_addresses(stack, json_output, sandbox_url, codec)
             await stop.wait()
             if not json_output:
                 print("stopping...", flush=True)
@@ -97,7 +105,8 @@ async def _providers(stack: Stack) -> AsyncIterator[str | None]:
         await pool.close()
 
 
-def _print_addresses(stack: Stack, json_output: bool, sandbox_url: str | None) -> None:
+def _print_addresses(stack: Stack, json_output: bool, sandbox_url: str | None,
+                     codec: RunningCodecServer | None) -> None:
     addresses = {
         "temporal_address": stack.temporal_address,
         "namespace": stack.namespace,
@@ -105,6 +114,7 @@ def _print_addresses(stack: Stack, json_output: bool, sandbox_url: str | None) -
         "database_url": redact_dsn(stack.database_url),
         "data_dir": str(stack.data_dir),
         "sandbox_url": sandbox_url,
+        "codec_endpoint": codec.endpoint if codec else None,
     }
     if json_output:
         print(json.dumps(addresses), flush=True)
@@ -115,6 +125,7 @@ def _print_addresses(stack: Stack, json_output: bool, sandbox_url: str | None) -
         ("PostgreSQL", f"DATABASE_URL={addresses['database_url']}"),
         ("Sandbox outbox", f"{sandbox_url}/outbox" if sandbox_url
          else "-  (every provider has credentials)"),
+        *(codec_lines(codec, stack.settings) if codec else []),
         ("Data folder", addresses["data_dir"]),
     ]
     for label, value in rows:

@@ -9,6 +9,7 @@ import asyncpg
 from temporalio.client import Client
 
 import sandbox as sb
+from activities.wechat_sender import WECHAT_EVENTS_PATH
 from infra.deliveries import policies_for_refs
 from infra.signals import JourneySignals
 from web import build_app, serve
@@ -29,4 +30,5 @@ async def local_providers(pool: asyncpg.Pool, client: Client) -> AsyncIterator[s
                     sendgrid_public_key=box.public_key, sandbox=box)
     async with serve(app) as url:
         box.event_webhook_url = url + SENDGRID_EVENTS_PATH
+        box.wechat_server_url = url + WECHAT_EVENTS_PATH
         yield url

@@ -18,8 +18,8 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from domain.report import MonthlyReport
 from infra.fonts import cjk_font_path
 
-CHANNEL_NAMES = {"sms": "短信", "wechat": "微信", "voice": "语音电话", "agent_call": "坐席外呼",
-                 "email": "电子邮件", "letter": "纸质信函"}
+CHANNEL_NAMES = {"sms": "短信", "wechat": "微信", "wecom": "企业微信", "voice": "语音电话",
+                 "agent_call": "坐席外呼", "email": "电子邮件", "letter": "纸质信函"}
 _ACCEPTED, _DELIVERED, _EVIDENCE, _CONVERSION = "#4c72b0", "#55a868", "#dd8452", "#8172b3"
 _PAID, _LAPSED, _REINSTATED, _OPEN = "#55a868", "#c44e52", "#8172b3", "#8c8c8c"
 

@@ -108,6 +108,9 @@ def report_tables(report: MonthlyReport) -> str:
         ("customer", "name", "card", "failures", "last failed", "last reason"),
         ((d.customer_id, d.name, d.card or "-", d.failures, d.last_failed_on,
           d.last_reason or "-") for d in report.repeated_debit_failures)))
+    b = report.bind_card
+    console.print(f"\nbind-a-new-card messages sent in the month: {b.asked}; re-bound since: "
+                  f"{b.rebound} ({percent(b.rate)})")
     console.print()
     console.print(_table(
         "trends", ("month", "notifications", "accepted %", "delivered %", "evidence %",
@@ -135,6 +138,7 @@ def _summary(report: MonthlyReport) -> list[tuple[str, str, object]]:
              ("rescinded", ALL, j.rescinded), ("reinstated", ALL, j.reinstated)]
     rows += [("conversion", k, v) for k, v in j.conversion.model_dump().items()]
     rows += [("funnel", k, v) for k, v in f.model_dump().items()]
+    rows += [("bind_card", k, v) for k, v in report.bind_card.model_dump().items()]
     return rows
 
 

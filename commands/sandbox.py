@@ -1,24 +1,23 @@
 """`lapse sandbox` and `lapse callbacks`: the HTTP side, as one process beside the worker.
 
-`lapse sandbox` serves the sandbox providers (Twilio, SendGrid and WeChat APIs, the outbox,
-failure injection), the delivery callbacks and the public notice on one port, for local
-work. `lapse callbacks` serves only the callbacks and the public notice, for production
+`lapse sandbox` serves the sandbox providers (Twilio, SendGrid, WeChat and WeCom APIs, the
+outbox, failure injection), the delivery callbacks and the public notice on one port, for
+local work. `lapse callbacks` serves only the callbacks and the public notice, for production
 behind the public URL given to the providers (LAPSE_CALLBACK_URL).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 import sandbox as sb
-from commands.common import UserError, command, database, temporal
+from activities.wechat_sender import WECHAT_EVENTS_PATH
+from commands.common import UserError, command, database, temporal, until_stopped
 from infra.deliveries import policies_for_refs
 from infra.signals import JourneySignals
 from web import build_app, serve
@@ -27,13 +26,15 @@ from web.callbacks import SENDGRID_EVENTS_PATH
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sandbox", help="run the sandbox providers, outbox and callbacks",
-                       description="Serve the sandbox Twilio, SendGrid and WeChat APIs, the "
+                       description="Serve the sandbox Twilio, SendGrid, WeChat and WeCom APIs, the "
                        "outbox (/outbox), failure injection (/sandbox/faults), the delivery "
                        "callbacks and the public notice on one port until Ctrl-C. Needs "
                        "`lapse dev` (or TEMPORAL_ADDRESS) for the journeys' signals.")
     p.add_argument("--port", type=int, help="default: the port of LAPSE_SANDBOX_URL (8025)")
     p.add_argument("--faults", type=Path, metavar="FILE",
                    help="JSON list of failure rules to start with (see README)")
+    p.add_argument("--callees", type=Path, metavar="FILE",
+                   help='JSON list of keys callees press, e.g. [{"match": "+86...", "keys": "1"}]')
     p.add_argument("--no-default-faults", action="store_true",
                    help="do not refuse the sample data's invalid number +8613900000000")
     p.add_argument("--callback-delay", type=float, default=1.0, metavar="SECONDS",
@@ -47,25 +48,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=command(run_callbacks))
 
 
+def _rules(path: Path | None, model, what: str) -> list:
+    if path is None:
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [model.model_validate(r) for r in (data if isinstance(data, list) else [data])]
+    except (OSError, ValueError, ValidationError) as err:
+        raise UserError(f"{path}: not a JSON list of {what} ({type(err).__name__})") from None
+
+
 def _faults(args: argparse.Namespace) -> list[sb.Fault]:
     rules = [] if args.no_default_faults else list(sb.DEFAULT_FAULTS)
-    if args.faults:
-        try:
-            data = json.loads(args.faults.read_text(encoding="utf-8"))
-            rules += [sb.Fault.model_validate(r) for r in (data if isinstance(data, list)
-                                                            else [data])]
-        except (OSError, ValueError, ValidationError) as err:
-            raise UserError(f"{args.faults}: not a JSON list of failure rules "
-                            f"({type(err).__name__})") from None
-    return rules
-
-
-async def _until_stopped() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return rules + _rules(args.faults, sb.Fault, "failure rules")
 
 
 async def run_sandbox(args: argparse.Namespace, settings) -> int:
@@ -77,7 +72,8 @@ async def run_sandbox(args: argparse.Namespace, settings) -> int:
                 return await policies_for_refs(conn, refs)
 
         box = sb.Sandbox(faults=_faults(args), callback_delay=args.callback_delay,
-                         describe=describe)
+                         describe=describe,
+                         callees=_rules(args.callees, sb.Callee, "callee rules"))
         twilio = settings.twilio
         grid = settings.sendgrid
         app = build_app(
@@ -85,15 +81,17 @@ async def run_sandbox(args: argparse.Namespace, settings) -> int:
             twilio_auth_token=twilio.auth_token.get_secret_value() if twilio
             else sb.TWILIO_AUTH_TOKEN,
             sendgrid_public_key=grid.webhook_public_key if grid else box.public_key,
-            public_url=settings.callback_url, sandbox=box)
+            public_url=settings.callback_url, sandbox=box, agent_number=settings.agent_number)
         async with serve(app, url.hostname or "127.0.0.1", port) as base:
             box.event_webhook_url = (settings.callback_url or base) + SENDGRID_EVENTS_PATH
+            box.wechat_server_url = (settings.callback_url or base) + WECHAT_EVENTS_PATH
             print(f"sandbox providers on {base} ({', '.join(settings.providers_sandboxed)} "
                   f"sandboxed)\n  outbox          {base}/outbox\n"
                   f"  failure rules   {base}/sandbox/faults\n"
+                  f"  callee keys     {base}/sandbox/callees\n"
                   f"  public notice   {base}/public/unreachable\n"
                   "Ctrl-C stops it.", flush=True)
-            await _until_stopped()
+            await until_stopped()
     return 0
 
 
@@ -106,9 +104,9 @@ async def run_callbacks(args: argparse.Namespace, settings) -> int:
                         twilio_auth_token=twilio.auth_token.get_secret_value() if twilio
                         else None,
                         sendgrid_public_key=grid.webhook_public_key if grid else None,
-                        public_url=settings.callback_url)
+                        public_url=settings.callback_url, agent_number=settings.agent_number)
         async with serve(app, args.host, args.port) as base:
             print(f"callbacks on {base}; providers call "
                   f"{settings.callback_url or base}. Ctrl-C stops it.", flush=True)
-            await _until_stopped()
+            await until_stopped()
     return 0

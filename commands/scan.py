@@ -133,7 +133,14 @@ async def install_schedule(client: Client, task_queue: str, hour: int = 7,
                            concurrency: int = 20, schedule_id: str = SCHEDULE_ID
                            ) -> ScheduleDescription:
     """Create the daily scan schedule, or update it in place when it exists."""
-    schedule = daily_schedule(task_queue, hour, concurrency)
+    return await upsert_schedule(client, schedule_id, daily_schedule(task_queue, hour,
+                                                                     concurrency))
+
+
+async def upsert_schedule(client: Client, schedule_id: str, schedule: Schedule
+                          ) -> ScheduleDescription:
+    """Create a schedule, or update it in place when it exists (so installing is safe to
+    repeat)."""
     try:
         handle = await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:

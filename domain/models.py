@@ -37,6 +37,7 @@ class ProductKind(StrEnum):
 class Channel(StrEnum):
     SMS = "sms"
     WECHAT = "wechat"
+    WECOM = "wecom"  # WeCom (企业微信) application messages, for group members and employers
     VOICE = "voice"
     AGENT_CALL = "agent_call"
     EMAIL = "email"
@@ -319,6 +320,8 @@ class Customer(Model):
     mobile: Phone | None = None
     email: Email | None = None
     wechat_openid: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{6,64}$")
+    # A member's WeCom userid: 1-64 letters, digits or _-@., starting with a letter or digit.
+    wecom_userid: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_@.-]{0,63}$")
     postal_address: PostalAddress | None = None
     emergency_contact: EmergencyContact | None = None
     preferred_channels: list[Channel] = Field(default_factory=list)

@@ -25,6 +25,7 @@ def _default_windows() -> dict[Channel, SendWindow]:
     return {
         Channel.SMS: written,
         Channel.WECHAT: written,
+        Channel.WECOM: written,
         Channel.EMAIL: written,
         Channel.LETTER: written,
         Channel.VOICE: spoken,

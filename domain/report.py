@@ -34,7 +34,10 @@ Definitions (the numbers a manager reads must mean one thing):
   reinstated), ended otherwise, still open.
 - Repeated debit failures: policyholders with `repeat_failures` or more failed debits in
   the `window_months` ending with the report month, named as surname and honorific and
-  with the card's last 4 digits only.
+  with the card's last 4 digits only. The bind-a-new-card campaign asks them (next month).
+- Bind-a-new-card: the campaign's messages sent in the month (one per customer), and the
+  customers who re-bound since (domain/campaign.py: the card changed, or a debit went
+  through).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from datetime import date, datetime, time
 from pydantic import Field
 
 from domain.calendar import add_months
+from domain.campaign import rebound
 from domain.content.masking import mask_card, short_name
 from domain.models import Channel, DebitFailureReason, Gender, MilestoneKind, Model
 from domain.plan import TZ
@@ -180,6 +184,15 @@ class DebitFailureCount(Model):
     last_reason: str | None
 
 
+class BindCardRequestRow(Model):
+    """One bind-a-new-card message sent in the month, and what the card did since."""
+
+    month: date
+    card_then: str | None
+    card_now: str | None
+    debit_succeeded_since: bool
+
+
 class ReportRecords(Model):
     """Everything the queries counted over the report window."""
 
@@ -192,6 +205,7 @@ class ReportRecords(Model):
     reinstated: list[ReinstatedCount] = []
     funnel: list[FunnelCount] = []
     debit_failures: list[DebitFailureCount] = []
+    bind_card: list[BindCardRequestRow] = []
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -296,6 +310,15 @@ class MonthTrend(Model):
     conversion_rate: float | None
 
 
+class BindCardCampaign(Model):
+    """The month's bind-a-new-card messages and how many of those customers re-bound
+    since (domain/campaign.py says what counts); a cohort, so a recent month still rises."""
+
+    asked: int = 0
+    rebound: int = 0
+    rate: float | None = None
+
+
 class MonthlyReport(Model):
     month: str
     starts_at: datetime
@@ -310,6 +333,7 @@ class MonthlyReport(Model):
     lapse_reasons: list[LapseReason]
     funnel: Funnel
     repeated_debit_failures: list[RepeatedDebitFailure]
+    bind_card: BindCardCampaign = BindCardCampaign()
     trends: list[MonthTrend]  # the window's months, oldest first, this month last
 
 
@@ -457,6 +481,11 @@ def _trend(month: date, records: ReportRecords, rules: ReportRules) -> MonthTren
         reinstated=journeys.reinstated, conversion_rate=journeys.conversion.rate)
 
 
+def _bind_card(rows: list[BindCardRequestRow]) -> BindCardCampaign:
+    won = sum(rebound(r.card_then, r.card_now, r.debit_succeeded_since) for r in rows)
+    return BindCardCampaign(asked=len(rows), rebound=won, rate=rate(won, len(rows)))
+
+
 def build_report(month: date, records: ReportRecords,
                  rules: ReportRules = DEFAULT_RULES) -> MonthlyReport:
     """The month's review from the window's counts (the window ends with `month`)."""
@@ -479,4 +508,5 @@ def build_report(month: date, records: ReportRecords,
         journeys=journeys, lapse_reasons=reasons,
         funnel=_funnel(months[0], [f for f in records.funnel if f.month in months]),
         repeated_debit_failures=[mask_debit_failure(f) for f in failures],
+        bind_card=_bind_card([r for r in records.bind_card if r.month == month]),
         trends=[_trend(m, records, rules) for m in months])

@@ -14,6 +14,7 @@ import asyncpg
 
 from domain.report import (
     DEFAULT_RULES,
+    BindCardRequestRow,
     DebitFailureCount,
     FirstReminderCount,
     FunnelCount,
@@ -151,6 +152,17 @@ GROUP BY c.customer_id, c.name, c.gender, c.is_organisation, card_last4
 HAVING count(*) >= $3
 """
 
+# The bind-a-new-card campaign's requests sent in the month, with the card then and now.
+BIND_CARD = """
+SELECT r.card_last4 AS card_then, p.payment_method ->> 'card_last4' AS card_now,
+       EXISTS (SELECT 1 FROM debit_attempts a
+               WHERE a.policy_number = r.policy_number AND a.succeeded
+                 AND a.attempted_at > r.decided_at) AS debit_succeeded_since
+FROM bind_card_requests r
+JOIN policies p ON p.policy_number = r.policy_number
+WHERE r.status = 'sent' AND r.decided_at >= $1 AND r.decided_at < $2
+"""
+
 # The monthly queries in the order the review reads them, with the model of their rows.
 MONTHLY = {
     "notifications": (NOTIFICATIONS, NotificationCount),
@@ -161,6 +173,7 @@ MONTHLY = {
     "lapses": (LAPSES, LapseCount),
     "reinstated": (REINSTATED, ReinstatedCount),
     "funnel": (FUNNEL, FunnelCount),
+    "bind_card": (BIND_CARD, BindCardRequestRow),
 }
 
 

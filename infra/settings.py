@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import os
 import re
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TASK_QUEUE = "policy-lapse"
@@ -18,7 +20,7 @@ DEFAULT_DATA_DIR = ".lapse-data"
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8025"
 MAX_TIME_SCALE = 10_000_000
 
-Provider = Literal["twilio", "sendgrid", "wechat"]
+Provider = Literal["twilio", "sendgrid", "wechat", "wecom"]
 
 _HOST_PORT = re.compile(
     r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$"
@@ -29,6 +31,12 @@ _TWILIO_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _TOKEN = re.compile(r"^\S+$")
+_WECHAT_TOKEN = re.compile(r"^[A-Za-z0-9]{3,32}$")
+_WECOM_CORP_ID = re.compile(r"^w[wx][0-9A-Za-z]{16}$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+PAYLOAD_KEY_BYTES = 32  # AES-256
+MIN_CODEC_TOKEN_LENGTH = 32
 
 
 class SettingsError(ValueError):
@@ -62,6 +70,22 @@ class WeChatSettings(_Frozen):
     app_secret: SecretStr
     # Message kind -> the template id the official account registered for it.
     template_ids: dict[str, str] = Field(default_factory=dict)
+    # The token of the account's server configuration, which signs WeChat's event pushes;
+    # without it every event is refused.
+    server_token: SecretStr | None = None
+
+
+class WeComSettings(_Frozen):
+    corp_id: str
+    agent_id: int  # the self-built application that sends the messages
+    secret: SecretStr  # that application's secret
+
+
+class PayloadKey(_Frozen):
+    """One payload encryption key: its id travels with every payload it sealed."""
+
+    key_id: str
+    secret: SecretBytes
 
 
 class Settings(_Frozen):
@@ -78,6 +102,7 @@ class Settings(_Frozen):
     twilio: TwilioSettings | None = None
     sendgrid: SendGridSettings | None = None
     wechat: WeChatSettings | None = None
+    wecom: WeComSettings | None = None
     time_scale: float = 1.0
     data_dir: Path = Field(default_factory=lambda: Path(DEFAULT_DATA_DIR).resolve())
     # The public base URL of the callback endpoint, given to providers for delivery status.
@@ -86,6 +111,16 @@ class Settings(_Frozen):
     sandbox_url: str = DEFAULT_SANDBOX_URL
     # Messages per second per channel and worker process; unset channels use the defaults.
     send_rates: dict[str, float] = Field(default_factory=dict)
+    # Where a caller who presses 1 during an automated call is connected; None: the hotline.
+    agent_number: str | None = None
+    # The branch file (home visits); None: the sample, data/branches.json.
+    branches_file: Path | None = None
+    # Payload encryption keys, newest first (unset: the embedded stack's local key).
+    payload_keys: tuple[PayloadKey, ...] = ()
+    # What the codec server asks of a caller before it decodes (unset: the local token).
+    codec_token: SecretStr | None = None
+    # Browser origins (the Web UI's) allowed to call the codec server.
+    codec_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -103,6 +138,12 @@ class Settings(_Frozen):
                     raise SettingsError(
                         name, "needs TEMPORAL_ADDRESS (the embedded server takes no credentials)"
                     )
+        payload_keys = env.get("LAPSE_PAYLOAD_KEYS", parse_payload_keys) or ()
+        if temporal_address is not None and not payload_keys:
+            # Every worker and client of a cluster must share the keys: a local one each
+            # would seal payloads that no other process can open.
+            raise SettingsError("LAPSE_PAYLOAD_KEYS", "must be set when TEMPORAL_ADDRESS is "
+                                "(make a key with `lapse codec-server --new-key`)")
         return cls(
             temporal_address=temporal_address,
             temporal_namespace=env.get("TEMPORAL_NAMESPACE", _check_namespace) or DEFAULT_NAMESPACE,
@@ -115,6 +156,7 @@ class Settings(_Frozen):
             twilio=_twilio(env),
             sendgrid=_sendgrid(env),
             wechat=_wechat(env),
+            wecom=_wecom(env),
             time_scale=env.get("LAPSE_TIME_SCALE", _parse_time_scale) or 1.0,
             data_dir=_parse_data_dir(
                 "LAPSE_DATA_DIR", env.raw("LAPSE_DATA_DIR") or DEFAULT_DATA_DIR
@@ -122,12 +164,18 @@ class Settings(_Frozen):
             callback_url=env.get("LAPSE_CALLBACK_URL", _check_http_url),
             sandbox_url=env.get("LAPSE_SANDBOX_URL", _check_http_url) or DEFAULT_SANDBOX_URL,
             send_rates=env.get("LAPSE_SEND_RATES", _parse_send_rates) or {},
+            agent_number=env.get("LAPSE_AGENT_NUMBER", _check_e164),
+            branches_file=env.get("LAPSE_BRANCHES_FILE", _existing_file),
+            payload_keys=payload_keys,
+            codec_token=env.secret("LAPSE_CODEC_TOKEN", _check_codec_token),
+            codec_origins=env.get("LAPSE_CODEC_ORIGINS", _parse_origins) or (),
         )
 
     @property
     def providers_sandboxed(self) -> list[Provider]:
         """The providers without credentials, which talk to the local sandbox instead."""
-        configured = {"twilio": self.twilio, "sendgrid": self.sendgrid, "wechat": self.wechat}
+        configured = {"twilio": self.twilio, "sendgrid": self.sendgrid, "wechat": self.wechat,
+                      "wecom": self.wecom}
         return [name for name, value in configured.items() if value is None]
 
     @property
@@ -160,6 +208,8 @@ class Settings(_Frozen):
             "callback_url": self.callback_url,
             "sandbox_url": self.sandbox_url if self.providers_sandboxed else None,
             "send_rates": self.send_rates,
+            "payload_keys": [key.key_id for key in self.payload_keys] or "local",
+            "codec_origins": list(self.codec_origins),
         }
 
 
@@ -255,7 +305,7 @@ def _parse_time_scale(name: str, value: str) -> float:
     return scale
 
 
-_CHANNELS = ("sms", "wechat", "voice", "agent_call", "email", "letter")
+_CHANNELS = ("sms", "wechat", "wecom", "voice", "agent_call", "email", "letter")
 
 
 def _check_http_url(name: str, value: str) -> str:
@@ -292,6 +342,20 @@ def _parse_send_rates(name: str, value: str) -> dict[str, float]:
     return rates
 
 
+def _check_e164(name: str, value: str) -> str:
+    if not _E164.match(value):
+        raise SettingsError(name, f"must be a phone number in E.164 form, e.g. +864008001234 "
+                                  f"(got {value!r})")
+    return value
+
+
+def _existing_file(name: str, value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise SettingsError(name, f"must be an existing file (got {str(path)!r})")
+    return path.resolve()
+
+
 def _parse_data_dir(name: str, value: str) -> Path:
     path = Path(value).expanduser().resolve()
     if path.exists() and not path.is_dir():
@@ -303,13 +367,8 @@ def _tls_files(env: _Env) -> tuple[Path | None, Path | None]:
     names = ("TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY")
     if not env.group(names, "for a server without mTLS"):
         return None, None
-    paths = []
-    for name in names:
-        path = Path(env.raw(name)).expanduser()
-        if not path.is_file():
-            raise SettingsError(name, f"must be an existing file (got {str(path)!r})")
-        paths.append(path.resolve())
-    return paths[0], paths[1]
+    cert, key = (_existing_file(name, env.raw(name)) for name in names)
+    return cert, key
 
 
 def _twilio(env: _Env) -> TwilioSettings | None:
@@ -350,6 +409,71 @@ def _wechat(env: _Env) -> WeChatSettings | None:
     if not _TOKEN.match(app_id):
         raise SettingsError("WECHAT_APP_ID", f"must not contain spaces (got {app_id!r})")
     templates = env.raw("WECHAT_TEMPLATE_IDS")
+    token = env.raw("WECHAT_TOKEN")
+    if token is not None and not _WECHAT_TOKEN.match(token):
+        raise SettingsError("WECHAT_TOKEN", "must be the server configuration's token: 3-32 "
+                                            "letters or digits")
     return WeChatSettings(app_id=app_id, app_secret=env.secret("WECHAT_APP_SECRET"),
                           template_ids=_pairs("WECHAT_TEMPLATE_IDS", templates, None)
-                          if templates else {})
+                          if templates else {},
+                          server_token=SecretStr(token) if token else None)
+
+
+def _wecom(env: _Env) -> WeComSettings | None:
+    if not env.group(("WECOM_CORP_ID", "WECOM_AGENT_ID", "WECOM_SECRET")):
+        return None
+    corp_id = env.raw("WECOM_CORP_ID")
+    if not _WECOM_CORP_ID.match(corp_id):
+        raise SettingsError("WECOM_CORP_ID", "must be the corp id from WeCom's admin console "
+                            f"('ww' and 16 letters or digits) (got {corp_id!r})")
+    agent = env.raw("WECOM_AGENT_ID")
+    if not agent.isdigit() or not 0 < int(agent) < 2**31:
+        raise SettingsError("WECOM_AGENT_ID", "must be the application's AgentId, a positive "
+                            f"whole number such as 1000002 (got {agent!r})")
+    return WeComSettings(corp_id=corp_id, agent_id=int(agent), secret=env.secret("WECOM_SECRET"))
+
+
+def parse_payload_keys(name: str, value: str) -> tuple[PayloadKey, ...]:
+    """`id1=BASE64,id2=BASE64`, newest first, each a 32-byte AES-256 key.
+
+    An entry is named by its position, never shown, its id neither: in a malformed entry
+    (a key pasted without its id, whose base64 ends in '=') the "id" is the key.
+    """
+    keys: list[PayloadKey] = []
+    entries = [part.strip() for part in value.split(",") if part.strip()]
+    expected = (f"must be KEY_ID=BASE64 entries separated by commas, each key "
+                f"{PAYLOAD_KEY_BYTES} random bytes in base64")
+    for position, entry in enumerate(entries, start=1):
+        key_id, sep, encoded = (part.strip() for part in entry.partition("="))
+        if not sep or not _KEY_ID.match(key_id):
+            raise SettingsError(name, f"entry {position}: {expected} (the id: letters, digits, "
+                                "'.', '-' or '_', at most 64)")
+        try:
+            secret = base64.b64decode(encoded.replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError):
+            secret = b""
+        if len(secret) != PAYLOAD_KEY_BYTES:
+            raise SettingsError(name, f"entry {position}: {expected}")
+        if any(key.key_id == key_id for key in keys):
+            raise SettingsError(name, f"entry {position}: its key id appears twice")
+        keys.append(PayloadKey(key_id=key_id, secret=secret))
+    if not keys:
+        raise SettingsError(name, expected)
+    return tuple(keys)
+
+
+def _check_codec_token(name: str, value: str) -> str:
+    if len(value) < MIN_CODEC_TOKEN_LENGTH or not _TOKEN.match(value):
+        raise SettingsError(name, f"must be at least {MIN_CODEC_TOKEN_LENGTH} characters "
+                            "without spaces (a random secret)")
+    return value
+
+
+def _parse_origins(name: str, value: str) -> tuple[str, ...]:
+    origins = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise SettingsError(name, "must be origins like https://temporal.example.com "
+                                "(scheme, host and port only) separated by commas "
+                                f"(got {origin!r})")
+    return origins

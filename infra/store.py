@@ -54,15 +54,16 @@ SET name = EXCLUDED.name, kind = EXCLUDED.kind, rules = EXCLUDED.rules,
 _UPSERT_CUSTOMER = """
 INSERT INTO customers (customer_id, name, gender, id_number, birth_date, mobile, email,
                        wechat_openid, postal_address, emergency_contact, preferred_channels,
-                       is_organisation, short_name, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, now())
+                       is_organisation, wecom_userid, short_name, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, now())
 ON CONFLICT (customer_id) DO UPDATE
 SET name = EXCLUDED.name, gender = EXCLUDED.gender, id_number = EXCLUDED.id_number,
     birth_date = EXCLUDED.birth_date, mobile = EXCLUDED.mobile, email = EXCLUDED.email,
     wechat_openid = EXCLUDED.wechat_openid, postal_address = EXCLUDED.postal_address,
     emergency_contact = EXCLUDED.emergency_contact,
     preferred_channels = EXCLUDED.preferred_channels,
-    is_organisation = EXCLUDED.is_organisation, short_name = EXCLUDED.short_name,
+    is_organisation = EXCLUDED.is_organisation, wecom_userid = EXCLUDED.wecom_userid,
+    short_name = EXCLUDED.short_name,
     updated_at = now()
 """
 
@@ -115,6 +116,7 @@ async def save_policy_file(conn: asyncpg.Connection, parsed: PolicyFile) -> None
                     _dump(c.emergency_contact) if c.emergency_contact else None,
                     [ch.value for ch in c.preferred_channels],
                     c.is_organisation,
+                    c.wecom_userid,
                     c.short_name,
                 )
                 for c in parsed.customers.values()
@@ -201,6 +203,7 @@ def _customer(row) -> Customer:
         emergency_contact=_json(row["emergency_contact"]),
         preferred_channels=list(row["preferred_channels"]),
         is_organisation=row["is_organisation"],
+        wecom_userid=row["wecom_userid"],
         short_name=row["short_name"],
     )
 

@@ -9,9 +9,9 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from infra.codec import data_converter, payload_keys
 from infra.settings import Settings
 from workflows import search_attributes
 
@@ -48,7 +48,8 @@ def search_attribute_flags(keys: tuple[SearchAttributeKey, ...] = SEARCH_ATTRIBU
 
 
 async def connect_client(settings: Settings, address: str | None = None) -> Client:
-    """A client on the settings' namespace with the pydantic data converter.
+    """A client on the settings' namespace with the project's data converter (pydantic
+    models, payloads sealed with the settings' keys).
 
     `address` is the embedded or a found `lapse dev` server's when TEMPORAL_ADDRESS is unset.
     """
@@ -68,7 +69,7 @@ async def connect_client(settings: Settings, address: str | None = None) -> Clie
         api_key=api_key.get_secret_value() if api_key is not None else None,
         # None lets an API key switch TLS on by itself.
         tls=tls,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(payload_keys(settings)),
     )
 
 

@@ -23,7 +23,7 @@ class StoredAttachment:
 @dataclass
 class OutboxEntry:
     id: str  # the provider's message id (SM..., CA..., X-Message-Id, msgid)
-    api: str  # sms, voice, email, wechat
+    api: str  # sms, voice, email, wechat, wecom
     to: str
     sender: str
     body: str  # SMS text, the call's spoken script, the e-mail text, WeChat fields as lines
@@ -33,6 +33,8 @@ class OutboxEntry:
     twiml: str | None = None
     attachments: list[StoredAttachment] = field(default_factory=list)
     ref: str | None = None  # the opaque reference from the callback URL or custom args
+    args: dict[str, str] = field(default_factory=dict)  # an e-mail's custom arguments
+    keys: list[tuple[str, str]] = field(default_factory=list)  # a call: key, what it got
     callback_url: str | None = None
     status: str = "accepted"
     error_code: str | None = None
@@ -48,6 +50,7 @@ class OutboxEntry:
         return {"id": self.id, "api": self.api, "to": self.to, "subject": self.subject,
                 "body": self.body, "fields": self.fields, "status": self.status,
                 "error_code": self.error_code, "ref": self.ref, "at": self.at.isoformat(),
+                "keys": [{"key": k, "answer": a} for k, a in self.keys],
                 "attachments": [a.filename for a in self.attachments]}
 
 
@@ -81,7 +84,8 @@ text-align:left;vertical-align:top}.msg{border:1px solid #ccc;border-radius:6px;
 margin:.8em 0}.meta{color:#666;font-size:.9em}.body{white-space:pre-wrap}.failed{color:#b00}
 code{background:#f4f4f4;padding:0 .3em}
 """
-_API_NAMES = {"sms": "SMS", "voice": "Voice call", "email": "E-mail", "wechat": "WeChat"}
+_API_NAMES = {"sms": "SMS", "voice": "Voice call", "email": "E-mail", "wechat": "WeChat",
+              "wecom": "WeCom"}
 _FAILED = {"failed", "undelivered", "bounce", "busy", "no-answer", "refused"}
 
 
@@ -115,7 +119,8 @@ def index_page(outbox: Outbox, policies: dict[str, str]) -> str:
                    f"{rows(by_policy, '/outbox/policy/')}</table>" if policies else "")
     return page("Sandbox outbox", f"<p>{len(outbox.entries)} messages accepted. JSON: "
                 f"<a href='/sandbox/messages'>/sandbox/messages</a>; failure injection: "
-                f"<a href='/sandbox/faults'>/sandbox/faults</a>.</p>{policy_part}"
+                f"<a href='/sandbox/faults'>/sandbox/faults</a>; keys callees press: "
+                f"<a href='/sandbox/callees'>/sandbox/callees</a>.</p>{policy_part}"
                 f"<h2>By recipient</h2><table>{head.format('recipient')}"
                 f"{rows(by_to, '/outbox/to/')}</table>")
 
@@ -134,6 +139,8 @@ def messages_page(title: str, entries: list[OutboxEntry]) -> str:
         for i, a in enumerate(e.attachments):
             extra += (f"<p>Attachment: <a href='/outbox/attachment/{quote(e.id, safe='')}/{i}'>"
                       f"{escape(a.filename)}</a> ({len(a.content):,} bytes)</p>")
+        for key, answer in e.keys:
+            extra += f"<p>Pressed <b>{escape(key)}</b>: {escape(answer)}</p>"
         label = "Script spoken" if e.api == "voice" else "Text"
         history = " → ".join(escape(s) for _, s in e.history)
         parts.append(

@@ -78,6 +78,19 @@ async def sandbox_stack(pool: asyncpg.Pool, signals=None, *, faults: list[sb.Fau
             await close_senders(senders)
 
 
+@asynccontextmanager
+async def sandbox_alone() -> AsyncIterator[sb.Sandbox]:
+    """The sandbox providers on their own on a free port (its `url`), no callback endpoint."""
+    box = sb.Sandbox()
+    async with serve(box.app()) as url:
+        box.url = url
+        try:
+            yield box
+        finally:
+            box.resume_callbacks()
+            await box.settle()
+
+
 async def send_request(pool: asyncpg.Pool, policy_number: str, message: str,
                        channel: Channel, on: date, *, journey_id: str | None = None,
                        key: str | None = None, scope: str = "policyholder") -> SendRequest:

@@ -4,6 +4,7 @@ environments (time-skipping per test, one dev server per session)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import tempfile
@@ -17,16 +18,18 @@ import psutil
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from infra.db import connect_pool, create_database, drop_database, dsn_with_database
 from infra.embedded import BIN_DIR, TEMPORAL_BIN, EmbeddedPostgres
 from infra.migrate import migrate
 from infra.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes
+from tests.codec_helpers import DATA_CONVERTER, TEST_KEY_ENTRY
 
 TEST_SERVER_BIN = BIN_DIR / "temporal-test-server"
 _SERVER_NAMES = {"temporal", "temporal-test-server", "postgres"}
+# `lapse` and `lapse-worker` processes of the tests seal payloads like the tests' clients.
+os.environ["LAPSE_PAYLOAD_KEYS"] = TEST_KEY_ENTRY
 
 
 def _private_dir(prefix: str) -> Path:
@@ -88,7 +91,7 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, one per test (a shared one may stop skipping)."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         test_server_existing_path=str(TEST_SERVER_BIN),
     )
     try:
@@ -103,6 +106,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 async def dev_server() -> AsyncIterator[str]:
     """One Temporal dev server for the session (in memory, no UI); yields its address."""
     env = await WorkflowEnvironment.start_local(
+        data_converter=DATA_CONVERTER,
         dev_server_existing_path=str(TEMPORAL_BIN),
         search_attributes=SEARCH_ATTRIBUTES,
     )
@@ -118,7 +122,7 @@ async def dev_env(dev_server: str) -> WorkflowEnvironment:
 
     Use a fresh task queue and workflow id per test: the server is shared.
     """
-    client = await Client.connect(dev_server, data_converter=pydantic_data_converter)
+    client = await Client.connect(dev_server, data_converter=DATA_CONVERTER)
     return WorkflowEnvironment.from_client(client)
 
 

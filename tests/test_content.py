@@ -19,6 +19,7 @@ from commands.plan import shown_messages
 from domain.calendar import BusinessCalendar
 from domain.content import (
     ContentRuleError,
+    DebitFailureDetail,
     InsurerContact,
     MessageContext,
     MessageKind,
@@ -31,9 +32,10 @@ from domain.content import (
     check_message,
     default_templates,
     render_message,
+    required_context,
 )
 from domain.content.render import TEMPLATE_DIR
-from domain.content.rules import FORBIDDEN_WORDS, KIND_ELEMENTS, sms_length
+from domain.content.rules import FORBIDDEN_WORDS, KIND_ELEMENTS, sms_length, wecom_text
 from domain.models import (
     Channel,
     Customer,
@@ -198,11 +200,15 @@ def for_kind(ctx: MessageContext, kind: MessageKind) -> MessageContext:
         MessageKind.PAYMENT_AFTER_LAPSE: {"paid_amount": Decimal("1234.50"),
                                           "paid_on": date(2026, 11, 3)},
         MessageKind.REINSTATEMENT_APPROVED: {"reinstated_on": date(2027, 1, 5)},
+        MessageKind.BIND_CARD: {"debit_failure": ctx.debit_failure or DebitFailureDetail(
+            failed_at=datetime(2026, 8, 30, 9, 15, tzinfo=TZ), amount=Decimal("1234.50"),
+            reason_code=DebitFailureReason.CARD_EXPIRED, card_last4="6789")},
     }.get(kind, {})
     return ctx.model_copy(update=extra)
 
 
 SPECS = sorted(default_templates().specs.values(), key=lambda s: s.id)
+GROUP_VARIANTS = (Variant.GROUP_EMPLOYER, Variant.GROUP_MEMBER)
 RENDERED: set[tuple[str, Variant]] = set()
 
 
@@ -222,12 +228,14 @@ def test_every_template_for_every_customer(spec, case_name):
         message, violations = check_message(spec.kind, spec.channel, ctx)
     except ContentRuleError as err:
         # Only the refusals by design: no member-facing or short-term wording for this
-        # kind, and no re-enrolment offer for a long-term product.
+        # kind, WeCom only for a group's employer and members, and no re-enrolment offer
+        # for a long-term product (nor a follow-up for a short-term one).
         if err.rule == "not_for_product":
             assert (spec.kind is MessageKind.REENROLMENT_OFFER) is not ctx.short_term
             return
         assert err.rule == "no_variant", err
-        assert ctx.variant in (Variant.GROUP_MEMBER, Variant.SHORT_TERM)
+        assert ctx.variant in (Variant.GROUP_MEMBER, Variant.SHORT_TERM) or (
+            spec.channel is Channel.WECOM and ctx.variant not in GROUP_VARIANTS)
         assert ctx.variant not in spec.variants
         return
     assert violations == [], f"{spec.id} [{case_name}]: {violations}"
@@ -245,6 +253,9 @@ def test_every_template_for_every_customer(spec, case_name):
     if spec.channel is Channel.WECHAT:
         assert message.fields and all(len(v) <= 32 for v in message.fields.values())
         assert message.link
+    if spec.channel is Channel.WECOM:
+        assert message.subject and message.link
+        assert len(wecom_text(message.subject, message.body, message.link).encode()) <= 2048
     if ctx.short_term:
         assert "复效" not in text
 
@@ -254,7 +265,7 @@ def _assert_masked(channel: Channel, kind: MessageKind, case: Case, ctx: Message
     if case.id_number:
         assert case.id_number not in text and case.id_number[:14] not in text
     assert "6222" not in text  # no card number: only its last four exist in our records
-    masked = channel in (Channel.SMS, Channel.WECHAT, Channel.VOICE) or kind in (
+    masked = channel in (Channel.SMS, Channel.WECHAT, Channel.WECOM, Channel.VOICE) or kind in (
         MessageKind.EMERGENCY_CONTACT, MessageKind.PUBLIC_NOTICE)
     if masked:
         assert ctx.policy_number not in text
@@ -295,7 +306,7 @@ def test_failed_debit_says_when_how_much_why_and_how_to_bind_a_card():
     for channel in (Channel.SMS, Channel.EMAIL, Channel.LETTER, Channel.AGENT_CALL):
         body = render("debit_failed", MessageKind.FIRST_REMINDER, channel).body
         assert "2026年9月1日" in body and "¥1,234.50" in body and "余额不足" in body
-        assert "换卡" in body or "新的银行卡" in body
+        assert "换卡" in body or "绑定新卡" in body
     letter = render("debit_failed", MessageKind.FIRST_REMINDER, Channel.LETTER).body
     assert "10:05" in letter and "尾号6789" in letter
     voice = render("debit_failed", MessageKind.FIRST_REMINDER, Channel.VOICE).body
@@ -412,6 +423,21 @@ def test_wechat_is_only_for_important_notices():
     with pytest.raises(ContentRuleError) as err:
         render("standard", MessageKind.FOLLOW_UP, Channel.WECHAT)
     assert err.value.rule == "no_template"
+
+
+def test_wecom_speaks_to_group_members_and_the_employer_only():
+    for kind in MilestoneKind:
+        assert Channel.WECOM in available_channels(kind)
+    member = render("group_member_1", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
+    employer = render("group_employer", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
+    # The member hears about their own cover and whom to ask, never the group's amount.
+    assert "单位" in member.body and EMPLOYER.name in member.body
+    assert CASES["group_employer"].ctx.amount_due is not None
+    assert "¥" not in member.body and member.link == InsurerContact().online_service_url
+    assert "¥" in employer.body and employer.link.startswith(InsurerContact().payment_link_base)
+    with pytest.raises(ContentRuleError) as err:
+        render("standard", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
+    assert err.value.rule == "no_variant"
 
 
 def test_insurer_contact_is_configuration():
@@ -628,6 +654,8 @@ def test_every_template_keeps_every_rule_for_generated_journeys(ctx):
         if (spec.kind is MessageKind.RESCISSION_NOTICE) != (ctx.trigger is
                                                            TriggerKind.RESCISSION):
             continue  # a rescission journey sends its notice and nothing else
+        if required_context(spec.kind, ctx):
+            continue  # not sent in this situation (a bind-card message without a debit)
         try:
             _, violations = check_message(spec.kind, spec.channel, ctx)
         except ContentRuleError as err:

@@ -29,6 +29,7 @@ async def test_demo_runs_three_journeys_to_their_end_and_stops_everything(short_
                                                    COLUMNS="160"), limit=90)
     assert code == 0, err[-3000:]
     assert "Temporal Web UI  http://127.0.0.1:" in out
+    assert "Codec server" in out and "/codec/sign-in with the token in" in out
     assert "demo summary" in out
     for outcome in ("paid 1", "reinstated 1", "rescinded 1"):
         assert outcome in out

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from datetime import timedelta
@@ -32,6 +33,7 @@ from infra.embedded import (
 from infra.migrate import load_migrations
 from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES
+from tests.codec_helpers import DATA_CONVERTER
 from workflows.search_attributes import POLICY_NUMBER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,10 +90,21 @@ async def wait_until_gone(
     return left
 
 
-def http_status(url: str) -> int:
+def http_status(url: str, data: bytes | None = None,
+                headers: dict[str, str] | None = None) -> int:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=10) as response:
-        return response.status
+    try:
+        request = urllib.request.Request(url, data, headers or {})
+        with opener.open(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def ui_settings(ui_url: str) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{ui_url}/api/v1/settings", timeout=10) as response:
+        return json.load(response)
 
 
 async def test_lapse_dev_serves_is_found_and_stops_cleanly(short_tmp):
@@ -100,6 +113,16 @@ async def test_lapse_dev_serves_is_found_and_stops_cleanly(short_tmp):
     try:
         assert addresses["data_dir"] == str(data_dir)
         assert await asyncio.to_thread(http_status, addresses["ui_url"]) == 200
+        # The Web UI asks the codec server, which decodes only for a bearer of the token.
+        codec = addresses["codec_endpoint"]
+        settings = await asyncio.to_thread(ui_settings, addresses["ui_url"])
+        assert settings["Codec"]["Endpoint"] == codec
+        token = (data_dir / "codec-token").read_text().strip()
+        empty = b'{"payloads": []}'
+        json_body = {"Content-Type": "application/json"}
+        assert await asyncio.to_thread(http_status, f"{codec}/decode", empty, json_body) == 401
+        assert await asyncio.to_thread(http_status, f"{codec}/decode", empty, {
+            **json_body, "Authorization": f"Bearer {token}"}) == 200
 
         conn = await asyncpg.connect(addresses["database_url"])
         try:
@@ -107,7 +130,7 @@ async def test_lapse_dev_serves_is_found_and_stops_cleanly(short_tmp):
         finally:
             await conn.close()
 
-        client = await Client.connect(addresses["temporal_address"])
+        client = await Client.connect(addresses["temporal_address"], data_converter=DATA_CONVERTER)
         listed = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace="default")
         )
@@ -137,7 +160,7 @@ async def test_lapse_dev_keeps_workflows_across_restarts_even_after_a_kill(short
     data_dir = short_tmp / "data"
     process, addresses = await start_dev(data_dir)
     try:
-        client = await Client.connect(addresses["temporal_address"])
+        client = await Client.connect(addresses["temporal_address"], data_converter=DATA_CONVERTER)
         # Nobody polls this task queue: the workflow simply stays open.
         await client.start_workflow(
             "PersistenceProbe",
@@ -150,7 +173,7 @@ async def test_lapse_dev_keeps_workflows_across_restarts_even_after_a_kill(short
 
     process, addresses = await start_dev(data_dir)
     try:
-        client = await Client.connect(addresses["temporal_address"])
+        client = await Client.connect(addresses["temporal_address"], data_converter=DATA_CONVERTER)
         described = await client.get_workflow_handle("probe-1").describe()
         assert described.status == WorkflowExecutionStatus.RUNNING
         assert described.typed_search_attributes.get(POLICY_NUMBER) == "P-1"

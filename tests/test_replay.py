@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from tests.codec_helpers import DATA_CONVERTER
 from tests.journey_helpers import HISTORIES
 from workflows.policy_lapse import PolicyLapseWorkflow
 
@@ -28,5 +28,5 @@ def test_a_history_is_recorded_for_every_journey_kind():
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
 async def test_history_replays(path):
     history = WorkflowHistory.from_json(f"lapse-{path.stem}", path.read_text(encoding="utf-8"))
-    replayer = Replayer(workflows=[PolicyLapseWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[PolicyLapseWorkflow], data_converter=DATA_CONVERTER)
     await replayer.replay_workflow(history)

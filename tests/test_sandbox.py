@@ -19,16 +19,13 @@ from activities.channels import Attachment, Outgoing, TransientSendError
 from activities.letters import render_letter_pdf
 from activities.sendgrid_sender import SendGridEmail
 from domain.models import Channel
-from web import serve
+from tests.channel_helpers import sandbox_alone
 
 
 @pytest.fixture
 async def box():
-    sandbox = sb.Sandbox()
-    async with serve(sandbox.app()) as url:
-        sandbox.url = url
+    async with sandbox_alone() as sandbox:
         yield sandbox
-        await sandbox.settle()
 
 
 def twilio(url: str, token: str = sb.TWILIO_AUTH_TOKEN) -> Client:

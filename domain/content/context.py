@@ -48,6 +48,7 @@ class MessageKind(StrEnum):
     REINSTATEMENT_REFUSED = "reinstatement_refused"
     EMERGENCY_CONTACT = "emergency_contact"
     PUBLIC_NOTICE = "public_notice"
+    BIND_CARD = "bind_card"  # the monthly campaign to customers whose debits keep failing
 
 
 class Role(StrEnum):

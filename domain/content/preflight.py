@@ -37,7 +37,12 @@ from domain.content.naming import (
     spoken_form,
     spoken_product_name,
 )
-from domain.content.render import TemplateSet, check_message, default_templates
+from domain.content.render import (
+    TemplateSet,
+    check_message,
+    default_templates,
+    required_context,
+)
 from domain.content.rules import ContentRuleError, sms_length
 from domain.models import (
     Channel,
@@ -147,12 +152,15 @@ def _contexts(product: Product, insurer: InsurerContact, amount: Decimal
 
 
 def _kinds_for(ctx: MessageContext) -> Iterable[MessageKind]:
+    """The messages this reader can get in this situation (not a bind-a-new-card message
+    without a failed debit, for one)."""
     if ctx.recipient.role is Role.EMERGENCY_CONTACT:
         return [MessageKind.EMERGENCY_CONTACT]
     if ctx.trigger is TriggerKind.RESCISSION:
         return [MessageKind.RESCISSION_NOTICE]
     return [k for k in MessageKind if k not in (MessageKind.EMERGENCY_CONTACT,
-                                                MessageKind.RESCISSION_NOTICE)]
+                                                MessageKind.RESCISSION_NOTICE)
+            and not required_context(k, ctx)]
 
 
 def message_problems(product: Product, insurer: InsurerContact | None = None,

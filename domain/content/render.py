@@ -295,6 +295,7 @@ _NEEDS: dict[MessageKind, tuple[str, ...]] = {
     MessageKind.PAYMENT_AFTER_LAPSE: ("paid_amount", "lapses_on"),
     MessageKind.REINSTATEMENT_APPROVED: ("reinstated_on",),
     MessageKind.REINSTATEMENT_REFUSED: ("lapses_on",),
+    MessageKind.BIND_CARD: ("debit_failure",),
 }
 """Context fields a kind cannot be rendered without."""
 _NEEDS_WHEN_REINSTATABLE = frozenset({MessageKind.LAPSE_NOTICE, MessageKind.PAYMENT_AFTER_LAPSE})
@@ -346,6 +347,19 @@ def _paragraphs(text: str) -> str:
     return _space_after_links(re.sub(r"\n{3,}", "\n\n", "\n".join(lines)))
 
 
+def _link(kind: MessageKind, channel: Channel, variant: Variant, view: dict[str, Any],
+          ctx: MessageContext) -> str | None:
+    """Where a WeChat or WeCom message opens: the payment page (where a card is bound too)
+    for a first reminder (on WeCom only for the employer, who pays) and the bind-a-new-card
+    message, else the online service."""
+    if channel not in (Channel.WECHAT, Channel.WECOM):
+        return None
+    payer = channel is Channel.WECHAT or variant is not Variant.GROUP_MEMBER
+    if kind is MessageKind.BIND_CARD or (kind is MessageKind.FIRST_REMINDER and payer):
+        return view["pay_link"]
+    return ctx.insurer.online_service_url
+
+
 def _compose(kind: MessageKind, channel: Channel, ctx: MessageContext, templates: TemplateSet
              ) -> tuple[RenderedMessage, TemplateSpec, dict[str, Any], dict[str, str]]:
     spec = templates.spec(kind, channel)
@@ -381,8 +395,7 @@ def _compose(kind: MessageKind, channel: Channel, ctx: MessageContext, templates
     message = RenderedMessage(
         template_id=spec.id, template_version=spec.version, kind=kind, channel=channel,
         variant=variant, subject=subject, body=body, fields=fields,
-        link=(view["pay_link"] if kind is MessageKind.FIRST_REMINDER
-              else ctx.insurer.online_service_url) if channel is Channel.WECHAT else None,
+        link=_link(kind, channel, variant, view, ctx),
         segments=rules.sms_segments(body) if channel is Channel.SMS else None)
     return message, spec, view, elements
 
@@ -412,6 +425,8 @@ def _violations(message: RenderedMessage, spec: TemplateSpec, ctx: MessageContex
             view["name"], view["holder"]] if not ctx.recipient.is_organisation else [])
     if message.fields is not None:
         found += rules.check_wechat_fields(message.fields)
+    if channel is Channel.WECOM:
+        found += rules.check_wecom_length(message.subject, message.body, message.link)
     amounts = [view["amount"], view["paid_amount"]]
     if kind is MessageKind.EMERGENCY_CONTACT:
         policy = [ctx.policy_number, mask_policy_number(ctx.policy_number),

@@ -35,7 +35,7 @@ class ContentRuleError(ValueError):
 
 # --- channels ----------------------------------------------------------------------------
 
-MASKED_CHANNELS = frozenset({Channel.SMS, Channel.WECHAT, Channel.VOICE})
+MASKED_CHANNELS = frozenset({Channel.SMS, Channel.WECHAT, Channel.WECOM, Channel.VOICE})
 """Short channels: policy number masked, names as surname plus honorific (section 4)."""
 WRITTEN_LONG = frozenset({Channel.EMAIL, Channel.LETTER, Channel.AGENT_CALL})
 ALWAYS_MASKED_KINDS = frozenset({MessageKind.EMERGENCY_CONTACT, MessageKind.PUBLIC_NOTICE})
@@ -242,6 +242,24 @@ def check_public_notice(text: str, private_values: Iterable[str]) -> list[Violat
     return []
 
 
+# --- WeCom -------------------------------------------------------------------------------
+
+WECOM_TEXT_BYTES = 2048  # a WeCom text message's content, UTF-8
+
+
+def wecom_text(title: str | None, body: str, link: str | None) -> str:
+    """What a WeCom text message shows: the title, the text and the link, a blank line
+    apart (a message too long for a textcard goes as this)."""
+    return "\n\n".join(filter(None, (title, body, link)))
+
+
+def check_wecom_length(title: str | None, body: str, link: str | None) -> list[Violation]:
+    size = len(wecom_text(title, body, link).encode())
+    if size > WECOM_TEXT_BYTES:
+        return [Violation(rule="wecom_length", detail=f"{size} bytes > {WECOM_TEXT_BYTES}")]
+    return []
+
+
 def check_rendered(text: str) -> list[Violation]:
     """Catch values that did not render (an absent optional printed as None)."""
     leftovers = [t for t in ("None", "{{", "}}", "{%", "%}") if t in text]
@@ -274,6 +292,8 @@ KIND_ELEMENTS: dict[MessageKind, frozenset[str]] = {
     _K.REINSTATEMENT_REFUSED: _CORE,
     _K.EMERGENCY_CONTACT: frozenset({"holder", "next_step", "contact"}),
     _K.PUBLIC_NOTICE: frozenset({"policy", "name", "next_step", "contact"}),
+    _K.BIND_CARD: frozenset({"policy", "product", "name", "debit_failure", "bind_card",
+                             "next_step", "contact"}),
 }
 """The floor for each kind (section 2 table and section 4); a template's manifest may add."""
 
