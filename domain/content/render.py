@@ -212,7 +212,9 @@ def build_view(kind: MessageKind, channel: Channel, ctx: MessageContext,
     day: Callable[[date], str] = speak_date if spoken else format_date
     money: Callable[[Decimal], str] = speak_amount if spoken else format_amount
     count: Callable[[int], str] = speak_count if spoken else str
+    # Chat-sized channels carry the short name, a voice the spoken one, paper the full one.
     product = {Channel.SMS: ctx.product_short_name, Channel.WECHAT: ctx.product_short_name,
+               Channel.WECOM: ctx.product_short_name,
                Channel.VOICE: ctx.product_spoken_name}.get(channel, ctx.product_name)
     insurer = ctx.insurer
     debit = None
