@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -12,7 +11,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.channels import (
-    Attachment,
     Outgoing,
     PermanentSendError,
     Sender,
@@ -20,8 +18,9 @@ from activities.channels import (
     UncertainSendError,
 )
 from activities.content import render_for
-from activities.letters import render_letter_pdf
+from activities.letters import letter_attachment
 from domain.calendar import BusinessCalendar
+from domain.content.formats import format_postal_address
 from domain.content.masking import full_name
 from domain.content.rules import ContentRuleError
 from domain.evidence import Anchored
@@ -48,8 +47,6 @@ from infra.deliveries import mark_unknown, provider_ref
 # Statuses after which a provider has (or may have) the message: never send it again.
 _ACCEPTED = ("sent", "delivered", "unknown")
 _REFUSED = ("failed", "bounced")
-# Formal notices whose e-mail carries the letter as a PDF.
-_LETTER_ATTACHED = ("lapse_notice", "rescission_notice")
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ def _address(recipient: Recipient, channel: Channel) -> str | None:
         return c.wechat_openid
     if channel is Channel.LETTER and c.postal_address:
         a = c.postal_address
-        return f"{a.postcode} {a.province}{a.city}{a.district}{a.street}"
+        return format_postal_address(a.province, a.city, a.district, a.street, a.postcode)
     if channel is Channel.AGENT_CALL:
         return c.mobile
     return None
@@ -198,7 +195,8 @@ class JourneyActivities:
                     # A template that breaks a rule will not mend itself on a retry.
                     raise ApplicationError(str(err), type="ContentRuleError",
                                            non_retryable=True) from None
-                attachment = await self._letter_attachment(req, bundle, r)
+                attachment = await letter_attachment(req, bundle, r.customer, r.role,
+                                                     provider_ref(nid))
                 ready = getattr(sender, "ready", None)
                 if ready is not None:
                     await ready()  # the rate limit, before anything says 'sending'
@@ -233,21 +231,6 @@ class JourneyActivities:
                 sent += 1
         return SendOutcome(channel=req.channel, sent=sent, failed=failed,
                            first_notification_id=first_id)
-
-    @staticmethod
-    async def _letter_attachment(req: SendRequest, bundle, r: Recipient) -> Attachment | None:
-        """The formal letter of a lapse or rescission notice, as a PDF for its e-mail."""
-        if req.channel is not Channel.EMAIL or req.message not in _LETTER_ATTACHED:
-            return None
-        try:
-            letter = render_for(req.model_copy(update={"channel": Channel.LETTER}), bundle,
-                                r.customer, r.role)
-        except ContentRuleError as err:
-            raise ApplicationError(str(err), type="ContentRuleError",
-                                   non_retryable=True) from None
-        # Typesetting is CPU work: off the event loop that runs the other activities.
-        pdf = await asyncio.to_thread(render_letter_pdf, letter.subject or "", letter.body)
-        return Attachment(filename=f"{letter.subject or req.message}.pdf", content=pdf.content)
 
     async def _record(self, conn, nid: str, req: SendRequest, r: Recipient, rendered,
                       status: str, error: str | None) -> None:

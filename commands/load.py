@@ -6,7 +6,9 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from activities.content import insurer_settings
 from commands.common import UserError, command, database
+from domain.plan import CompanyRules
 from domain.policy_file import PolicyFileError, parse_policy_file
 from infra import store
 
@@ -28,7 +30,9 @@ async def load_file(pool, path: Path):
     lines = text.splitlines()
     async with pool.acquire() as conn:
         products, customers = await store.known_codes(conn)
-        parsed = parse_policy_file(lines, str(path), products, customers)
+        # Checked against the company settings every message is written with.
+        parsed = parse_policy_file(lines, str(path), products, customers,
+                                   insurer=insurer_settings(), company=CompanyRules())
         await store.save_policy_file(conn, parsed)
     return parsed
 

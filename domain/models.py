@@ -87,6 +87,19 @@ class PaymentMethodKind(StrEnum):
     MANUAL = "manual"
 
 
+class PaymentPeriod(StrEnum):
+    """How often a premium falls due."""
+
+    ANNUAL = "annual"
+    SEMI_ANNUAL = "semi_annual"
+    QUARTERLY = "quarterly"
+    MONTHLY = "monthly"
+
+    @property
+    def months(self) -> int:
+        return {"annual": 12, "semi_annual": 6, "quarterly": 3, "monthly": 1}[self.value]
+
+
 class DebitFailureReason(StrEnum):
     INSUFFICIENT_BALANCE = "insufficient_balance"
     CARD_EXPIRED = "card_expired"
@@ -217,6 +230,8 @@ class ProductRules(Model):
     sms_segment_budget: int = Field(3, ge=1, le=7)
     elderly_age: int = Field(65, ge=50, le=120)
     send_time: time = time(10, 0)
+    # How often premiums fall due (a policy may set its own): reinstatement owes each one.
+    payment_period: PaymentPeriod = PaymentPeriod.ANNUAL
     channel_rules: list[ChannelRule] = Field(default_factory=_default_channel_rules)
     fallback_order: dict[Segment, list[Channel]] = Field(default_factory=_default_fallbacks)
 
@@ -247,11 +262,27 @@ class ProductRules(Model):
         return list(self.fallback_order.get(segment) or self.fallback_order[Segment.STANDARD])
 
 
+# A spoken form is what a voice says: Chinese characters and pauses, nothing to spell out.
+_SPOKEN = re.compile(r"^[\u3007\u3400-\u9fff\uf900-\ufaff，、·]{2,40}$")
+
+
+def _spoken(value: str) -> str:
+    if not _SPOKEN.match(value):
+        raise ValueError("must be 2-40 Chinese characters (digits, Latin letters and "
+                         "brackets written out as they are said)")
+    return value
+
+
 class Product(Model):
     record: Literal["product"] = "product"
     code: Code
     name: str = Field(min_length=1, max_length=60)
     kind: ProductKind
+    # The name in SMS and WeChat (derived from `name` when absent) and the name a voice
+    # says (derived when absent): see domain/content/naming.py.
+    short_name: str | None = Field(None, min_length=2, max_length=12,
+                                   pattern=r"^[^\s（）()【】\[\]]+$")
+    spoken_name: Annotated[str, AfterValidator(_spoken)] | None = None
     rules: ProductRules = Field(default_factory=ProductRules)
 
     @model_validator(mode="after")
@@ -295,6 +326,8 @@ class Customer(Model):
     emergency_contact: EmergencyContact | None = None
     preferred_channels: list[Channel] = Field(default_factory=list)
     is_organisation: bool = False
+    # An organisation's abbreviated name (简称) for SMS, WeChat and voice.
+    short_name: str | None = Field(None, min_length=2, max_length=12)
 
     @field_validator("birth_date")
     @classmethod
@@ -302,6 +335,13 @@ class Customer(Model):
         if v.year < 1900:
             raise ValueError("is before 1900")
         return v
+
+    @model_validator(mode="after")
+    def _short_name_for_organisations(self) -> Customer:
+        if self.short_name and not self.is_organisation:
+            raise ValueError("short_name is for organisations; a person is addressed by "
+                             "surname and honorific")
+        return self
 
     def age_on(self, day: date) -> int:
         years = day.year - self.birth_date.year
@@ -369,6 +409,8 @@ class Policy(Model):
     status: PolicyStatus = PolicyStatus.IN_FORCE
     payment_method: PaymentMethod
     dues: list[PremiumDue] = Field(default_factory=list)
+    # Overrides the product's payment period for this policy.
+    payment_period: PaymentPeriod | None = None
     debit_attempts: list[DebitAttempt] = Field(default_factory=list)
     rescission: Rescission | None = None
 

@@ -44,16 +44,18 @@ def _dump(model) -> str:
 # --- writing the policy file --------------------------------------------------------------
 
 _UPSERT_PRODUCT = """
-INSERT INTO products (code, name, kind, rules, updated_at) VALUES ($1, $2, $3, $4::jsonb, now())
+INSERT INTO products (code, name, kind, rules, short_name, spoken_name, updated_at)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6, now())
 ON CONFLICT (code) DO UPDATE
-SET name = EXCLUDED.name, kind = EXCLUDED.kind, rules = EXCLUDED.rules, updated_at = now()
+SET name = EXCLUDED.name, kind = EXCLUDED.kind, rules = EXCLUDED.rules,
+    short_name = EXCLUDED.short_name, spoken_name = EXCLUDED.spoken_name, updated_at = now()
 """
 
 _UPSERT_CUSTOMER = """
 INSERT INTO customers (customer_id, name, gender, id_number, birth_date, mobile, email,
                        wechat_openid, postal_address, emergency_contact, preferred_channels,
-                       is_organisation, wecom_userid, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, now())
+                       is_organisation, wecom_userid, short_name, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14, now())
 ON CONFLICT (customer_id) DO UPDATE
 SET name = EXCLUDED.name, gender = EXCLUDED.gender, id_number = EXCLUDED.id_number,
     birth_date = EXCLUDED.birth_date, mobile = EXCLUDED.mobile, email = EXCLUDED.email,
@@ -61,19 +63,21 @@ SET name = EXCLUDED.name, gender = EXCLUDED.gender, id_number = EXCLUDED.id_numb
     emergency_contact = EXCLUDED.emergency_contact,
     preferred_channels = EXCLUDED.preferred_channels,
     is_organisation = EXCLUDED.is_organisation, wecom_userid = EXCLUDED.wecom_userid,
+    short_name = EXCLUDED.short_name,
     updated_at = now()
 """
 
 _UPSERT_POLICY = """
 INSERT INTO policies (policy_number, product_code, policyholder_id, effective_date, premium,
-                      currency, due_date, status, payment_method, rescission, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, now())
+                      currency, due_date, status, payment_method, rescission, payment_period,
+                      updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, now())
 ON CONFLICT (policy_number) DO UPDATE
 SET product_code = EXCLUDED.product_code, policyholder_id = EXCLUDED.policyholder_id,
     effective_date = EXCLUDED.effective_date, premium = EXCLUDED.premium,
     currency = EXCLUDED.currency, due_date = EXCLUDED.due_date, status = EXCLUDED.status,
     payment_method = EXCLUDED.payment_method, rescission = EXCLUDED.rescission,
-    updated_at = now()
+    payment_period = EXCLUDED.payment_period, updated_at = now()
 """
 
 
@@ -93,7 +97,8 @@ async def save_policy_file(conn: asyncpg.Connection, parsed: PolicyFile) -> None
     async with conn.transaction():
         await conn.executemany(
             _UPSERT_PRODUCT,
-            [(p.code, p.name, p.kind.value, _dump(p.rules)) for p in parsed.products.values()],
+            [(p.code, p.name, p.kind.value, _dump(p.rules), p.short_name, p.spoken_name)
+             for p in parsed.products.values()],
         )
         await conn.executemany(
             _UPSERT_CUSTOMER,
@@ -112,6 +117,7 @@ async def save_policy_file(conn: asyncpg.Connection, parsed: PolicyFile) -> None
                     [ch.value for ch in c.preferred_channels],
                     c.is_organisation,
                     c.wecom_userid,
+                    c.short_name,
                 )
                 for c in parsed.customers.values()
             ],
@@ -129,6 +135,7 @@ async def save_policy_file(conn: asyncpg.Connection, parsed: PolicyFile) -> None
                 p.status.value,
                 _dump(p.payment_method),
                 _dump(p.rescission) if p.rescission else None,
+                p.payment_period.value if p.payment_period else None,
             )
             await conn.execute(
                 "DELETE FROM policy_insured WHERE policy_number = $1", p.policy_number
@@ -177,6 +184,8 @@ def _product(row) -> Product:
         name=row["name"],
         kind=row["kind"],
         rules=ProductRules.model_validate(_json(row["rules"])),
+        short_name=row["short_name"],
+        spoken_name=row["spoken_name"],
     )
 
 
@@ -195,6 +204,7 @@ def _customer(row) -> Customer:
         preferred_channels=list(row["preferred_channels"]),
         is_organisation=row["is_organisation"],
         wecom_userid=row["wecom_userid"],
+        short_name=row["short_name"],
     )
 
 
@@ -248,6 +258,7 @@ async def load_policy(
         rescission=Rescission.model_validate(_json(row["rescission"]))
         if row["rescission"]
         else None,
+        payment_period=row["payment_period"],
     )
     wanted = [policy.policyholder_id, *insured_ids, *(member_ids if with_members else [])]
     people = await load_customers(conn, wanted)

@@ -12,6 +12,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from domain.content.formats import format_postal_address
 from domain.journey import (
     ContactUpdated,
     DebitFailedSignal,
@@ -160,11 +161,11 @@ async def test_lapsed_then_reinstated(time_skipping_env, sample):
         await time_skipping_env.sleep(timedelta(hours=1))
         status = await handle.query(PolicyLapseWorkflow.status)
         assert (lapsed.stage, status.stage) == (Stage.LAPSED, Stage.REINSTATING)
-        # Applied on 2027-01-21, a day after the lapse:
-        # ¥3,600 x 5.5% x 1 day / 365 = ¥0.54; the deadline is two years after the lapse.
-        assert status.reinstatement.days == 1
-        assert status.reinstatement.interest == Decimal("0.54")
-        assert status.reinstatement.total == Decimal("3600.54")
+        # Applied on 2027-01-21, 62 days after the premium fell due on 2026-11-20:
+        # ¥3,600 x 5.5% x 62 days / 365 = ¥33.63; the deadline is two years after the lapse.
+        assert status.reinstatement.days == 62
+        assert status.reinstatement.interest == Decimal("33.63")
+        assert status.reinstatement.total == Decimal("3633.63")
         assert str(status.reinstatement.deadline) == "2029-01-20"
         await handle.signal(PolicyLapseWorkflow.reinstatement_decided, ReinstatementDecided(
             application_id="R-1", approved=True, decided_at=at("2027-01-21 15:00")))
@@ -184,7 +185,7 @@ async def test_no_interest_when_the_lapse_was_the_insurers_fault(time_skipping_e
             application_id="R-3", applied_at=at("2027-01-21 09:00")))
         await time_skipping_env.sleep(timedelta(hours=1))
         status = await handle.query(PolicyLapseWorkflow.status)
-        assert status.reinstatement.days == 1
+        assert status.reinstatement.days == 62
         await handle.terminate("test done")
     assert status.reinstatement.interest == Decimal("0.00")
     assert status.reinstatement.total == Decimal("3600.00")
@@ -288,7 +289,8 @@ async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sam
                                      "(SELECT policyholder_id FROM policies "
                                      " WHERE policy_number = $1)", policy)
     a = customer["postal_address"]
-    letter = f"{a['postcode']} {a['province']}{a['city']}{a['district']}{a['street']}"
+    letter = format_postal_address(a["province"], a["city"], a["district"], a["street"],
+                                   a["postcode"])
     sender = ProviderDouble(permanent={customer["mobile"], customer["email"],
                                        customer["wechat_openid"], letter})
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:

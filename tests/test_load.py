@@ -20,8 +20,10 @@ from tests.journey_helpers import SAMPLE
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lapse(*args: str, db_url: str, data_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": db_url, "LAPSE_DATA_DIR": str(data_dir)}
+def lapse(*args: str, db_url: str, data_dir: Path,
+          settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": db_url, "LAPSE_DATA_DIR": str(data_dir),
+           **(settings or {})}
     return subprocess.run([sys.executable, str(ROOT / "starter.py"), *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -183,3 +185,93 @@ async def test_plan_messages_for_every_sample_policy_break_no_rule(db_url, short
     assert "!!" not in done.stdout  # the preview marks every broken content rule with !!
     # Masked in short channels, full in the formal letter.
     assert "尾号0001" in done.stdout and "保单号：P2026000001" in done.stdout
+
+
+# --- messages that cannot be rendered are refused at load, never at send ---------------------
+
+PRODUCT = {"record": "product", "code": "LT-NEW", "name": "安泰鑫享终身寿险",
+           "kind": "long_term"}
+
+
+def load_lines(*records: dict) -> list[str]:
+    return [json.dumps(r, ensure_ascii=False) for r in records]
+
+
+def refusal(*records: dict, **kwargs) -> str:
+    with pytest.raises(PolicyFileError) as err:
+        parse_policy_file(load_lines(*records), "f.jsonl", **kwargs)
+    return str(err.value)
+
+
+def test_a_long_product_name_gets_a_short_name_or_is_refused():
+    # 安泰鑫享2026版终身寿险(A款): the derived short name drops the version and bracket.
+    ok = parse_policy_file(load_lines({**PRODUCT, "name": "安泰鑫享2026版终身寿险(A款)"}))
+    assert ok.products["LT-NEW"].short_name is None  # derived when rendered
+    long_name = "安泰" + "鑫享福禄寿康宁" * 8  # 58 characters, no way to shorten it
+    text = refusal({**PRODUCT, "name": long_name})
+    assert "line 1: product LT-NEW: short_name breaks short_name_too_long" in text
+    assert long_name not in text  # the rule is named, never the value
+    assert parse_policy_file(load_lines({**PRODUCT, "name": long_name, "short_name": "鑫享终身"}))
+
+
+def test_a_product_whose_sms_cannot_fit_its_budget_is_refused_naming_the_rule():
+    text = refusal({**PRODUCT, "rules": {"sms_segment_budget": 2}})
+    assert "product LT-NEW: first_reminder.sms breaks sms_over_budget" in text
+    assert "nothing was loaded" in text
+
+
+def test_an_unspeakable_spoken_name_is_refused():
+    text = refusal({**PRODUCT, "spoken_name": "安泰2026版"})
+    assert "line 1 field spoken_name" in text and "Chinese characters" in text
+
+
+def test_a_send_time_outside_a_channel_window_is_refused_in_one_line():
+    text = refusal({**PRODUCT, "rules": {"send_time": "21:30"}})
+    [line] = [line for line in text.splitlines() if "send_time" in line]
+    assert line.strip() == (
+        "line 1: product LT-NEW: rules.send_time breaks outside_send_window (21:30 is "
+        "outside the window of agent_call 09:00-21:00, email 08:00-21:00, letter "
+        "08:00-21:00, sms 08:00-21:00, voice 09:00-21:00, wechat 08:00-21:00)")
+    # Before the call window opens, the second reminder would move later: refused too.
+    assert "voice 09:00-21:00)" in refusal({**PRODUCT, "rules": {"send_time": "08:30"}})
+
+
+def test_an_organisation_without_a_short_enough_name_is_refused():
+    org = {"record": "customer", "customer_id": "G9", "name": "上海浦东星河联合科技发展有限公司",
+           "birth_date": "2001-01-01", "is_organisation": True}
+    text = refusal(org)
+    assert "line 1 field name: customer G9: name_too_long" in text
+    assert "星河" not in text
+    assert parse_policy_file(load_lines({**org, "short_name": "星河科技"}))
+
+
+def test_insurer_settings_that_break_a_rule_are_refused():
+    from domain.content import InsurerContact
+    from domain.content.preflight import insurer_problems
+    assert insurer_problems(InsurerContact()) == []  # what load trusts without checking
+    loud = InsurerContact(branch_address="上海市上海市浦东新区世纪大道100号")
+    text = refusal(PRODUCT, insurer=loud)
+    assert "company settings field insurer:" in text and "repeated_place" in text
+
+
+async def test_lapse_load_refuses_a_bad_insurer_file_in_one_line(db_url, short_tmp, tmp_path):
+    settings = tmp_path / "insurer.json"
+    settings.write_text(json.dumps({"hotline": "call us"}), encoding="utf-8")
+    done = lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp,
+                 settings={"LAPSE_INSURER_FILE": str(settings)})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"lapse load: LAPSE_INSURER_FILE: {settings} field hotline: String should match "
+        "pattern '^\\d{3,4}(-\\d{3,4}){1,2}$|^\\d{5}$'"]
+
+
+async def test_lapse_plan_messages_of_a_failed_debit_show_the_debit(db_url, short_tmp):
+    assert lapse("load", str(SAMPLE), db_url=db_url, data_dir=short_tmp).returncode == 0
+    done = lapse("plan", "P2026000002", "--messages", "--as-of", "2026-11-16", db_url=db_url,
+                 data_dir=short_tmp)
+    assert done.returncode == 0, done.stderr
+    lapse_notice = done.stdout.split("== lapse_notice")[1].split("== follow_up_1")[0]
+    assert "variant debit_failed" in lapse_notice and "!!" not in done.stdout
+    assert "因2026年11月15日扣款¥5,280.00未成功（余额不足）" in lapse_notice
+    follow_up = done.stdout.split("== follow_up_3")[1]
+    assert "已于2027年1月15日失效" in follow_up and "合计¥" in follow_up  # the care e-mail

@@ -204,7 +204,10 @@ def test_forbidden_words():
 def test_speakable():
     assert check_speakable("请拨打四零零，八零零，幺二三四") == []
     found = {v.detail for v in check_speakable("请访问https://a.cn 或拨打400，¥12")}
-    assert found == {"URL", "digits not read out", "symbol"}
+    assert found == {"URL", "digits not read out", "symbol", "Latin letters not read out"}
+    assert {v.detail for v in check_speakable("安泰鑫享A款")} == {"Latin letters not read out"}
+    # A person's name is said as it is written, even in Latin letters.
+    assert check_speakable("尊敬的Smith先生", names=["Smith先生"]) == []
 
 
 def test_wechat_field_types():

@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.models import CURRENCY, Channel, MilestoneKind, Segment, TriggerKind
     from domain.plan import TZ, PlannedMilestone
-    from domain.reinstatement import ReinstatementQuote, reinstatement_quote
+    from domain.reinstatement import Due, ReinstatementQuote, journey_quote
 
 # Activities that talk to the database: retried quickly, forever within their timeout.
 DB_CALL = {"start_to_close_timeout": timedelta(seconds=30),
@@ -655,12 +655,14 @@ class PolicyLapseWorkflow:
                 or plan.lapses_on is None or plan.reinstatement_deadline is None
                 or today > plan.reinstatement_deadline):
             return None
-        # Back premium: what was due and is still unpaid (a payment after lapse counts).
-        back = max(Decimal("0"), self._input.trigger.amount_due - s.amount_paid)
-        return reinstatement_quote(back_premium=back, rate=s.prep.interest_rate,
-                                   lapsed_on=plan.lapses_on, on=today,
-                                   insurer_fault=self._input.trigger.insurer_fault,
-                                   deadline=plan.reinstatement_deadline)
+        # Every premium unpaid today, each with interest from its own due date (a payment
+        # after lapse counts). The journey knows the trigger's due; no schedule yet.
+        trigger = self._input.trigger
+        due = Due(due_date=trigger.due_date, amount=trigger.amount_due)
+        return journey_quote(open_dues=[due], schedule=None, paid=s.amount_paid,
+                             rate=s.prep.interest_rate, on=today,
+                             insurer_fault=trigger.insurer_fault,
+                             deadline=plan.reinstatement_deadline)
 
     def _status(self) -> JourneyStatus:
         s = self._s

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from domain.models import Model
+
+# Characters of the opaque token at the end of a payment link (base32: 80 bits).
+PAYMENT_TOKEN_LENGTH = 16
 
 
 class InsurerContact(Model):
@@ -18,6 +23,10 @@ class InsurerContact(Model):
     # Said instead of the URL on the phone, where an address cannot be spoken.
     online_service_spoken: str = "安泰人寿微信公众号、官方网站"
     branch_address: str = "上海市浦东新区世纪大道100号安泰大厦一楼客户服务中心"
-    branch_hours: str = "周一至周五9:00-17:00（法定节假日除外）"
+    branch_hours: str = "周一至周五9:00-17:00，法定节假日除外"
     payment_link_base: str = Field("https://pay.example-insurer.cn/p/", pattern=r"^https://\S+/$")
     sms_signature: str = Field("【安泰人寿】", pattern=r"^【[^】]{2,12}】$")
+    # The letterhead logo and the company seal on formal letters (PNG or JPEG files);
+    # unset: the sample insurer's, shipped with the letters.
+    logo: Path | None = None
+    seal: Path | None = None

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from domain.content.config import InsurerContact
 from domain.content.masking import gender_from_id_number
+from domain.content.naming import short_product_name, spoken_product_name
 from domain.models import (
     Currency,
     Customer,
@@ -77,6 +78,7 @@ class Party(Model):
     name: str = Field(min_length=1, max_length=60)
     gender: Gender | None = None
     is_organisation: bool = False
+    short_name: str | None = Field(None, max_length=12)  # an organisation's, for short channels
 
 
 class Recipient(Party):
@@ -96,6 +98,8 @@ class MessageContext(Model):
 
     policy_number: PolicyNumber
     product_name: str = Field(min_length=1, max_length=60)
+    product_short_name: str = Field(min_length=1, max_length=60)  # SMS and WeChat
+    product_spoken_name: str = Field(min_length=1, max_length=120)  # voice
     product_kind: ProductKind
     trigger: TriggerKind
     recipient: Recipient
@@ -161,7 +165,8 @@ def _party(person: Customer | EmergencyContact) -> Party:
     gender = person.gender
     if gender is None and person.id_number and not person.is_organisation:
         gender = gender_from_id_number(person.id_number)
-    return Party(name=person.name, gender=gender, is_organisation=person.is_organisation)
+    return Party(name=person.name, gender=gender, is_organisation=person.is_organisation,
+                 short_name=person.short_name)
 
 
 def build_context(
@@ -203,6 +208,8 @@ def build_context(
     return MessageContext(
         policy_number=policy.policy_number,
         product_name=product.name,
+        product_short_name=short_product_name(product),
+        product_spoken_name=spoken_product_name(product),
         product_kind=product.kind,
         trigger=trigger.kind,
         recipient=Recipient(**_party(recipient).model_dump(), role=role),

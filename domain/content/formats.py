@@ -32,6 +32,21 @@ def format_amount(amount: Decimal) -> str:
     return f"¥{amount.quantize(_CENT, ROUND_HALF_UP):,.2f}"
 
 
+def format_postal_address(province: str, city: str, district: str, street: str,
+                          postcode: str) -> str:
+    """100022 北京市朝阳区建国路1号: a municipality (北京市 as province and city) once, and
+    no part the next one already starts with."""
+    parts: list[str] = []
+    for part in (province, city, district, street):
+        part = part.strip()
+        if part and not (parts and (part == parts[-1] or parts[-1].endswith(part))):
+            if parts and part.startswith(parts[-1]):
+                parts[-1] = part  # 朝阳区 then 朝阳区建国路1号: keep the longer
+            else:
+                parts.append(part)
+    return f"{postcode} {''.join(parts)}"
+
+
 def format_rate(rate: Decimal) -> str:
     """0.055 -> 5.5%"""
     percent = (rate * 100).normalize()

@@ -29,7 +29,9 @@ from domain.content.formats import (
     speak_digits,
     speak_rate,
 )
+from domain.content.glossary import words
 from domain.content.masking import full_name, mask_policy_number, short_name, spoken_name
+from domain.content.naming import spoken_form
 from domain.content.rules import ContentRuleError, Violation
 from domain.models import Channel, DebitFailureReason, MilestoneKind, Model
 
@@ -46,6 +48,14 @@ DEBIT_REASONS = {
     DebitFailureReason.ACCOUNT_MISMATCH: "账户信息与银行登记不一致",
     DebitFailureReason.OTHER: "银行未能完成扣款",
 }
+# MISSION 8: an SMS may shorten the reason.
+DEBIT_REASONS_SHORT = {
+    DebitFailureReason.INSUFFICIENT_BALANCE: "余额不足",
+    DebitFailureReason.CARD_EXPIRED: "卡已过期",
+    DebitFailureReason.CARD_CANCELLED: "卡已注销",
+    DebitFailureReason.ACCOUNT_MISMATCH: "账户信息不符",
+    DebitFailureReason.OTHER: "银行未扣款",
+}
 RESCISSION_REASONS = {
     # Completes "经核查，您投保……时，": the wording of Insurance Law art. 16.
     "non_disclosure": "未如实告知的事项足以影响本公司决定是否同意承保或者提高保险费率",
@@ -53,6 +63,9 @@ RESCISSION_REASONS = {
 }
 
 _NO_FALLBACK = frozenset({Variant.GROUP_MEMBER, Variant.SHORT_TERM})
+_SHORT_TERM_ONLY = frozenset({MessageKind.REENROLMENT_OFFER})
+_REINSTATABLE_ONLY = frozenset({MessageKind.FOLLOW_UP, MessageKind.REINSTATEMENT_APPROVED,
+                                MessageKind.REINSTATEMENT_REFUSED})
 
 
 class TemplateSpec(Model):
@@ -167,7 +180,10 @@ def _display(party: Party, channel: Channel, masked: bool, addressed: bool) -> s
     """How a person is named: in full in letters, surname and honorific where masked.
     A voice cannot say 先生/女士; it greets someone of unknown gender as 客户."""
     if party.is_organisation:
-        return party.name  # an organisation's name is not personal data
+        # An organisation's name is not personal data: in full on paper, its short name
+        # where space is short, and its digits and letters in words on the phone.
+        name = party.short_name or party.name if masked else party.name
+        return spoken_form(name) if channel is Channel.VOICE else name
     if channel is Channel.VOICE:
         return "客户" if addressed and party.gender is None else spoken_name(party.name,
                                                                             party.gender)
@@ -196,13 +212,10 @@ def build_view(kind: MessageKind, channel: Channel, ctx: MessageContext,
     day: Callable[[date], str] = speak_date if spoken else format_date
     money: Callable[[Decimal], str] = speak_amount if spoken else format_amount
     count: Callable[[int], str] = speak_count if spoken else str
-    if channel is Channel.WECHAT:
-        # WeChat's amount type takes a currency sign and plain digits, no separators.
-        def money(a: Decimal) -> str:
-            return f"¥{a:.2f}"
-    product = ctx.product_name
-    if channel is Channel.WECHAT and len(product) > 20:
-        product = product[:19] + "…"  # a WeChat `thing` holds 20 characters
+    # Chat-sized channels carry the short name, a voice the spoken one, paper the full one.
+    product = {Channel.SMS: ctx.product_short_name, Channel.WECHAT: ctx.product_short_name,
+               Channel.WECOM: ctx.product_short_name,
+               Channel.VOICE: ctx.product_spoken_name}.get(channel, ctx.product_name)
     insurer = ctx.insurer
     debit = None
     if ctx.debit_failure is not None:
@@ -214,6 +227,7 @@ def build_view(kind: MessageKind, channel: Channel, ctx: MessageContext,
             "date": day(f.failed_at.astimezone(TZ).date()),
             "amount": money(f.amount),
             "reason": DEBIT_REASONS[f.reason_code],
+            "reason_short": DEBIT_REASONS_SHORT[f.reason_code],
             "card": card or None,
             "bank": f.bank_name,
         }
@@ -266,6 +280,7 @@ def build_view(kind: MessageKind, channel: Channel, ctx: MessageContext,
         "legal_name": insurer.legal_name,
         "department": insurer.service_department,
         "signature": insurer.sms_signature,
+        "words": words(ctx.short_term),
     }
 
 
@@ -350,6 +365,10 @@ def _link(kind: MessageKind, channel: Channel, variant: Variant, view: dict[str,
 def _compose(kind: MessageKind, channel: Channel, ctx: MessageContext, templates: TemplateSet
              ) -> tuple[RenderedMessage, TemplateSpec, dict[str, Any], dict[str, str]]:
     spec = templates.spec(kind, channel)
+    if kind in (_SHORT_TERM_ONLY if not ctx.short_term else _REINSTATABLE_ONLY):
+        # A long-term policy is reinstated, never re-enrolled; a short-term one the reverse.
+        raise ContentRuleError(spec.id, [Violation(rule="not_for_product",
+                                                   detail=ctx.product_kind.value)])
     variant = spec.resolve(ctx.variant)
     missing = required_context(kind, ctx)
     if missing:
@@ -397,8 +416,15 @@ def _violations(message: RenderedMessage, spec: TemplateSpec, ctx: MessageContex
     found += rules.check_rendered(text)
     if channel is Channel.SMS:
         found += rules.check_sms_length(message.body, ctx.sms_segment_budget)
+    found += rules.check_stilted(text)
+    found += rules.check_glossary(text, short_term=ctx.short_term,
+                                  rescission=kind is MessageKind.RESCISSION_NOTICE)
+    found += rules.check_brackets(text)
+    found += rules.check_amounts(text)
+    found += rules.check_places(text)
     if channel is Channel.VOICE:
-        found += rules.check_speakable(text)
+        found += rules.check_speakable(text, names=[
+            view["name"], view["holder"]] if not ctx.recipient.is_organisation else [])
     if message.fields is not None:
         found += rules.check_wechat_fields(message.fields)
     if channel is Channel.WECOM:
@@ -410,8 +436,6 @@ def _violations(message: RenderedMessage, spec: TemplateSpec, ctx: MessageContex
         found += rules.check_emergency_contact(text, [ctx.product_name, *policy, *amounts])
     if kind is MessageKind.PUBLIC_NOTICE:
         found += rules.check_public_notice(text, [ctx.product_name, *amounts])
-    if ctx.short_term:
-        found += rules.check_short_term(text)
     return found
 
 
