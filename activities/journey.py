@@ -20,14 +20,19 @@ from activities.channels import (
 from activities.content import render_for
 from activities.letters import letter_attachment
 from domain.calendar import BusinessCalendar
+from domain.content import available_channels
+from domain.content.context import MessageKind
 from domain.content.formats import format_postal_address
 from domain.content.masking import full_name
 from domain.content.rules import ContentRuleError
 from domain.evidence import Anchored
+from domain.ids import task_id
 from domain.journey import (
     InquiryRequest,
     InquiryView,
+    NoteRequest,
     PaymentRecord,
+    PaymentStored,
     PolicyCheck,
     Preparation,
     PrepareRequest,
@@ -37,12 +42,13 @@ from domain.journey import (
     StageChange,
     TaskRequest,
 )
-from domain.models import Channel, Customer, Segment
-from domain.plan import TZ
+from domain.models import Channel, Customer, PolicyStatus, Segment, TriggerKind
+from domain.plan import TZ, CompanyRules
 from domain.planner import plan_journey
 from domain.triggers import segments_for
-from infra import evidence, store
-from infra.deliveries import mark_unknown, provider_ref
+from domain.verification import RECENT_PAYMENT_DAYS, DataFacts, check_data
+from infra import evidence, notes, payments, store
+from infra.deliveries import clear_suppression, mark_unknown, provider_ref
 
 # Statuses after which a provider has (or may have) the message: never send it again.
 _ACCEPTED = ("sent", "delivered", "unknown")
@@ -95,6 +101,8 @@ class JourneyActivities:
 
     @activity.defn
     async def prepare_journey(self, req: PrepareRequest) -> Preparation:
+        """Plan the journey, decide what each message may use, and check the data."""
+        company = CompanyRules()
         async with self._pool.acquire() as conn:
             bundle = await store.load_policy(conn, req.trigger.policy_number,
                                              with_members=False)
@@ -106,17 +114,42 @@ class JourneyActivities:
             segments = segments_for(bundle.policy, bundle.product, bundle.policyholder,
                                     start_day)
             plan = plan_journey(req.trigger, bundle.product, segments, calendar,
-                                starts_at=req.starts_at)
+                                company=company, starts_at=req.starts_at)
+            paid_recently = await conn.fetchval(
+                "SELECT COALESCE(sum(amount), 0) FROM payments WHERE policy_number = $1 "
+                "AND paid_at >= $2 AND paid_at <= $3", req.trigger.policy_number,
+                req.starts_at - timedelta(days=RECENT_PAYMENT_DAYS), req.starts_at)
             await conn.execute(
                 "INSERT INTO journeys (journey_id, policy_number, trigger, started_at, stage) "
                 "VALUES ($1, $2, $3, $4, 'at_risk') ON CONFLICT (journey_id) DO NOTHING",
                 req.journey_id, req.trigger.policy_number, req.trigger.kind.value, req.starts_at)
         rules = bundle.product.rules
+        anomalies: list[str] = []
+        if req.verify:
+            holder = bundle.policyholder
+            first = plan.milestones[0].channels if plan.milestones else []
+            reachable = {c for c in Channel
+                         if _address(Recipient(holder.customer_id, "policyholder", holder), c)}
+            open_dues = (sum((d.amount - d.paid_amount for d in bundle.policy.dues
+                              if d.due_date <= req.trigger.due_date), Decimal("0"))
+                         if bundle.policy.dues else None)
+            anomalies = [r.value for r in check_data(DataFacts(
+                trigger=req.trigger.kind, holder_name=holder.name,
+                is_organisation=holder.is_organisation, id_number=holder.id_number,
+                birth_date=holder.birth_date, policy_status=PolicyStatus(bundle.policy.status),
+                amount_due=req.trigger.amount_due, open_dues=open_dues,
+                paid_recently=paid_recently if req.trigger.kind is not TriggerKind.DEBIT_FAILED
+                else Decimal("0"),
+                first_channels=first, reachable_channels=reachable))]
+        hold_day = calendar.add_business_days(start_day, company.hold_business_days)
+        hold_until = datetime.combine(hold_day, req.starts_at.astimezone(TZ).timetz())
         return Preparation(
             plan=plan, product_kind=bundle.product.kind.value, product_name=bundle.product.name,
             reinstatable=rules.reinstatable, interest_rate=rules.reinstatement_interest_rate,
             recipients=1 + members, policyholder_id=bundle.policyholder.customer_id,
-            fallbacks={s: rules.fallbacks_for(s) for s in (Segment.STANDARD, Segment.ELDERLY)})
+            fallbacks={s: rules.fallbacks_for(s) for s in (Segment.STANDARD, Segment.ELDERLY)},
+            usable={k.value: available_channels(k) for k in MessageKind},
+            anomalies=anomalies, hold_until=hold_until)
 
     @activity.defn
     async def check_policy(self, policy_number: str) -> PolicyCheck:
@@ -272,34 +305,15 @@ class JourneyActivities:
                 "occurred_at) VALUES ($1, $2, $3, now())", nid, status, error)
 
     @activity.defn
-    async def record_payment(self, rec: PaymentRecord) -> Decimal:
-        """Store the payment once (by transaction id) and apply it to the oldest open dues."""
-        p = rec.payment
+    async def record_payment(self, rec: PaymentRecord) -> PaymentStored:
+        """Store the payment once (by transaction id) and apply it to the oldest open dues.
+
+        A transaction id that another policy already used is a conflict: nothing is
+        stored, and the journey refuses the payment. The answer carries the amount as
+        stored, which is what the journey counts."""
         async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                "INSERT INTO payments (transaction_id, policy_number, amount, currency, paid_at) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (transaction_id) DO NOTHING "
-                "RETURNING true", p.transaction_id, rec.policy_number, p.amount, p.currency,
-                p.paid_at)
-            if inserted:
-                left = p.amount
-                dues = await conn.fetch(
-                    "SELECT due_date, amount - paid_amount AS open FROM premium_dues "
-                    "WHERE policy_number = $1 AND paid_amount < amount ORDER BY due_date "
-                    "FOR UPDATE", rec.policy_number)
-                for d in dues:
-                    if left <= 0:
-                        break
-                    take = min(left, d["open"])
-                    await conn.execute(
-                        "UPDATE premium_dues SET paid_amount = paid_amount + $3 "
-                        "WHERE policy_number = $1 AND due_date = $2",
-                        rec.policy_number, d["due_date"], take)
-                    left -= take
-            owed = await conn.fetchval(
-                "SELECT COALESCE(sum(amount - paid_amount), 0) FROM premium_dues "
-                "WHERE policy_number = $1", rec.policy_number)
-        return owed
+            stored = await payments.store_payment(conn, rec.policy_number, rec.payment)
+        return stored
 
     @activity.defn
     async def change_stage(self, change: StageChange) -> Anchored:
@@ -313,6 +327,15 @@ class JourneyActivities:
                 "  closed_at = CASE WHEN $2 = 'closed' THEN $4 ELSE closed_at END "
                 "WHERE journey_id = $1", change.journey_id, change.stage.value,
                 change.outcome.value if change.outcome else None, change.at)
+            if change.stage is Stage.CLOSED:
+                # Tasks outlive no journey: a call to collect a premium already paid, or
+                # a check of data nobody needs any more, is settled with the reason.
+                await conn.execute(
+                    "UPDATE agent_tasks SET status = 'cancelled', closed_reason = $2, "
+                    "  completed_at = now() "
+                    "WHERE journey_id = $1 AND status IN ('open', 'taken')",
+                    change.journey_id, f"journey closed: "
+                    f"{change.outcome.value if change.outcome else 'closed'}")
             if change.policy_status:
                 await conn.execute(
                     "UPDATE policies SET status = $2, status_changed_at = $3, updated_at = now() "
@@ -324,14 +347,37 @@ class JourneyActivities:
 
     @activity.defn
     async def create_task(self, task: TaskRequest) -> str:
-        task_id = f"{task.journey_id}/{task.kind}/{task.reference}"
+        """One task per journey, kind and reason; asking again can only raise its priority
+        (a held journey's check grows urgent as the grace end nears)."""
+        tid = task_id(task.journey_id, task.kind, task.reference)
         async with self._pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO agent_tasks (task_id, policy_number, journey_id, kind, priority, "
-                "due_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (task_id) DO NOTHING",
-                task_id, task.policy_number, task.journey_id, task.kind, task.priority,
-                task.due_at)
-        return task_id
+                "due_at, rules) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (task_id) DO UPDATE SET "
+                "  priority = LEAST(agent_tasks.priority, EXCLUDED.priority)",
+                tid, task.policy_number, task.journey_id, task.kind, task.priority,
+                task.due_at, task.rules or None)
+            if task.kind == "data_verification" and task.reference == "escalation":
+                await conn.execute(
+                    "UPDATE agent_tasks SET priority = 1 WHERE task_id = $1 "
+                    "AND status IN ('open', 'taken')",
+                    task_id(task.journey_id, task.kind, "hold"))
+        return tid
+
+    @activity.defn
+    async def keep_note(self, req: NoteRequest) -> int:
+        """Keep a note or reason that came with a signal; the journey keeps only its id."""
+        async with self._pool.acquire() as conn:
+            return await notes.keep_note(conn, req.policy_number, req.kind, req.reference,
+                                         req.text, journey_id=req.journey_id)
+
+    @activity.defn
+    async def contact_updated(self, policy_number: str) -> None:
+        """Contact details were corrected: addresses that failed for good may be tried
+        again."""
+        async with self._pool.acquire() as conn:
+            await clear_suppression(conn, policy_number)
 
     @activity.defn
     async def open_inquiry(self, req: InquiryRequest) -> InquiryView:
@@ -339,7 +385,8 @@ class JourneyActivities:
         async with self._pool.acquire() as conn:
             calendar = await self._calendar(conn)
             received = req.received_journey_at.astimezone(TZ)
-            respond_day = calendar.add_business_days(received.date(), 1)
+            respond_day = calendar.add_business_days(
+                received.date(), CompanyRules().inquiry_response_business_days)
             respond_by = datetime.combine(respond_day, received.timetz())
             await conn.execute(
                 "INSERT INTO inquiries (inquiry_id, policy_number, kind, received_at, respond_by) "
@@ -365,7 +412,7 @@ class JourneyActivities:
     def all(self) -> list:
         return [self.prepare_journey, self.check_policy, self.send_notifications,
                 self.record_payment, self.change_stage, self.create_task, self.open_inquiry,
-                self.set_public_notice]
+                self.set_public_notice, self.keep_note, self.contact_updated]
 
 
 __all__ = ["JourneyActivities", "Stage"]

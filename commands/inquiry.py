@@ -7,7 +7,8 @@ import json
 import uuid
 from datetime import datetime
 
-from commands.common import UserError, command, temporal
+from commands.common import UserError, command, database, temporal
+from domain.ids import IdError, check_reference
 from domain.journey import (
     InquiryHandled,
     InquiryKind,
@@ -16,6 +17,7 @@ from domain.journey import (
     ReinstatementDecided,
 )
 from domain.plan import TZ
+from infra import notes
 from infra.journeys import JourneyNotRunning, Journeys
 
 
@@ -50,13 +52,30 @@ async def run_inquiry(args: argparse.Namespace, settings) -> int:
         raise UserError("--approve/--refuse go with --decide APPLICATION_ID")
     if args.decide and not (args.approve or args.refuse):
         raise UserError("--decide needs --approve or --refuse")
+    for option, value in (("--handled", args.handled), ("--decide", args.decide),
+                          ("--id", args.id)):
+        try:
+            if value is not None:
+                check_reference(value)
+        except IdError as err:
+            raise UserError(f"{option}: {err}") from None
+    if len(args.note) > 500:
+        raise UserError("--note: at most 500 characters")
+    note_id = None
+    if args.note and (args.handled or args.decide):
+        # The note goes to PostgreSQL; the journey gets its id, never the text.
+        async with database(settings) as pool, pool.acquire() as conn:
+            note_id = await notes.keep_note(
+                conn, args.policy_number,
+                "inquiry_handled" if args.handled else "reinstatement_decided",
+                args.handled or args.decide, args.note, written_by="cli")
     async with temporal(settings) as client:
         journeys = Journeys(client, settings.temporal_task_queue)
         try:
             if args.handled:
                 ref = args.handled
                 await journeys.inquiry_handled(args.policy_number, InquiryHandled(
-                    inquiry_id=ref, handled_at=now, note=args.note))
+                    inquiry_id=ref, handled_at=now, note_id=note_id))
                 done = f"inquiry {ref} handled"
             elif args.apply_reinstatement:
                 ref = args.id or f"R-{uuid.uuid4().hex[:10]}"
@@ -67,7 +86,7 @@ async def run_inquiry(args: argparse.Namespace, settings) -> int:
                 ref = args.decide
                 await journeys.reinstatement_decided(args.policy_number, ReinstatementDecided(
                     application_id=ref, approved=args.approve, decided_at=now,
-                    reason=args.note))
+                    note_id=note_id))
                 done = f"application {ref} {'approved' if args.approve else 'refused'}"
             else:
                 ref = args.id or f"Q-{uuid.uuid4().hex[:10]}"

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
+from domain.ids import REFERENCE_PATTERN
 from domain.models import (
     Channel,
     Currency,
@@ -30,6 +31,7 @@ def workflow_id(policy_number: str) -> str:
 
 
 class Stage(StrEnum):
+    HELD = "held"  # the data check before the first message failed: nothing is sent
     AT_RISK = "at_risk"
     LAPSED = "lapsed"
     REINSTATING = "reinstating"
@@ -72,6 +74,16 @@ class PaymentAnswer(Model):
     outstanding: Decimal
 
 
+class PaymentStored(Model):
+    """What the ledger says about a payment: `new` (stored now, `amount` as stored),
+    `duplicate` (this policy's transaction, stored before) or `conflict` (the transaction
+    id belongs to another policy: nothing stored). `owed`: what the ledger still owes."""
+
+    outcome: Literal["new", "duplicate", "conflict"]
+    amount: Decimal
+    owed: Decimal
+
+
 class DebitFailedSignal(DebitFailure):
     pass
 
@@ -80,28 +92,36 @@ class ContactUpdated(Signal):
     updated_at: Moment
 
 
+# Inquiry and application ids are codes (never a phone number or a name).
+Reference = Annotated[str, Field(min_length=1, max_length=64, pattern=REFERENCE_PATTERN)]
+
+
 class InquiryReceived(Signal):
-    inquiry_id: str = Field(min_length=1, max_length=64)
+    inquiry_id: Reference
     kind: InquiryKind
     received_at: Moment
 
 
 class InquiryHandled(Signal):
-    inquiry_id: str = Field(min_length=1, max_length=64)
+    inquiry_id: Reference
     handled_at: Moment
+    # Free text never stays in the journey: clients keep it in PostgreSQL first and send
+    # its id (`note_id`); a `note` that arrives anyway is kept there by an activity.
     note: str = Field("", max_length=500)
+    note_id: int | None = Field(None, ge=1)
 
 
 class ReinstatementApplied(Signal):
-    application_id: str = Field(min_length=1, max_length=64)
+    application_id: Reference
     applied_at: Moment
 
 
 class ReinstatementDecided(Signal):
-    application_id: str = Field(min_length=1, max_length=64)
+    application_id: Reference
     approved: bool
     decided_at: Moment
-    reason: str = Field("", max_length=200)
+    reason: str = Field("", max_length=200)  # kept like InquiryHandled.note
+    note_id: int | None = Field(None, ge=1)
 
 
 class DeliveryFailed(Signal):
@@ -109,6 +129,55 @@ class DeliveryFailed(Signal):
     channel: Channel
     error_code: str = Field("", max_length=40)
     permanent: bool
+
+
+class VerificationOutcome(StrEnum):
+    PROCEED = "proceed"  # the data is right (or corrected): plan again and send
+    CANCEL = "cancel"  # the journey should not have started: close it as cancelled
+
+
+class DataVerified(Signal):
+    verified_by: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    verified_at: Moment
+    outcome: VerificationOutcome
+
+
+# Every signal of the contract and the model of its one payload.
+SIGNALS: dict[str, type[Signal]] = {
+    "payment_received": Payment,
+    "debit_failed": DebitFailedSignal,
+    "contact_updated": ContactUpdated,
+    "inquiry_received": InquiryReceived,
+    "inquiry_handled": InquiryHandled,
+    "reinstatement_applied": ReinstatementApplied,
+    "reinstatement_decided": ReinstatementDecided,
+    "delivery_failed": DeliveryFailed,
+    "data_verified": DataVerified,
+}
+UPDATES: dict[str, type[Signal]] = {"record_payment": Payment}
+
+
+class BadSignal(ValueError):
+    """A signal or update whose payload cannot be taken. The message names the fields and
+    the rules broken, never the values (they may be personal data)."""
+
+
+def read_payload(name: str, payloads: list[object],
+                 models: dict[str, type[Signal]] | None = None) -> Signal:
+    """The one payload of signal `name` as its model, or BadSignal saying why not."""
+    models = SIGNALS if models is None else models
+    model = models.get(name)
+    if model is None:
+        raise BadSignal("not a signal of the contract")
+    if len(payloads) != 1:
+        raise BadSignal(f"expected one payload, got {len(payloads)}")
+    try:
+        return model.model_validate(payloads[0])
+    except ValidationError as err:
+        broken = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'payload'}: {e['type']}"
+            for e in err.errors(include_input=False, include_url=False))
+        raise BadSignal(f"invalid payload ({broken})") from None
 
 
 # --- state that the query shows ----------------------------------------------------------
@@ -155,6 +224,8 @@ class JourneyStatus(Model):
     segments: list[Segment]
     journey_now: datetime
     debit_failures: list[DebitFailure] = Field(default_factory=list)
+    # While held: the data-check rules that failed (names, never values).
+    held_rules: list[str] = Field(default_factory=list)
 
 
 # --- activity requests and results ---------------------------------------------------------
@@ -164,10 +235,18 @@ class PrepareRequest(Model):
     journey_id: str
     trigger: Trigger
     starts_at: datetime
+    verify: bool = True  # run the data check (not again after operations verified it)
 
 
 class Preparation(Model):
     plan: JourneyPlan
+    # The channels that have a template for each message kind, decided when the journey
+    # is planned (a template deployed later never changes a running journey).
+    usable: dict[str, list[Channel]] = Field(default_factory=dict)
+    # The rules of the data check before the first message that failed (names only).
+    anomalies: list[str] = Field(default_factory=list)
+    # When a held journey escalates (journey time): CompanyRules.hold_business_days on.
+    hold_until: datetime | None = None
     product_kind: str
     product_name: str
     reinstatable: bool
@@ -212,6 +291,8 @@ class SendRequest(Model):
     quote: ReinstatementQuote | None = None
     paid_amount: Decimal | None = None  # the payment a confirmation acknowledges
     paid_on: date | None = None
+    # When retrying stops (wall clock): the send records its give-up and answers.
+    give_up_at: datetime | None = None
 
 
 class SendOutcome(Model):
@@ -219,15 +300,28 @@ class SendOutcome(Model):
     sent: int
     failed: list[str]  # recipient ids that this channel could not reach, for good
     first_notification_id: str | None = None
+    reasons: dict[str, str] = Field(default_factory=dict)  # recipient id -> failure code
 
 
 class TaskRequest(Model):
     journey_id: str
     policy_number: str
-    kind: Literal["outbound_call", "home_visit", "inquiry_escalation", "contact_repair"]
+    kind: Literal["outbound_call", "home_visit", "inquiry_escalation", "contact_repair",
+                  "notice_failed", "data_verification"]
     priority: int = Field(3, ge=1, le=5)
     due_at: datetime
     reference: str  # milestone key or inquiry id: makes the task id deterministic
+    rules: list[str] = Field(default_factory=list)  # a data check's failed rules (names)
+
+
+class NoteRequest(Model):
+    """Free text that came with a signal, kept in PostgreSQL instead of the state."""
+
+    journey_id: str
+    policy_number: str
+    kind: Literal["inquiry_handled", "reinstatement_decided"]
+    reference: str
+    text: str = Field(max_length=500)
 
 
 class InquiryRequest(Model):
@@ -276,6 +370,12 @@ class JourneyState(Model):
     public_notice: bool = False
     journey_anchor: datetime
     wall_anchor: datetime
+    held_since: datetime | None = None
+    hold_escalated: bool = False
+    closing: bool = False  # closed: the confirmation, the records and the tasks follow
+    skipped: list[str] = Field(default_factory=list)  # milestones superseded while held
+    resends: int = 0  # contact repairs so far: numbers the resends
+    after_lapse: list[str] = Field(default_factory=list)  # payments to explain after lapse
 
 
 class JourneyInput(Model):
@@ -283,6 +383,9 @@ class JourneyInput(Model):
     # The journey's own calendar start; the worker's clock when omitted. With a time
     # scale above 1 the journey clock runs ahead of the wall clock from this anchor.
     journey_start: datetime | None = None
+    # The wall-clock moment that `journey_start` corresponds to (the starter's clock):
+    # journeys started together by one scan share one clock under compressed time.
+    wall_anchor: datetime | None = None
     time_scale: float = Field(1.0, gt=0, le=10_000_000)
     # Continue as new past this many history events (Temporal's limit is 51,200).
     continue_as_new_after: int = Field(10_000, ge=50, le=40_000)

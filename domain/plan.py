@@ -39,6 +39,13 @@ class CompanyRules(Model):
     send_windows: dict[Channel, SendWindow] = Field(default_factory=_default_windows)
     max_dial_attempts_per_day: int = Field(6, ge=1, le=20)
     inquiry_response_business_days: int = Field(1, ge=1, le=10)
+    # How long a message is worth retrying: until the end of its channels' window this
+    # many business days after its day (never past the next milestone). Per milestone
+    # kind; kinds not listed use `send_deadline_business_days`.
+    send_deadline_business_days: int = Field(1, ge=0, le=10)
+    send_deadline_by_milestone: dict[MilestoneKind, int] = Field(default_factory=dict)
+    # How long a held journey waits for operations before it escalates.
+    hold_business_days: int = Field(1, ge=1, le=10)
 
 
 class ChannelSlot(Model):
@@ -54,6 +61,9 @@ class PlannedMilestone(Model):
     at: datetime  # the earliest slot of its channels
     slots: list[ChannelSlot]
     warnings: list[str] = Field(default_factory=list)
+    # Until when a send of this milestone is still useful (retries stop, failures are
+    # recorded and fall back): CompanyRules.send_deadline_*; None in plans made before.
+    until: datetime | None = None
 
     @property
     def channels(self) -> list[Channel]:

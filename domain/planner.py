@@ -63,6 +63,7 @@ def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
         must_send = FIRST_REMINDER
 
     milestones, clip_warnings = planner.place_all(drafts, starts_at, must_send, lapses_at)
+    milestones = planner.with_deadlines(milestones)
     warnings = [w for m in milestones for w in m.warnings] + clip_warnings
     return JourneyPlan(
         policy_number=trigger.policy_number,
@@ -160,6 +161,23 @@ class _Planner:
                 continue
             kept.append(moved)
         return kept, warnings
+
+    def with_deadlines(self, milestones: list[PlannedMilestone]) -> list[PlannedMilestone]:
+        """Each milestone's send deadline: the end of its channels' latest window on the
+        n-th business day after its day, never past the next milestone."""
+        out = []
+        for i, m in enumerate(milestones):
+            days = self.company.send_deadline_by_milestone.get(
+                m.kind, self.company.send_deadline_business_days)
+            day = m.day
+            for _ in range(days):
+                day = self.calendar.next_business_day(day)
+            end = max(self.company.send_windows[c].end for c in m.channels)
+            until = datetime.combine(day, end, TZ)
+            if i + 1 < len(milestones):
+                until = min(until, milestones[i + 1].at)
+            out.append(m.model_copy(update={"until": max(until, m.at)}))
+        return out
 
     def place(self, draft: _Draft, not_before: datetime | None = None,
               note: str | None = None) -> PlannedMilestone:

@@ -125,3 +125,7 @@ async def policies_for_refs(conn: asyncpg.Connection, refs: list[str]) -> dict[s
     rows = await conn.fetch("SELECT provider_ref, policy_number FROM notifications "
                             "WHERE provider_ref = ANY($1::text[])", refs)
     return {r["provider_ref"]: r["policy_number"] for r in rows}
+
+
+async def clear_suppression(conn: asyncpg.Connection, policy_number: str) -> None:
+    """MERGE-TODO(lead): replaced by the delivery branch's suppression list."""

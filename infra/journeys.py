@@ -8,7 +8,7 @@ contract names (CONTRACT.md), so this module imports no workflow code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -27,6 +27,7 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.ids import JourneyId
 from domain.journey import (
     WORKFLOW_TYPE,
     DebitFailedSignal,
@@ -42,7 +43,7 @@ from domain.journey import (
     workflow_id,
 )
 from domain.models import CURRENCY, Trigger, TriggerKind
-from infra import store
+from infra import payments, store
 from workflows import search_attributes as sa
 
 
@@ -50,6 +51,9 @@ class JourneyNotRunning(LookupError):
     def __init__(self, policy_number: str):
         super().__init__(f"no running journey for policy {policy_number}")
         self.policy_number = policy_number
+
+
+CONFLICT = "the transaction id is already recorded for another policy"
 
 
 class PaymentRefused(ValueError):
@@ -117,9 +121,14 @@ class Journeys:
     async def ensure(self, trigger: Trigger, product_kind: str, time_scale: float = 1.0,
                      journey_start: datetime | None = None) -> Started:
         """Like `start`, and says whether this call started it or found it running."""
+        # The journey clock starts at the caller's moment, not at the first workflow task,
+        # so journeys started together by a scan share one clock under compressed time.
+        wall_anchor = datetime.now(UTC)
         handle = await self._client.start_workflow(
             WORKFLOW_TYPE,
-            JourneyInput(trigger=trigger, journey_start=journey_start, time_scale=time_scale),
+            JourneyInput(trigger=trigger, journey_start=journey_start or (
+                wall_anchor if time_scale != 1 else None), wall_anchor=wall_anchor,
+                time_scale=time_scale),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             result_type=JourneyStatus,
             **self.start_options(trigger, product_kind),
@@ -160,6 +169,8 @@ class Journeys:
                 "record_payment", payment, result_type=PaymentAnswer)
         except WorkflowUpdateFailedError as err:
             cause = err.cause
+            if getattr(cause, "type", None) == "TransactionConflict":
+                raise PaymentRefused(CONFLICT) from None
             raise PaymentRefused(getattr(cause, "message", str(cause))) from None
 
     async def signal(self, policy_number: str, name: str, payload: BaseModel) -> None:
@@ -191,23 +202,6 @@ INSERT INTO debit_attempts (policy_number, attempted_at, amount, succeeded, reas
                             reason_text)
 VALUES ($1, $2, $3, false, $4, $5) ON CONFLICT (policy_number, attempted_at) DO NOTHING
 """
-_INSERT_PAYMENT = """
-INSERT INTO payments (transaction_id, policy_number, amount, currency, paid_at)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT (transaction_id) DO NOTHING RETURNING true
-"""
-_OPEN_DUES = """
-SELECT due_date, amount - paid_amount AS open FROM premium_dues
-WHERE policy_number = $1 AND paid_amount < amount ORDER BY due_date FOR UPDATE
-"""
-_APPLY_TO_DUE = """
-UPDATE premium_dues SET paid_amount = paid_amount + $3
-WHERE policy_number = $1 AND due_date = $2
-"""
-_OWED = """
-SELECT COALESCE(sum(amount - paid_amount), 0) FROM premium_dues WHERE policy_number = $1
-"""
-
-
 class PaymentSystem:
     """What the payment system imports: payments and debit failures by policy number.
 
@@ -242,22 +236,14 @@ class PaymentSystem:
             if not await conn.fetchval("SELECT true FROM policies WHERE policy_number = $1",
                                        policy_number):
                 raise store.NotFound(f"unknown policy {policy_number}")
-            inserted = await conn.fetchval(_INSERT_PAYMENT, payment.transaction_id,
-                                           policy_number, payment.amount, payment.currency,
-                                           payment.paid_at)
-            if inserted:
-                left = payment.amount
-                for due in await conn.fetch(_OPEN_DUES, policy_number):
-                    if left <= 0:
-                        break
-                    take = min(left, due["open"])
-                    await conn.execute(_APPLY_TO_DUE, policy_number, due["due_date"], take)
-                    left -= take
-            owed = await conn.fetchval(_OWED, policy_number)
+            stored = await payments.store_payment(conn, policy_number, payment)
+        if stored.outcome == "conflict":
+            raise PaymentRefused(CONFLICT)
         return PaymentResult(
             policy_number=policy_number, transaction_id=payment.transaction_id,
             journey_running=False, accepted=True,
-            outcome="recorded_without_journey" if inserted else "duplicate", outstanding=owed)
+            outcome="recorded_without_journey" if stored.outcome == "new" else "duplicate",
+            outstanding=stored.owed)
 
     async def debit_failed(self, policy_number: str,
                            failure: DebitFailedSignal) -> DebitFailureResult:
@@ -267,6 +253,8 @@ class PaymentSystem:
             await conn.execute(_INSERT_DEBIT_ATTEMPT, policy_number, failure.failed_at,
                                failure.amount, failure.reason_code.value, failure.reason_text)
             bundle = await store.load_policy(conn, policy_number, with_members=False)
+        # The bank's free text stays in debit_attempts; the journey gets the reason code.
+        failure = failure.model_copy(update={"reason_text": ""})
         policy = bundle.policy
         trigger = Trigger(kind=TriggerKind.DEBIT_FAILED, policy_number=policy_number,
                           due_date=policy.due_date,
@@ -275,7 +263,8 @@ class PaymentSystem:
                           debit_failure=failure)
         options = self.journeys.start_options(trigger, bundle.product.kind.value)
         handle = await self.journeys.client.start_workflow(
-            WORKFLOW_TYPE, JourneyInput(trigger=trigger, time_scale=self._time_scale),
+            WORKFLOW_TYPE, JourneyInput(trigger=trigger, time_scale=self._time_scale,
+                                        wall_anchor=datetime.now(UTC)),
             start_signal="debit_failed", start_signal_args=[failure], **options)
         response = getattr(handle, "_start_workflow_response", None)
         return DebitFailureResult(policy_number=policy_number,
@@ -314,11 +303,11 @@ FROM notifications WHERE journey_id = $1 ORDER BY created_at, notification_id
 
 
 async def journey_key(client: Client, policy_number: str) -> str:
-    """The journey id the activities record under: `{workflow id}@{first run id[:8]}`."""
+    """The journey id the activities record under: `{workflow id}@{first run id}`."""
     desc = await client.get_workflow_handle(workflow_id(policy_number)).describe()
     info = desc.raw_description.workflow_execution_info
     first = info.first_run_id or desc.run_id
-    return f"{desc.id}@{first[:8]}"
+    return str(JourneyId.of(desc.id, first))
 
 
 async def deliveries(pool: asyncpg.Pool, journey_id: str) -> list[Delivery]:

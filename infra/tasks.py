@@ -12,10 +12,12 @@ from pydantic import BaseModel
 
 from domain.journey import (
     ContactUpdated,
+    DataVerified,
     DeliveryFailed,
     InquiryHandled,
     InquiryKind,
     InquiryReceived,
+    VerificationOutcome,
 )
 from domain.models import Channel
 from domain.plan import TZ
@@ -30,6 +32,10 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
     "delivery_review": ("delivered", "not_delivered"),
     "inquiry_escalation": ("handled",),
     "home_visit": ("visited", "not_home"),
+    # A held journey: the data is right (or was corrected) or the journey must not run.
+    "data_verification": ("proceed", "cancel"),
+    # A formal notice that reached the policyholder on no provable channel.
+    "notice_failed": ("delivered_by_hand", "not_delivered"),
 }
 _NOT_REACHED = frozenset({"no_answer", "wrong_number", "not_delivered"})
 _REACHED = frozenset({"reached", "promised_to_pay", "hardship", "refused", "delivered"})
@@ -52,12 +58,15 @@ class TaskView(BaseModel):
     outcome: str | None
     notification_id: str | None
     script: str | None  # the call script (an outbound call's notification text)
+    rules: list[str] = []  # a data check's failed rules (names, never values)
+    closed_reason: str | None = None  # why a task was cancelled (its journey closed)
 
 
 _SELECT = """
 SELECT t.task_id, t.policy_number, t.kind, t.priority, t.status, t.due_at, t.sla_at,
-       t.taken_by, t.outcome, t.notification_id,
-       (t.status <> 'done' AND COALESCE(t.sla_at, t.due_at) < now()) AS overdue,
+       t.taken_by, t.outcome, t.notification_id, COALESCE(t.rules, '{}') AS rules,
+       t.closed_reason,
+       (t.status IN ('open', 'taken') AND COALESCE(t.sla_at, t.due_at) < now()) AS overdue,
        CASE WHEN t.kind = 'outbound_call' THEN n.body END AS script
 FROM agent_tasks t LEFT JOIN notifications n ON n.notification_id = t.notification_id
 """
@@ -67,7 +76,8 @@ async def list_tasks(conn: asyncpg.Connection, *, status: str | None = None,
                      kind: str | None = None, policy_number: str | None = None
                      ) -> list[TaskView]:
     rows = await conn.fetch(
-        _SELECT + "WHERE ($1::text IS NULL AND t.status <> 'done' OR t.status = $1) "
+        _SELECT + "WHERE ($1::text IS NULL AND t.status IN ('open', 'taken') "
+        "OR t.status = $1) "
         "AND ($2::text IS NULL OR t.kind = $2) AND ($3::text IS NULL OR t.policy_number = $3) "
         "ORDER BY t.priority, t.due_at, t.task_id", status, kind, policy_number)
     return [TaskView(**dict(r)) for r in rows]
@@ -84,6 +94,9 @@ async def take_task(conn: asyncpg.Connection, task_id: str, agent: str) -> TaskV
     task = await get_task(conn, task_id)
     if task.status == "done":
         raise TaskError(f"task {task_id} is already done")
+    if task.status == "cancelled":
+        raise TaskError(f"task {task_id} was cancelled: "
+                        f"{task.closed_reason or 'its journey closed'}")
     if task.status == "taken" and task.taken_by != agent:
         raise TaskError(f"task {task_id} is taken by {task.taken_by}")
     await conn.execute("UPDATE agent_tasks SET status = 'taken', taken_by = $2, "
@@ -111,6 +124,9 @@ async def complete_task(pool: asyncpg.Pool, signals: JourneySignals, task_id: st
         task = await get_task(conn, task_id)
         if task.status == "done":
             raise TaskError(f"task {task_id} is already done ({task.outcome})")
+        if task.status == "cancelled":
+            raise TaskError(f"task {task_id} was cancelled: "
+                            f"{task.closed_reason or 'its journey closed'}")
         if task.taken_by not in (None, agent):
             raise TaskError(f"task {task_id} is taken by {task.taken_by}")
         allowed = OUTCOMES[task.kind]
@@ -138,8 +154,12 @@ async def complete_task(pool: asyncpg.Pool, signals: JourneySignals, task_id: st
             signal, payload = "contact_updated", ContactUpdated(updated_at=now)
         elif task.kind == "inquiry_escalation":
             # Task ids are "{journey}/{kind}/{reference}"; the reference is the inquiry id.
+            # The note stays on the task row; the journey only learns that it is handled.
             signal, payload = "inquiry_handled", InquiryHandled(
-                inquiry_id=task_id.split("/", 2)[-1], handled_at=now, note=note[:500])
+                inquiry_id=task_id.split("/", 2)[-1], handled_at=now)
+        elif task.kind == "data_verification":
+            signal, payload = "data_verified", DataVerified(
+                verified_by=agent, verified_at=now, outcome=VerificationOutcome(outcome))
         running = True
         if signal is not None:
             running = await signals.send(task.policy_number, signal, payload)

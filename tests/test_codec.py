@@ -166,7 +166,7 @@ async def test_a_journey_started_under_key_a_finishes_after_key_b_becomes_the_ne
             before = await planned(handle)  # the plan is in the history, under key A
         async with journey_worker(under_b_then_a, pool, ProviderDouble(), queue) as journeys:
             handle = journeys.handle(number)
-            await handle.signal(PolicyLapseWorkflow.payment_received, Payment(
+            await handle.signal("payment_received", Payment(
                 transaction_id="T-ROTATE", amount=Decimal("3600.00"), currency="CNY",
                 paid_at=at("2026-11-21 09:00")))
             result = await handle.result()

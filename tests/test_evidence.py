@@ -28,7 +28,6 @@ from tests.ops_helpers import (
     terminate_journeys,
     unique_prefix,
 )
-from workflows.policy_lapse import PolicyLapseWorkflow
 
 STANDARD = "P2026000001"  # due 2026-11-20, ¥3,600.00
 
@@ -53,7 +52,7 @@ async def journeys(time_skipping_env, sample):
         await never.result()
         paid = await start_journey(client, sample, "P2026000002", at("2026-11-21 08:00"))
         await env.sleep(timedelta(days=3))
-        await paid.signal(PolicyLapseWorkflow.payment_received, Payment(
+        await paid.signal("payment_received", Payment(
             transaction_id="TX-1", amount=Decimal("5280.00"), currency="CNY",
             paid_at=at("2026-11-24 12:00")))
         await paid.result()
@@ -263,7 +262,7 @@ async def test_verify_and_evidence_from_the_command_line(dev_env, pool, db_url, 
     try:
         async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
             handle = await start_journey(journeys, pool, number, at("2026-11-21 08:00"))
-            await handle.signal(PolicyLapseWorkflow.payment_received, Payment(
+            await handle.signal("payment_received", Payment(
                 transaction_id=f"TX-{prefix}", amount=Decimal("3600.00"), currency="CNY",
                 paid_at=at("2026-11-21 09:00")))
             await handle.result()

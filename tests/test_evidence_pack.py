@@ -23,7 +23,6 @@ from domain.journey import Outcome, ReinstatementApplied, ReinstatementDecided
 from infra.evidence_pack import gather, log_request, log_result, new_reference
 from tests.channel_helpers import LOST, journeys_with_sandbox
 from tests.journey_helpers import at, load_sample, start_journey
-from workflows.policy_lapse import PolicyLapseWorkflow
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 KINDS = {"never-paid": "P2026000001", "unreachable": "P2026000900",
@@ -42,10 +41,10 @@ async def finished(time_skipping_env, pool):
                    for kind, policy in KINDS.items()}
         await env.sleep(timedelta(days=60))  # the debit-failed policy lapsed on 2027-01-14
         reinstated = handles["reinstated"]
-        await reinstated.signal(PolicyLapseWorkflow.reinstatement_applied, ReinstatementApplied(
+        await reinstated.signal("reinstatement_applied", ReinstatementApplied(
             application_id="R-1", applied_at=at("2027-01-20 09:00")))
         await env.sleep(timedelta(hours=2))
-        await reinstated.signal(PolicyLapseWorkflow.reinstatement_decided, ReinstatementDecided(
+        await reinstated.signal("reinstatement_decided", ReinstatementDecided(
             application_id="R-1", approved=True, decided_at=at("2027-01-20 15:00")))
         results = {kind: await h.result() for kind, h in handles.items()}
         await stack.sandbox.settle()

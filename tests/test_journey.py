@@ -23,6 +23,7 @@ from domain.journey import (
     JourneyInput,
     Outcome,
     Payment,
+    PaymentAnswer,
     ReinstatementApplied,
     ReinstatementDecided,
     Stage,
@@ -86,7 +87,7 @@ async def test_paid_before_first_reminder_sends_only_a_confirmation(time_skippin
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
         await time_skipping_env.sleep(timedelta(hours=2))
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("3600.00"))
+        await handle.signal("payment_received", pay("3600.00"))
         result = await handle.result()
     assert result.outcome is Outcome.PAID
     assert await sent_records(sample, STANDARD) == Counter({("payment_confirmation", "sms"): 1})
@@ -98,7 +99,7 @@ async def test_paid_on_day_five_after_the_first_reminder(time_skipping_env, samp
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
         await time_skipping_env.sleep(timedelta(days=4))  # journey day 5 (D = 11-20)
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("3600.00"))
+        await handle.signal("payment_received", pay("3600.00"))
         result = await handle.result()
         await keep_history(handle, "paid_in_grace")
     assert result.outcome is Outcome.PAID
@@ -112,12 +113,12 @@ async def test_partial_then_full_payment(time_skipping_env, sample):
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
         await time_skipping_env.sleep(timedelta(days=4))
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("1000.00", "T-A"))
+        await handle.signal("payment_received", pay("1000.00", "T-A"))
         await time_skipping_env.sleep(timedelta(days=45))  # past the second reminder
         status = await handle.query(PolicyLapseWorkflow.status)
         assert status.stage is Stage.AT_RISK
         assert status.outstanding == Decimal("2600.00")
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("2600.00", "T-B"))
+        await handle.signal("payment_received", pay("2600.00", "T-B"))
         result = await handle.result()
         await keep_history(handle, "partial_then_full")
     assert result.outcome is Outcome.PAID
@@ -133,11 +134,11 @@ async def test_partial_then_full_payment(time_skipping_env, sample):
 async def test_the_same_payment_signalled_twice_counts_once(time_skipping_env, sample):
     async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
         handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("1000.00", "T-SAME"))
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("1000.00", "T-SAME"))
+        await handle.signal("payment_received", pay("1000.00", "T-SAME"))
+        await handle.signal("payment_received", pay("1000.00", "T-SAME"))
         await time_skipping_env.sleep(timedelta(hours=1))
         status = await handle.query(PolicyLapseWorkflow.status)
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("2600.00"))
+        await handle.signal("payment_received", pay("2600.00"))
         await handle.result()
     assert status.amount_paid == Decimal("1000.00")
     assert status.outstanding == Decimal("2600.00")
@@ -156,7 +157,7 @@ async def test_lapsed_then_reinstated(time_skipping_env, sample):
         handle = await _lapse(time_skipping_env, journeys, sample)
         lapsed = await handle.query(PolicyLapseWorkflow.status)
         assert await policy_status(sample, STANDARD) == "lapsed"
-        await handle.signal(PolicyLapseWorkflow.reinstatement_applied, ReinstatementApplied(
+        await handle.signal("reinstatement_applied", ReinstatementApplied(
             application_id="R-1", applied_at=at("2027-01-21 09:00")))
         await time_skipping_env.sleep(timedelta(hours=1))
         status = await handle.query(PolicyLapseWorkflow.status)
@@ -167,7 +168,7 @@ async def test_lapsed_then_reinstated(time_skipping_env, sample):
         assert status.reinstatement.interest == Decimal("33.63")
         assert status.reinstatement.total == Decimal("3633.63")
         assert str(status.reinstatement.deadline) == "2029-01-20"
-        await handle.signal(PolicyLapseWorkflow.reinstatement_decided, ReinstatementDecided(
+        await handle.signal("reinstatement_decided", ReinstatementDecided(
             application_id="R-1", approved=True, decided_at=at("2027-01-21 15:00")))
         result = await handle.result()
         await keep_history(handle, "reinstated")
@@ -181,7 +182,7 @@ async def test_lapsed_then_reinstated(time_skipping_env, sample):
 async def test_no_interest_when_the_lapse_was_the_insurers_fault(time_skipping_env, sample):
     async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
         handle = await _lapse(time_skipping_env, journeys, sample, insurer_fault=True)
-        await handle.signal(PolicyLapseWorkflow.reinstatement_applied, ReinstatementApplied(
+        await handle.signal("reinstatement_applied", ReinstatementApplied(
             application_id="R-3", applied_at=at("2027-01-21 09:00")))
         await time_skipping_env.sleep(timedelta(hours=1))
         status = await handle.query(PolicyLapseWorkflow.status)
@@ -194,16 +195,16 @@ async def test_no_interest_when_the_lapse_was_the_insurers_fault(time_skipping_e
 async def test_reinstatement_refused_resumes_follow_up(time_skipping_env, sample):
     async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
         handle = await _lapse(time_skipping_env, journeys, sample)
-        await handle.signal(PolicyLapseWorkflow.reinstatement_applied, ReinstatementApplied(
+        await handle.signal("reinstatement_applied", ReinstatementApplied(
             application_id="R-2", applied_at=at("2027-01-21 09:00")))
-        await handle.signal(PolicyLapseWorkflow.reinstatement_decided, ReinstatementDecided(
+        await handle.signal("reinstatement_decided", ReinstatementDecided(
             application_id="R-2", approved=False, decided_at=at("2027-01-22 15:00"),
             reason="health"))
         result = await handle.result()
         await keep_history(handle, "reinstatement_refused")
     assert result.outcome is Outcome.FOLLOW_UP_ENDED
     sent = await sent_records(sample, STANDARD)
-    assert sent[("reinstatement_refused-R-2", "sms")] == 1
+    assert sent[("reinstatement_refused-application:R-2", "sms")] == 1
     assert sum(n for (m, _), n in sent.items() if m.startswith("follow_up")) == 8
     assert await policy_status(sample, STANDARD) == "lapsed"
 
@@ -211,7 +212,7 @@ async def test_reinstatement_refused_resumes_follow_up(time_skipping_env, sample
 async def test_payment_after_lapse_explains_reinstatement(time_skipping_env, sample):
     async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
         handle = await _lapse(time_skipping_env, journeys, sample)
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("3600.00", "T-LATE"))
+        await handle.signal("payment_received", pay("3600.00", "T-LATE"))
         await time_skipping_env.sleep(timedelta(hours=1))
         status = await handle.query(PolicyLapseWorkflow.status)
         await keep_history(handle, "payment_after_lapse")
@@ -219,7 +220,7 @@ async def test_payment_after_lapse_explains_reinstatement(time_skipping_env, sam
     assert status.stage is Stage.LAPSED
     assert status.outstanding == Decimal("0")
     sent = await sent_records(sample, STANDARD)
-    assert sent[("payment_after_lapse-T-LATE", "sms")] == 1
+    assert sent[("payment_after_lapse-txn:T-LATE", "sms")] == 1
     assert await policy_status(sample, STANDARD) == "lapsed"
 
 
@@ -265,12 +266,12 @@ async def test_debit_failure_details_reach_the_messages(time_skipping_env, sampl
 async def test_inquiry_escalated_after_one_business_day(time_skipping_env, sample):
     async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
         handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 11:00"))
-        await handle.signal(PolicyLapseWorkflow.inquiry_received, InquiryReceived(
+        await handle.signal("inquiry_received", InquiryReceived(
             inquiry_id="Q-1", kind=InquiryKind.HARDSHIP, received_at=at("2026-11-23 11:00")))
-        await handle.signal(PolicyLapseWorkflow.inquiry_received, InquiryReceived(
+        await handle.signal("inquiry_received", InquiryReceived(
             inquiry_id="Q-2", kind=InquiryKind.QUESTION, received_at=at("2026-11-23 11:00")))
         await time_skipping_env.sleep(timedelta(hours=2))
-        await handle.signal(PolicyLapseWorkflow.inquiry_handled, InquiryHandled(
+        await handle.signal("inquiry_handled", InquiryHandled(
             inquiry_id="Q-2", handled_at=at("2026-11-23 13:00")))
         await time_skipping_env.sleep(timedelta(days=2))
         status = await handle.query(PolicyLapseWorkflow.status)
@@ -302,7 +303,7 @@ async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sam
         tasks = await sample.fetch("SELECT kind FROM agent_tasks WHERE policy_number = $1",
                                    policy)
         sender.permanent.clear()
-        await handle.signal(PolicyLapseWorkflow.contact_updated,
+        await handle.signal("contact_updated",
                             ContactUpdated(updated_at=at("2026-11-18 15:00")))
         await time_skipping_env.sleep(timedelta(hours=1))
         after = await handle.query(PolicyLapseWorkflow.status)
@@ -335,7 +336,7 @@ async def test_group_of_500_members_each_on_their_own_record(time_skipping_env, 
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, "GRP0000500", at("2026-11-17 08:00"))
         await time_skipping_env.sleep(timedelta(hours=4))
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("50000.00"))
+        await handle.signal("payment_received", pay("50000.00"))
         result = await handle.result()
         await keep_history(handle, "group_500")
         history = await handle.fetch_history()
@@ -370,32 +371,32 @@ async def test_record_payment_update_validates_and_answers(dev_env, sample):
     async with journey_worker(dev_env.client, sample, ProviderDouble()) as journeys:
         handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update(PolicyLapseWorkflow.record_payment, pay("-5.00"))
+            await handle.execute_update("record_payment", pay("-5.00"), result_type=PaymentAnswer)
         assert "amount must be positive" in str(refused.value.cause)
         wrong = pay("10.00").model_copy(update={"currency": "USD"})
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update(PolicyLapseWorkflow.record_payment, wrong)
-        answer = await handle.execute_update(PolicyLapseWorkflow.record_payment,
-                                             pay("1000.00", "T-U1"))
+            await handle.execute_update("record_payment", wrong, result_type=PaymentAnswer)
+        answer = await handle.execute_update("record_payment",
+                                             pay("1000.00", "T-U1"), result_type=PaymentAnswer)
         assert (answer.accepted, answer.outcome, answer.outstanding) == (
             True, "recorded", Decimal("2600.00"))
-        again = await handle.execute_update(PolicyLapseWorkflow.record_payment,
-                                            pay("1000.00", "T-U1"))
+        again = await handle.execute_update("record_payment",
+                                            pay("1000.00", "T-U1"), result_type=PaymentAnswer)
         assert again.outcome == "duplicate"
-        done = await handle.execute_update(PolicyLapseWorkflow.record_payment,
-                                           pay("2600.00", "T-U2"))
+        done = await handle.execute_update("record_payment",
+                                           pay("2600.00", "T-U2"), result_type=PaymentAnswer)
         assert done.outcome == "paid_in_full"
         result = await handle.result()
         assert result.outcome is Outcome.PAID
         with pytest.raises(RPCError, match="already completed"):  # the journey is closed
-            await handle.execute_update(PolicyLapseWorkflow.record_payment, pay("1.00"))
+            await handle.execute_update("record_payment", pay("1.00"), result_type=PaymentAnswer)
 
 
 async def test_debit_failed_signal_adds_a_later_failure(time_skipping_env, sample):
     sender = ProviderDouble()
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, "P2026000002", at("2026-11-16 08:00"))
-        await handle.signal(PolicyLapseWorkflow.debit_failed, DebitFailedSignal(
+        await handle.signal("debit_failed", DebitFailedSignal(
             failed_at=at("2026-11-16 09:00"), amount=Decimal("5280.00"),
             reason_code=DebitFailureReason.CARD_EXPIRED, reason_text="卡片过期"))
         await time_skipping_env.sleep(timedelta(hours=3))
@@ -413,14 +414,16 @@ async def test_delivery_failed_falls_back_to_the_next_channel(time_skipping_env,
         handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
         await time_skipping_env.sleep(timedelta(days=2, hours=3))  # after the first reminder
         sms = next(m for m in sender.sent if m.channel is Channel.SMS)
-        await handle.signal(PolicyLapseWorkflow.delivery_failed, DeliveryFailed(
+        await handle.signal("delivery_failed", DeliveryFailed(
             notification_id=sms.notification_id, channel=Channel.SMS, error_code="30005",
             permanent=True))
         await time_skipping_env.sleep(timedelta(hours=1))
         await handle.terminate("test done")
     sent = await sent_records(sample, STANDARD)
-    # The standard fallback order after SMS is WeChat (already reached), then e-mail.
-    assert sent[("first_reminder-fallback", "wechat")] == 1
+    # WeChat had it already, but the formal demand must reach the policyholder on a
+    # channel whose delivery can be proven: the fallback order's next, e-mail.
+    assert sent[("first_reminder", "wechat")] == 1
+    assert sent[("first_reminder", "email")] == 1
 
 
 async def test_compressed_time_runs_months_in_seconds_with_real_dates(dev_env, sample):
@@ -452,7 +455,7 @@ async def test_a_long_history_continues_as_new_with_its_state(time_skipping_env,
             JourneyInput(trigger=trigger, journey_start=at("2026-11-21 08:00"),
                          continue_as_new_after=50),
             id=workflow_id(STANDARD), task_queue=journeys._task_queue)
-        await handle.signal(PolicyLapseWorkflow.payment_received, pay("100.00", "T-C1"))
+        await handle.signal("payment_received", pay("100.00", "T-C1"))
         result = await handle.result()
         first = time_skipping_env.client.get_workflow_handle(
             workflow_id(STANDARD), run_id=handle.first_execution_run_id)

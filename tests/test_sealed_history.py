@@ -22,6 +22,7 @@ from domain.journey import (
     InquiryReceived,
     Outcome,
     Payment,
+    PaymentAnswer,
     workflow_id,
 )
 from domain.models import Customer, DebitFailureReason
@@ -146,23 +147,23 @@ async def run_journeys(client: Client, pool) -> dict[str, Outcome | None]:
         # Paid in grace, after the first reminder (started after it was due: sent at once).
         paid = await start(journeys, pool, PAID, "2026-11-27 11:00")
         await status_when(paid, lambda s: any(n.status == "sent" for n in s.notifications))
-        await paid.signal(PolicyLapseWorkflow.payment_received, Payment(
+        await paid.signal("payment_received", Payment(
             transaction_id="T-SEALED-1", amount=Decimal("2400.00"), currency="CNY",
             paid_at=at("2026-11-27 12:00")))
 
         # A failed debit: a second failure typed in with a card number, an inquiry handled
         # with a note holding a phone number and an address, a partial payment by update.
         debit = await start(journeys, pool, DEBIT, "2026-11-16 08:00")
-        await debit.signal(PolicyLapseWorkflow.debit_failed, DebitFailedSignal(
+        await debit.signal("debit_failed", DebitFailedSignal(
             failed_at=at("2026-11-16 09:00"), amount=Decimal("5280.00"),
             reason_code=DebitFailureReason.CARD_CANCELLED, reason_text=REASON))
-        await debit.signal(PolicyLapseWorkflow.inquiry_received, InquiryReceived(
+        await debit.signal("inquiry_received", InquiryReceived(
             inquiry_id="Q-SEALED", kind=InquiryKind.HARDSHIP, received_at=at("2026-11-16 09:10")))
-        await debit.signal(PolicyLapseWorkflow.inquiry_handled, InquiryHandled(
+        await debit.signal("inquiry_handled", InquiryHandled(
             inquiry_id="Q-SEALED", handled_at=at("2026-11-16 09:30"), note=NOTE))
-        answer = await debit.execute_update(PolicyLapseWorkflow.record_payment, Payment(
+        answer = await debit.execute_update("record_payment", Payment(
             transaction_id="T-SEALED-2", amount=Decimal("1000.00"), currency="CNY",
-            paid_at=at("2026-11-16 09:40")))
+            paid_at=at("2026-11-16 09:40")), result_type=PaymentAnswer)
         assert answer.accepted
         await status_when(debit, lambda s: not s.open_inquiries and len(s.debit_failures) == 2)
         await debit.terminate("test over")

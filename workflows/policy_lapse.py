@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
     from activities.journey import JourneyActivities
-    from domain.content import available_channels
+    from domain.ids import IdError, JourneyId, MilestoneKey, NotificationId, Suffix
     from domain.journey import (
+        UPDATES,
+        BadSignal,
         ContactUpdated,
+        DataVerified,
         DebitFailedSignal,
         DeliveryFailed,
         InquiryHandled,
@@ -29,11 +33,13 @@ with workflow.unsafe.imports_passed_through():
         JourneyState,
         JourneyStatus,
         NextMilestone,
+        NoteRequest,
         NotificationView,
         Outcome,
         Payment,
         PaymentAnswer,
         PaymentRecord,
+        PaymentStored,
         PolicyCheck,
         Preparation,
         PrepareRequest,
@@ -45,24 +51,38 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         StageChange,
         TaskRequest,
+        VerificationOutcome,
+        read_payload,
+    )
+    from domain.journey_rules import (
+        FOLLOW_UPS,
+        FORMAL_NOTICES,
+        PROVABLE,
+        ROLE_OF,
+        end_outcome,
+        fallback_segment,
+        is_short_term,
+        stand_ins,
     )
     from domain.models import CURRENCY, Channel, MilestoneKind, Segment, TriggerKind
     from domain.plan import TZ, PlannedMilestone
     from domain.reinstatement import Due, ReinstatementQuote, journey_quote
+    from domain.verification import hold_priority
 
 # Activities that talk to the database: retried quickly, forever within their timeout.
 DB_CALL = {"start_to_close_timeout": timedelta(seconds=30),
            "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1),
                                        maximum_interval=timedelta(seconds=30))}
-# Sends: providers fail transiently; permanent failures are non-retryable errors.
+# Sends: providers fail transiently, for as long as an outage lasts. The activity retries
+# (backoff capped, a provider's Retry-After as the next delay) until the message's
+# `give_up_at`, then records the give-up and answers: it never fails for a provider.
 SEND_CALL = {"start_to_close_timeout": timedelta(minutes=2),
              "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=2),
                                          maximum_interval=timedelta(minutes=5),
-                                         maximum_attempts=8,
                                          non_retryable_error_types=["PermanentSendError"])}
 MEMBER_BATCH = 500
-AT_RISK_MILESTONES = {MilestoneKind.FIRST_REMINDER, MilestoneKind.SECOND_REMINDER}
-FOLLOW_UPS = {MilestoneKind.FOLLOW_UP, MilestoneKind.REENROLMENT_OFFER}
+# A message outside the plan (a confirmation, a resend) is worth this long of journey time.
+EVENT_MESSAGE_LIFETIME = timedelta(days=1)
 
 
 @dataclass
@@ -83,6 +103,7 @@ class PolicyLapseWorkflow:
         self._pending: list[object] = []  # signals that need activities, in arrival order
         self._upserted: dict[str, object] = {}
         self._payment: Payment | None = None  # the payment being acknowledged right now
+        self._settling = False  # closed: the confirmation and records are being done
 
     @workflow.run
     async def run(self, inp: JourneyInput) -> JourneyStatus:
@@ -95,6 +116,8 @@ class PolicyLapseWorkflow:
             self._s = inp.carry
         else:
             self._s = await self._prepare(inp)
+            if self._s.prep.anomalies:
+                await self._hold()
         self._publish()
         while self._s.stage is not Stage.CLOSED:
             if self._history_is_long() and not self._pending:
@@ -109,30 +132,58 @@ class PolicyLapseWorkflow:
             async with self._lock:
                 await self._drain_pending()
             self._publish()
+        async with self._lock:
+            await self._settle_close()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._publish()
         return self._status()
 
     # --- the journey ------------------------------------------------------------------
 
-    async def _prepare(self, inp: JourneyInput) -> JourneyState:
+    async def _prepare(self, inp: JourneyInput, starts_at: datetime | None = None,
+                       verify: bool = True) -> JourneyState:
         now = workflow.now()
-        start = inp.journey_start or now
+        start = starts_at or inp.journey_start or now
         prep: Preparation = await workflow.execute_activity_method(
             JourneyActivities.prepare_journey,
-            PrepareRequest(journey_id=self._journey_id(), trigger=inp.trigger, starts_at=start),
+            PrepareRequest(journey_id=self._journey_id(), trigger=inp.trigger, starts_at=start,
+                           verify=verify),
             summary="plan the journey from the policy and product rules", **DB_CALL)
-        failures = [inp.trigger.debit_failure] if inp.trigger.debit_failure else []
+        failures = [self._without_text(inp.trigger.debit_failure)] \
+            if inp.trigger.debit_failure else []
         return JourneyState(
             prep=prep, stage=Stage.AT_RISK, next_index=0, amount_paid=Decimal("0"),
             transactions=[], debit_failures=failures, segments=list(prep.plan.segments),
             notifications=[], inquiries=[], undelivered=[], application_id=None,
-            journey_anchor=start, wall_anchor=now)
+            journey_anchor=start, wall_anchor=self._wall_anchor(inp, now))
+
+    @staticmethod
+    def _wall_anchor(inp: JourneyInput, now: datetime) -> datetime:
+        """The starter's moment when it is plausible (a scan's journeys share it), else the
+        first workflow task's (a clock far off, such as a time-skipping test server's)."""
+        if inp.journey_start is None or inp.wall_anchor is None:
+            return now
+        return inp.wall_anchor if abs(now - inp.wall_anchor) < timedelta(minutes=10) else now
+
+    @staticmethod
+    def _without_text(failure):
+        """A debit failure without its free text (kept in PostgreSQL, never in history)."""
+        return failure.model_copy(update={"reason_text": ""}) if failure.reason_text \
+            else failure
 
     def _next_event(self) -> _Event:
         s = self._s
         plan = s.prep.plan
         events: list[_Event] = []
+        if s.stage is Stage.HELD:
+            # Nothing goes out while held; the grace clock runs on, so the task escalates.
+            if not s.hold_escalated:
+                events.append(_Event(self._hold_deadline(), "hold_deadline",
+                                     "until the data check must be answered"))
+            else:
+                events.append(_Event(self._journey_now() + timedelta(days=3650), "held",
+                                     "until operations verify the data"))
+            return min(events, key=lambda e: e.at)
         if s.next_index < len(plan.milestones):
             m = plan.milestones[s.next_index]
             events.append(_Event(m.at, "milestone", f"until {m.key} on {m.day}", m.key))
@@ -161,29 +212,77 @@ class PolicyLapseWorkflow:
             await self._run_milestone(m)
         elif event.kind == "inquiry_deadline":
             await self._escalate(event.ref)
-        else:
+        elif event.kind == "hold_deadline":
+            self._s.hold_escalated = True
+            await self._task("data_verification", "escalation", priority=1)
+        elif event.kind == "end":
             await self._finish()
 
     async def _lapse(self) -> None:
         s = self._s
-        short_term = s.prep.product_kind == "short_term"
         s.stage = Stage.LAPSED
+        short_term = is_short_term(self._input.trigger.kind, s.prep.product_kind)
         await self._change_stage(Stage.LAPSED, policy_status="lapsed",
-                                 summary="mark the policy lapsed: cover suspended"
-                                 if not short_term else "mark the policy not renewed")
+                                 summary="mark the policy not renewed" if short_term
+                                 else "mark the policy lapsed: cover suspended")
 
     async def _finish(self) -> None:
-        trigger = self._input.trigger.kind
-        if trigger is TriggerKind.RESCISSION:
-            outcome = Outcome.RESCINDED
-        elif self._s.prep.product_kind == "short_term":
-            outcome = Outcome.NOT_RENEWED
-        else:
-            outcome = Outcome.FOLLOW_UP_ENDED
-        await self._close(outcome)
+        self._close(end_outcome(self._input.trigger.kind, self._s.prep.product_kind))
+
+    # --- the data check before the first message -------------------------------------------
+
+    def _hold_deadline(self) -> datetime:
+        s = self._s
+        deadline = s.prep.hold_until or (s.held_since + timedelta(days=1))
+        lapses_at = s.prep.plan.lapses_at
+        if lapses_at is not None:
+            deadline = min(deadline, lapses_at - timedelta(days=7))
+        return max(deadline, s.held_since)
+
+    async def _hold(self) -> None:
+        s = self._s
+        s.stage = Stage.HELD
+        s.held_since = self._journey_now()
+        await self._change_stage(Stage.HELD, "hold: the data check failed ("
+                                 + ", ".join(s.prep.anomalies) + ")")
+        grace_end = s.prep.plan.grace_ends_on
+        days = (grace_end - s.held_since.astimezone(TZ).date()).days if grace_end else None
+        await self._task("data_verification", "hold", priority=hold_priority(days),
+                         rules=s.prep.anomalies)
+
+    async def _data_verified(self, verified: DataVerified) -> None:
+        s = self._s
+        if s.stage is not Stage.HELD:
+            workflow.logger.info("data_verified ignored: the journey is not held",
+                                 extra={"stage": s.stage.value})
+            return
+        if verified.outcome is VerificationOutcome.CANCEL:
+            self._close(Outcome.CANCELLED)
+            return
+        # Plan again from the corrected data, from the same start: what fell due while
+        # held goes out now (the latest due milestone, and the formal demand if the
+        # policy has not lapsed yet); what a later milestone supersedes does not.
+        fresh = await self._prepare(self._input, starts_at=s.journey_anchor, verify=False)
+        s.prep = fresh.prep
+        s.segments = list(fresh.prep.plan.segments)
+        s.stage = Stage.AT_RISK
+        await self._change_stage(Stage.AT_RISK, f"data verified by {verified.verified_by}: "
+                                 "the journey goes on")
+        now = self._journey_now()
+        past = [i for i, m in enumerate(s.prep.plan.milestones) if m.at <= now]
+        keep = set(past[-1:])
+        lapses_at = s.prep.plan.lapses_at
+        for i in past:
+            if s.prep.plan.milestones[i].kind is MilestoneKind.FIRST_REMINDER and (
+                    lapses_at is None or now < lapses_at):
+                keep.add(i)
+        s.skipped = [s.prep.plan.milestones[i].key for i in past if i not in keep]
 
     async def _run_milestone(self, m: PlannedMilestone) -> None:
         s = self._s
+        if m.key in s.skipped:
+            self._note(m.key, m.channels[0], "skipped", m.at)  # superseded while held
+            return
         if m.kind in FOLLOW_UPS and s.stage is Stage.REINSTATING:
             self._note(m.key, m.channels[0], "skipped", m.at)  # paused while underwriting decides
             return
@@ -192,76 +291,138 @@ class PolicyLapseWorkflow:
                 JourneyActivities.check_policy, self._input.trigger.policy_number,
                 summary=f"re-check the policy before {m.key}", **DB_CALL)
             if s.stage is Stage.AT_RISK and check.outstanding <= 0:
-                await self._close(Outcome.PAID)  # paid through another route: nothing more
+                self._close(Outcome.PAID)  # paid through another route: nothing more
                 return
             if s.stage is Stage.AT_RISK and check.status != "in_force":
-                await self._close(Outcome.CANCELLED)  # terminated or rescinded meanwhile
+                self._close(Outcome.CANCELLED)  # terminated or rescinded meanwhile
                 return
             if s.stage is not Stage.AT_RISK and check.status == "in_force":
-                await self._close(Outcome.REINSTATED)
+                self._close(Outcome.REINSTATED)
                 return
-        await self._deliver(m.key, m.kind.value, m.slots_by_time())
+        await self._deliver(MilestoneKey(m.key), m.kind.value, m.slots_by_time(),
+                            until=m.until, formal=m.kind in FORMAL_NOTICES)
 
     # --- sending ----------------------------------------------------------------------
 
-    async def _deliver(self, key: str, message: str,
+    def _usable(self, message: str) -> set[Channel]:
+        """The channels with a template for `message`, as decided when the journey was
+        planned (never the templates on disk: a deployment must not change a journey)."""
+        usable = self._s.prep.usable
+        if message in usable:
+            return set(usable[message])
+        return {Channel.SMS}  # a plan from before `usable` existed: every message has SMS
+
+    async def _deliver(self, key: MilestoneKey, message: str,
                        slot_groups: list[tuple[datetime, list[Channel]]],
-                       members: bool = True) -> None:
-        """Send a milestone on its channels, fall back per recipient, handle the unreachable."""
+                       members: bool = True, until: datetime | None = None,
+                       formal: bool = False) -> None:
+        """Send a message on its channels, fall back per recipient and per role, and
+        handle the unreachable. `formal`: the policyholder must be reached provably."""
         s = self._s
         unreached: dict[RecipientScope, set[str] | None] = {"policyholder": None}
         if members and s.prep.recipients > 1:
             unreached["members"] = None
         tried: set[Channel] = set()
+        holder_ok: set[Channel] = set()  # channels that reached the policyholder
+        holder_failed: list[Channel] = []
         at = slot_groups[0][0]
+        until = until or at + EVENT_MESSAGE_LIFETIME
         for at, channels in slot_groups:
             # A later slot (a channel with later quiet hours) waits; signals are served.
-            while not await self._sleep_until(_Event(at, "slot", f"until {key} may go out on "
-                                                     f"{', '.join(c.value for c in channels)}")):
+            while not self._settling and not await self._sleep_until(_Event(
+                    at, "slot", f"until {key} may go out on "
+                                f"{', '.join(c.value for c in channels)}")):
                 await self._drain_pending()
                 if s.stage is Stage.CLOSED:
                     return
-            results = await asyncio.gather(*(self._send(key, message, ch, scope, at=at)
+            results = await asyncio.gather(*(self._send(key, message, ch, scope, at=at,
+                                                        until=until)
                                              for ch in channels for scope in unreached))
             tried.update(channels)
             self._merge(unreached, results)
-        # Only channels that have a template for this message can stand in.
-        usable = set(available_channels(message))
-        fallbacks = [c for c in self._fallback_order() if c not in tried and c in usable]
-        for channel in fallbacks:
-            if not any(unreached.values()):
+            self._holder(results, holder_ok, holder_failed)
+        usable = self._usable(message)
+        order = self._fallback_order()
+        # A role whose channels all failed for the policyholder is filled first: a formal
+        # notice that cannot go by e-mail goes on paper.
+        for failed in list(holder_failed):
+            role = ROLE_OF[failed]
+            if any(ROLE_OF[ok] is role for ok in holder_ok):
+                continue
+            for channel in [c for c in stand_ins(failed, order, tried, usable)
+                            if ROLE_OF[c] is role]:
+                tried.add(channel)
+                results = [await self._send(key, message, channel, "policyholder",
+                                            until=until)]
+                self._merge(unreached, results)
+                self._holder(results, holder_ok, holder_failed)
+                if channel in holder_ok:
+                    break
+        # Then the fallback order for whoever every channel failed.
+        for channel in [c for c in order if c not in tried and c in usable]:
+            if not any(unreached.values()) and not (formal and not holder_ok & PROVABLE):
                 break
+            scopes = {scope: ids for scope, ids in unreached.items() if ids}
+            if formal and not holder_ok & PROVABLE and channel in PROVABLE:
+                scopes.setdefault("policyholder", {s.prep.policyholder_id})
+            if not scopes:
+                continue
+            tried.add(channel)
             results = await asyncio.gather(*(
-                self._send(key, message, channel, scope, only=sorted(ids), at=at)
-                for scope, ids in unreached.items() if ids))
+                self._send(key, message, channel, scope, only=sorted(ids)
+                           if scope == "members" else None, until=until)
+                for scope, ids in scopes.items()))
             self._merge(unreached, results)
+            self._holder(results, holder_ok, holder_failed)
         if unreached.get("policyholder"):
             await self._unreachable(key)
+        elif formal and not holder_ok & PROVABLE:
+            # Reached, but on no channel whose delivery can be proven: a person decides.
+            await self._task("notice_failed", str(key), priority=1)
         if unreached.get("members"):
             await self._task("contact_repair", f"{key}-members", priority=3)
 
-    async def _send(self, key: str, message: str, channel: Channel, scope: RecipientScope,
-                    only: list[str] | None = None, at: datetime | None = None,
+    @staticmethod
+    def _holder(results: list[tuple[RecipientScope, list[SendOutcome]]], ok: set[Channel],
+                failed: list[Channel]) -> None:
+        for scope, outcomes in results:
+            if scope != "policyholder":
+                continue
+            for out in outcomes:
+                if out.sent:
+                    ok.add(out.channel)
+                elif out.failed and out.channel not in failed:
+                    failed.append(out.channel)
+
+    async def _send(self, key: MilestoneKey, message: str, channel: Channel,
+                    scope: RecipientScope, only: list[str] | None = None,
+                    at: datetime | None = None, until: datetime | None = None,
                     ) -> tuple[RecipientScope, list[SendOutcome]]:
         """Send to one scope on one channel; `at` is the journey moment the send belongs to
-        (its slot), which dates the message even when compressed time runs on meanwhile."""
+        (its slot), which dates the message even when compressed time runs on meanwhile;
+        `until` (journey time) is when retrying stops and the give-up is recorded."""
         s = self._s
         at = at or self._journey_now()
+        until = until or at + EVENT_MESSAGE_LIFETIME
         plan = s.prep.plan
         trigger = self._input.trigger
         if s.debit_failures:
             trigger = trigger.model_copy(update={"debit_failure": s.debit_failures[-1]})
-        milestone = next((m for m in plan.milestones if m.key == key.split("-")[0]), None)
+        elif trigger.debit_failure is not None:
+            trigger = trigger.model_copy(
+                update={"debit_failure": self._without_text(trigger.debit_failure)})
+        milestone = next((m for m in plan.milestones if m.key == key.base), None)
         base = SendRequest(
             journey_id=self._journey_id(), policy_number=trigger.policy_number,
-            milestone_key=key, message=message, channel=channel, scope=scope, only=only,
+            milestone_key=str(key), message=message, channel=channel, scope=scope, only=only,
             journey_date=at.astimezone(TZ).date(), journey_at=at, trigger=trigger,
             outstanding=self._outstanding(), segments=s.segments,
             grace_ends_on=plan.grace_ends_on, lapses_on=plan.lapses_on,
             reinstatement_deadline=plan.reinstatement_deadline,
             follow_up_month=milestone.index if milestone else None, quote=self._quote(),
             paid_amount=self._payment.amount if self._payment else None,
-            paid_on=self._payment.paid_at.astimezone(TZ).date() if self._payment else None)
+            paid_on=self._payment.paid_at.astimezone(TZ).date() if self._payment else None,
+            give_up_at=self._wall_time(until))
         if scope == "members" and only is None:
             batches = [base.model_copy(update={"offset": o, "limit": MEMBER_BATCH})
                        for o in range(0, s.prep.recipients - 1, MEMBER_BATCH)]
@@ -278,16 +439,16 @@ class PolicyLapseWorkflow:
                         + (f" {req.offset + 1}-{req.offset + req.limit}"
                            if req.scope == "members" else ""), **SEND_CALL)
         except ActivityError as err:
-            # Retries are exhausted or the provider said no for good: treat this channel
-            # as dead for these recipients and let the fallback order take over.
-            workflow.logger.warning("send failed for good", extra={
+            # Only a failure the send could not record ends here (the activity records
+            # its give-ups and answers): these recipients count as failed on this
+            # channel, the fallback order takes over and a person looks at the batch.
+            workflow.logger.warning("send failed without an answer", extra={
                 "milestone": req.milestone_key, "channel": req.channel.value,
                 "error": type(err.cause).__name__ if err.cause else "unknown"})
             everyone = ([self._s.prep.policyholder_id] if req.scope == "policyholder"
                         else list(req.only or []))
             out = SendOutcome(channel=req.channel, sent=0, failed=everyone)
             if req.scope == "members" and req.only is None:
-                # Member ids of a failed batch are not known here: operations take over.
                 await self._task("contact_repair", f"{req.milestone_key}-batch{req.offset}", 3)
         status = "sent" if out.sent else "failed"
         if out.sent or out.failed:
@@ -312,15 +473,15 @@ class PolicyLapseWorkflow:
             else:
                 unreached[scope] &= failed_everywhere
 
-    async def _unreachable(self, key: str) -> None:
+    async def _unreachable(self, key: MilestoneKey) -> None:
         s = self._s
-        if key not in s.undelivered:
-            s.undelivered.append(key)
+        if str(key) not in s.undelivered:
+            s.undelivered.append(str(key))
         if Segment.UNREACHABLE not in s.segments:
             s.segments.append(Segment.UNREACHABLE)
-        await self._task("contact_repair", key, priority=2)
-        await self._send(key + "-emergency", "emergency_contact", Channel.SMS,
-                         "emergency_contact")
+        await self._task("contact_repair", str(key), priority=2)
+        await self._send(MilestoneKey(key.base).with_suffix(Suffix.EMERGENCY),
+                         "emergency_contact", Channel.SMS, "emergency_contact")
         if not s.public_notice:
             s.public_notice = True
             await workflow.execute_activity_method(
@@ -329,7 +490,7 @@ class PolicyLapseWorkflow:
                 summary="list the policy (masked) on the public unreachable notice", **DB_CALL)
 
     def _fallback_order(self) -> list[Channel]:
-        segment = Segment.ELDERLY if Segment.ELDERLY in self._s.segments else Segment.STANDARD
+        segment = fallback_segment(self._s.segments)
         return self._s.prep.fallbacks.get(segment) or self._s.prep.fallbacks[Segment.STANDARD]
 
     def _note(self, key: str, channel: Channel, status: str, at: datetime,
@@ -340,13 +501,14 @@ class PolicyLapseWorkflow:
 
     # --- people and tasks ---------------------------------------------------------------
 
-    async def _task(self, kind: str, reference: str, priority: int) -> None:
+    async def _task(self, kind: str, reference: str, priority: int,
+                    rules: list[str] | None = None) -> None:
         await workflow.execute_activity_method(
             JourneyActivities.create_task,
             TaskRequest(journey_id=self._journey_id(),
                         policy_number=self._input.trigger.policy_number, kind=kind,
                         priority=priority, due_at=self._journey_now() + timedelta(days=1),
-                        reference=reference),
+                        reference=reference, rules=rules or []),
             summary=f"agent task: {kind} ({reference})", **DB_CALL)
 
     async def _escalate(self, inquiry_id: str) -> None:
@@ -361,17 +523,29 @@ class PolicyLapseWorkflow:
             JourneyActivities.change_stage,
             StageChange(journey_id=self._journey_id(),
                         policy_number=self._input.trigger.policy_number, stage=stage,
-                        at=self._journey_now(), outcome=outcome, policy_status=policy_status,
-                        trigger=self._input.trigger.kind.value),
+                        at=self._journey_now(), outcome=outcome, policy_status=policy_status),
             summary=summary, **DB_CALL)
 
-    async def _close(self, outcome: Outcome) -> None:
+    def _close(self, outcome: Outcome) -> None:
+        """Decide the journey's end now; what follows (the confirmation, the records, the
+        tasks) is done by `_settle_close` once the main loop sees the journey closed."""
         s = self._s
-        if outcome is Outcome.PAID:
-            await self._deliver("payment_confirmation", "payment_confirmation",
-                                [(self._journey_now(), [Channel.SMS])], members=False)
+        if s.stage is Stage.CLOSED:
+            return
         s.stage = Stage.CLOSED
         s.outcome = outcome
+        s.closing = True
+        self._wake()
+
+    async def _settle_close(self) -> None:
+        s = self._s
+        if not s.closing:
+            return
+        self._settling = True
+        outcome = s.outcome
+        if outcome is Outcome.PAID:
+            await self._deliver(MilestoneKey("payment_confirmation"), "payment_confirmation",
+                                [(self._journey_now(), [Channel.SMS])], members=False)
         await self._change_stage(Stage.CLOSED, f"close the journey: {outcome.value}",
                                  outcome=outcome,
                                  policy_status="in_force" if outcome in (
@@ -382,61 +556,66 @@ class PolicyLapseWorkflow:
                 JourneyActivities.set_public_notice,
                 args=[self._input.trigger.policy_number, False],
                 summary="remove the policy from the public unreachable notice", **DB_CALL)
+        s.closing = False
 
     # --- signals, update and query --------------------------------------------------------
+    # One handler for every signal and one for the update, over raw payloads: whatever a
+    # client sends (two payloads, none, a wrong shape, an unknown name) is read here,
+    # rejected with a logged reason that names fields and rules but never values, and the
+    # journey carries on. The update's validator rejects before anything enters history.
 
-    @workflow.signal(name="payment_received")
-    async def payment_received(self, payment: Payment) -> None:
+    @workflow.signal(dynamic=True)
+    async def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
         try:
-            self._validate_payment(payment)
-        except ApplicationError as err:
-            workflow.logger.warning("payment signal ignored", extra={"reason": err.message})
+            signal = read_payload(name, self._decode(args))
+        except BadSignal as err:
+            workflow.logger.warning("signal ignored", extra={
+                "signal": name if name.isidentifier() and len(name) <= 40 else "?",
+                "reason": str(err)})
             return
-        await self._wait_ready()
-        async with self._lock:
-            await self._apply_payment(payment)
-        self._wake()
+        if isinstance(signal, Payment):
+            try:
+                self._validate_payment(signal)
+                await self._wait_ready()
+                async with self._lock:
+                    await self._apply_payment(signal)
+            except ApplicationError as err:
+                workflow.logger.warning("payment signal ignored",
+                                        extra={"reason": err.type or "refused"})
+            self._wake()
+            return
+        if isinstance(signal, DeliveryFailed) and not signal.permanent:
+            return  # a provider's transient word: its own retries settle it
+        self._queue(signal)
 
-    @workflow.update(name="record_payment")
-    async def record_payment(self, payment: Payment) -> PaymentAnswer:
+    @workflow.update(dynamic=True)
+    async def on_update(self, name: str, args: Sequence[RawValue]) -> PaymentAnswer:
+        payment = read_payload(name, self._decode(args), UPDATES)
         await self._wait_ready()
         async with self._lock:
             answer = await self._apply_payment(payment)
         self._wake()
         return answer
 
-    @record_payment.validator
-    def _check_record_payment(self, payment: Payment) -> None:
+    @on_update.validator
+    def _check_update(self, name: str, args: Sequence[RawValue]) -> None:
+        try:
+            payment = read_payload(name, self._decode(args), UPDATES)
+        except BadSignal as err:
+            raise ApplicationError(f"{name if name.isidentifier() else 'update'}: {err}",
+                                   type="InvalidPayment") from None
         self._validate_payment(payment)
 
-    @workflow.signal(name="debit_failed")
-    def debit_failed(self, failure: DebitFailedSignal) -> None:
-        self._queue(failure)
-
-    @workflow.signal(name="contact_updated")
-    def contact_updated(self, update: ContactUpdated) -> None:
-        self._queue(update)
-
-    @workflow.signal(name="inquiry_received")
-    def inquiry_received(self, inquiry: InquiryReceived) -> None:
-        self._queue(inquiry)
-
-    @workflow.signal(name="inquiry_handled")
-    def inquiry_handled(self, handled: InquiryHandled) -> None:
-        self._queue(handled)
-
-    @workflow.signal(name="reinstatement_applied")
-    def reinstatement_applied(self, applied: ReinstatementApplied) -> None:
-        self._queue(applied)
-
-    @workflow.signal(name="reinstatement_decided")
-    def reinstatement_decided(self, decided: ReinstatementDecided) -> None:
-        self._queue(decided)
-
-    @workflow.signal(name="delivery_failed")
-    def delivery_failed(self, failed: DeliveryFailed) -> None:
-        if failed.permanent:
-            self._queue(failed)
+    @staticmethod
+    def _decode(args: Sequence[RawValue]) -> list[object]:
+        converter = workflow.payload_converter()
+        values = []
+        for raw in args:
+            try:
+                values.append(converter.from_payload(raw.payload))
+            except Exception:
+                raise BadSignal("a payload is not JSON") from None
+        return values
 
     @workflow.query(name="status")
     def status(self) -> JourneyStatus:
@@ -449,39 +628,67 @@ class PolicyLapseWorkflow:
         self._wake()
 
     async def _drain_pending(self) -> None:
-        while self._pending and self._s.stage is not Stage.CLOSED:
+        s = self._s
+        while s.after_lapse and s.stage is not Stage.CLOSED:
+            # A payment after the lapse does not restore cover alone: explain reinstatement.
+            txn = s.after_lapse.pop(0)
+            await self._deliver(MilestoneKey("payment_after_lapse", Suffix.TXN, txn),
+                                "payment_after_lapse", [(self._journey_now(), [Channel.SMS])],
+                                members=False)
+        while self._pending and s.stage is not Stage.CLOSED:
             item = self._pending.pop(0)
+            if s.stage is Stage.HELD and not isinstance(item, (DataVerified, DebitFailedSignal,
+                                                               InquiryReceived,
+                                                               InquiryHandled)):
+                # Nothing is sent while held; a contact fix or a bounce waits for the
+                # verification, which plans again from the data as it is then.
+                continue
             if isinstance(item, DebitFailedSignal):
+                item = self._without_text(item)
                 # Signal-with-start repeats the failure that is already the trigger's.
-                if all(f.failed_at != item.failed_at for f in self._s.debit_failures):
-                    self._s.debit_failures.append(item)
+                if all(f.failed_at != item.failed_at for f in s.debit_failures):
+                    s.debit_failures.append(item)
             elif isinstance(item, ContactUpdated):
                 await self._contact_updated()
             elif isinstance(item, InquiryReceived):
                 await self._open_inquiry(item)
             elif isinstance(item, InquiryHandled):
-                self._s.inquiries = [i for i in self._s.inquiries
-                                     if i.inquiry_id != item.inquiry_id]
+                await self._keep_note(item.inquiry_id, "inquiry_handled", item.note)
+                s.inquiries = [i for i in s.inquiries if i.inquiry_id != item.inquiry_id]
             elif isinstance(item, ReinstatementApplied):
                 await self._reinstatement_applied(item)
             elif isinstance(item, ReinstatementDecided):
+                await self._keep_note(item.application_id, "reinstatement_decided",
+                                      item.reason)
                 await self._reinstatement_decided(item)
             elif isinstance(item, DeliveryFailed):
                 await self._delivery_failed(item)
+            elif isinstance(item, DataVerified):
+                await self._data_verified(item)
+
+    async def _keep_note(self, reference: str, kind: str, text: str) -> None:
+        """Free text that came with a signal goes to PostgreSQL, never into the state."""
+        if text:
+            await workflow.execute_activity_method(
+                JourneyActivities.keep_note,
+                NoteRequest(journey_id=self._journey_id(),
+                            policy_number=self._input.trigger.policy_number, kind=kind,
+                            reference=reference, text=text),
+                summary=f"keep the note of {kind} {reference}", **DB_CALL)
 
     # --- what the signals do ----------------------------------------------------------------
 
     def _validate_payment(self, payment: Payment) -> None:
         if payment.amount <= 0:
-            raise ApplicationError(f"amount must be positive, got {payment.amount}",
-                                   type="InvalidPayment")
+            raise ApplicationError("amount must be positive", type="InvalidPayment")
         if payment.currency != CURRENCY:
-            raise ApplicationError(f"currency must be {CURRENCY}, got {payment.currency}",
-                                   type="InvalidPayment")
+            raise ApplicationError(f"currency must be {CURRENCY}", type="InvalidPayment")
         if self._s is not None and self._s.stage is Stage.CLOSED:
             raise ApplicationError("the journey is closed", type="JourneyClosed")
 
     async def _apply_payment(self, payment: Payment) -> PaymentAnswer:
+        """Store the payment, decide what it does to the journey, answer. Whatever the
+        decision sends (a confirmation, an explanation) goes out after the answer."""
         s = self._s
         if payment.transaction_id in s.transactions:
             return PaymentAnswer(accepted=True, outcome="duplicate",
@@ -489,27 +696,32 @@ class PolicyLapseWorkflow:
         if s.stage is Stage.CLOSED:
             return PaymentAnswer(accepted=False, outcome="journey_closed",
                                  outstanding=self._outstanding())
-        await workflow.execute_activity_method(
+        stored: PaymentStored = await workflow.execute_activity_method(
             JourneyActivities.record_payment,
             PaymentRecord(policy_number=self._input.trigger.policy_number, payment=payment),
             summary=f"record payment {payment.transaction_id}", **DB_CALL)
-        self._payment = payment
+        if stored.outcome == "conflict":
+            raise ApplicationError("the transaction id is already recorded for another "
+                                   "policy", type="TransactionConflict", non_retryable=True)
         s.transactions.append(payment.transaction_id)
-        s.amount_paid += payment.amount
+        if stored.outcome == "duplicate":
+            return PaymentAnswer(accepted=True, outcome="duplicate",
+                                 outstanding=self._outstanding())
+        # What is paid is what the ledger stored, never what the caller claims.
+        payment = payment.model_copy(update={"amount": stored.amount})
+        self._payment = payment
+        s.amount_paid += stored.amount
         if self._input.trigger.kind is TriggerKind.RESCISSION:
             return PaymentAnswer(accepted=True, outcome="recorded",
                                  outstanding=self._outstanding())
-        if s.stage is Stage.AT_RISK:
+        if s.stage in (Stage.AT_RISK, Stage.HELD):
             if self._outstanding() <= 0:
-                await self._close(Outcome.PAID)
+                self._close(Outcome.PAID)
                 return PaymentAnswer(accepted=True, outcome="paid_in_full",
                                      outstanding=Decimal("0"))
             return PaymentAnswer(accepted=True, outcome="recorded",
                                  outstanding=self._outstanding())
-        # After the lapse a payment alone does not restore cover: explain reinstatement.
-        await self._deliver(f"payment_after_lapse-{payment.transaction_id}",
-                            "payment_after_lapse", [(self._journey_now(), [Channel.SMS])],
-                            members=False)
+        s.after_lapse.append(payment.transaction_id)
         return PaymentAnswer(accepted=True, outcome="after_lapse",
                              outstanding=self._outstanding())
 
@@ -547,28 +759,34 @@ class PolicyLapseWorkflow:
             return
         s.inquiries = [i for i in s.inquiries if i.inquiry_id != decided.application_id]
         if decided.approved:
-            await self._deliver("reinstatement_approved", "reinstatement_approved",
+            await self._deliver(MilestoneKey("reinstatement_approved"), "reinstatement_approved",
                                 [(self._journey_now(), [Channel.SMS])], members=False)
-            await self._close(Outcome.REINSTATED)
+            self._close(Outcome.REINSTATED)
             return
         s.stage = Stage.LAPSED
         s.application_id = None
-        await self._deliver(f"reinstatement_refused-{decided.application_id}",
-                            "reinstatement_refused", [(self._journey_now(), [Channel.SMS])],
-                            members=False)
+        await self._deliver(
+            MilestoneKey("reinstatement_refused", Suffix.APPLICATION, decided.application_id),
+            "reinstatement_refused", [(self._journey_now(), [Channel.SMS])], members=False)
         await self._change_stage(Stage.LAPSED, "reinstatement refused: follow-ups resume")
 
     async def _contact_updated(self) -> None:
         s = self._s
+        await workflow.execute_activity_method(
+            JourneyActivities.contact_updated, self._input.trigger.policy_number,
+            summary="contact corrected: the addresses may be used again", **DB_CALL)
         missed, s.undelivered = s.undelivered, []
         if Segment.UNREACHABLE in s.segments:
             s.segments.remove(Segment.UNREACHABLE)
-        for key in missed:
-            m = next((m for m in s.prep.plan.milestones if m.key == key), None)
-            message = m.kind.value if m else key.split("-")[0]
+        s.resends += 1
+        for text in missed:
+            key = MilestoneKey.parse(text)
+            m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
+            message = m.kind.value if m else key.base
             channels = m.channels if m else [Channel.SMS]
-            await self._deliver(f"{key}-resend{len(s.notifications)}", message,
-                                [(self._journey_now(), channels)])
+            await self._deliver(MilestoneKey(key.base).with_suffix(Suffix.RESEND, s.resends),
+                                message, [(self._journey_now(), channels)],
+                                formal=bool(m and m.kind in FORMAL_NOTICES))
         if s.public_notice and not s.undelivered:
             s.public_notice = False
             await workflow.execute_activity_method(
@@ -576,28 +794,55 @@ class PolicyLapseWorkflow:
                 args=[self._input.trigger.policy_number, False],
                 summary="contact repaired: remove the public notice entry", **DB_CALL)
 
+    def _message_of(self, key: MilestoneKey) -> str | None:
+        """The message kind a milestone key names: a planned milestone's kind, or an
+        event message's own kind; None for a key this journey never sent."""
+        m = next((m for m in self._s.prep.plan.milestones if m.key == key.base), None)
+        if m is not None:
+            return m.kind.value
+        return key.base if key.base in self._s.prep.usable else None
+
     async def _delivery_failed(self, failed: DeliveryFailed) -> None:
-        # Notification ids are "{journey}/{milestone}/{channel}/{recipient}".
-        parts = failed.notification_id.split("/")
-        if len(parts) < 4 or parts[0] != self._journey_id():
-            workflow.logger.warning("delivery failure for an unknown notification ignored")
+        try:
+            nid = NotificationId.parse(failed.notification_id)
+        except IdError as err:
+            workflow.logger.warning("delivery failure ignored", extra={"reason": str(err)})
             return
-        key, recipient = parts[1], parts[-1]
-        m = next((m for m in self._s.prep.plan.milestones if m.key == key), None)
-        message = m.kind.value if m else key.split("-")[0]
-        scope: RecipientScope = ("policyholder" if recipient == self._s.prep.policyholder_id
-                                 else "members")
-        unreached: dict[RecipientScope, set[str] | None] = {scope: {recipient}}
-        usable = set(available_channels(message))
-        for channel in [c for c in self._fallback_order()
-                        if c != failed.channel and c in usable]:
-            results = [await self._send(f"{key}-fallback", message, channel, scope,
-                                        only=[recipient])]
+        if str(nid.journey) != self._journey_id():
+            workflow.logger.warning("delivery failure ignored: another journey's notification")
+            return
+        key = nid.key
+        message = self._message_of(key)
+        if message is None:
+            workflow.logger.warning("delivery failure ignored: no such message in the journey")
+            return
+        if key.suffix is Suffix.EMERGENCY:
+            return  # the emergency contact is the last resort: the repair task is open
+        s = self._s
+        if nid.recipient_id == s.prep.policyholder_id:
+            scope: RecipientScope = "policyholder"
+        elif s.prep.recipients > 1:
+            scope = "members"  # the send checks that the member belongs to the policy
+        else:
+            workflow.logger.warning("delivery failure ignored: not a recipient of the policy")
+            return
+        m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
+        formal = m is not None and m.kind in FORMAL_NOTICES and scope == "policyholder"
+        base = MilestoneKey(key.base) if key.suffix is not Suffix.RESEND else key
+        unreached: dict[RecipientScope, set[str] | None] = {scope: {nid.recipient_id}}
+        tried = {failed.channel}
+        for channel in stand_ins(failed.channel, self._fallback_order(), tried,
+                                 self._usable(message)):
+            results = [await self._send(base, message, channel, scope,
+                                        only=[nid.recipient_id] if scope == "members"
+                                        else None)]
             self._merge(unreached, results)
-            if not unreached[scope]:
+            if not unreached[scope] and (not formal or channel in PROVABLE):
                 return
-        if scope == "policyholder":
-            await self._unreachable(key)
+        if unreached[scope] and scope == "policyholder":
+            await self._unreachable(base)
+        elif formal:
+            await self._task("notice_failed", str(base), priority=1)
 
     # --- time and visibility -------------------------------------------------------------
 
@@ -634,7 +879,12 @@ class PolicyLapseWorkflow:
 
     def _journey_id(self) -> str:
         info = workflow.info()
-        return f"{info.workflow_id}@{info.first_execution_run_id[:8]}"
+        return str(JourneyId.of(info.workflow_id, info.first_execution_run_id))
+
+    def _wall_time(self, journey_at: datetime) -> datetime:
+        """The wall-clock moment the journey clock reaches `journey_at`."""
+        ahead = (journey_at - self._journey_now()) / self._input.time_scale
+        return workflow.now() + max(ahead, timedelta(0))
 
     def _outstanding(self) -> Decimal:
         return max(Decimal("0"), self._input.trigger.amount_due - self._s.amount_paid)
@@ -676,7 +926,8 @@ class PolicyLapseWorkflow:
             outstanding=self._outstanding(), next_milestone=self._next_milestone(),
             notifications=list(s.notifications),
             open_inquiries=list(s.inquiries), reinstatement=self._quote(),
-            segments=list(s.segments), journey_now=now, debit_failures=list(s.debit_failures))
+            segments=list(s.segments), journey_now=now, debit_failures=list(s.debit_failures),
+            held_rules=list(s.prep.anomalies) if s.stage is Stage.HELD else [])
 
     def _publish(self) -> None:
         """Upsert the search attributes that changed, and describe the journey for the UI."""
@@ -692,10 +943,11 @@ class PolicyLapseWorkflow:
             "GraceEndsAt": (sa.GRACE_ENDS_AT, plan.lapses_at),
             "NextReminderAt": (sa.NEXT_REMINDER_AT, nxt.at if nxt else None),
             "OutstandingAmount": (sa.OUTSTANDING_AMOUNT, float(self._outstanding())),
+            "LapseOutcome": (sa.LAPSE_OUTCOME, s.outcome.value if s.outcome else None),
         }
         updates: list[SearchAttributeUpdate] = []
         for name, (key, value) in wanted.items():
-            if self._upserted.get(name, object()) == value:
+            if self._upserted.get(name) == value:
                 continue
             self._upserted[name] = value
             updates.append(key.value_unset() if value is None or value == []

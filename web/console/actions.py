@@ -137,21 +137,23 @@ def parse(action: str, form: Mapping[str, str], status: JourneyStatus | None) ->
     return Request(act, None)
 
 
-async def send(port: JourneyPort, policy_number: str, req: Request, now: datetime) -> bool:
-    """The request's signal; False when no journey was running to take it."""
+async def send(port: JourneyPort, policy_number: str, req: Request, now: datetime,
+               note_id: int | None = None) -> bool:
+    """The request's signal; False when no journey was running to take it. A note goes as
+    the id it was kept under (`note_id`), never as text."""
     if req.action is Action.INQUIRY:
         return await port.inquiry_received(policy_number, InquiryReceived(
             inquiry_id=req.reference, kind=req.kind, received_at=now))
     if req.action is Action.HANDLED:
         return await port.inquiry_handled(policy_number, InquiryHandled(
-            inquiry_id=req.reference, handled_at=now, note=req.note))
+            inquiry_id=req.reference, handled_at=now, note_id=note_id))
     if req.action is Action.APPLY:
         return await port.reinstatement_applied(policy_number, ReinstatementApplied(
             application_id=req.reference, applied_at=now))
     if req.action is Action.DECIDE:
         return await port.reinstatement_decided(policy_number, ReinstatementDecided(
             application_id=req.reference, approved=req.approved, decided_at=now,
-            reason=req.note))
+            note_id=note_id))
     return await port.contact_updated(policy_number, ContactUpdated(updated_at=now))
 
 

@@ -20,6 +20,7 @@ from temporalio.service import RPCError
 from domain.content.masking import mask_phone, mask_policy_number, short_name
 from domain.models import Gender, PolicyNumber
 from domain.plan import TZ
+from infra import notes
 from infra.tasks import OUTCOMES, TaskError, TaskView, complete_task, get_task, list_tasks
 from infra.tasks import take_task as take_task_row
 from web.console import actions, auth, timeline, words
@@ -365,7 +366,14 @@ async def journey_action(request: web.Request) -> web.Response:
         return _page(request, "confirm.j2", title=actions.TITLE[req.action],
                      rows=[("保单", number), *req.summary()], fields=req.fields(),
                      target=request.path, back=back)
-    running = await actions.send(console.port, number, req, datetime.now(TZ))
+    note_id = None
+    if req.note:
+        # The note stays in PostgreSQL; the journey gets its id, never the text.
+        async with console.pool.acquire() as conn:
+            note_id = await notes.keep_note(
+                conn, number, "inquiry_handled" if req.action is actions.Action.HANDLED
+                else "reinstatement_decided", req.reference, req.note, written_by=agent.name)
+    running = await actions.send(console.port, number, req, datetime.now(TZ), note_id)
     async with console.pool.acquire() as conn:
         audit_id = await q.audit(conn, agent.name, req.action.value,
                                  "sent" if running else "journey_not_running",

@@ -1,0 +1,85 @@
+"""The journey's rules that the workflow follows, as pure functions over plain values.
+
+The workflow orchestrates (waits, sends, records); what a fact means is decided here:
+what ends a journey and how, which fallback order applies, which channels stand in for
+one that failed, and which messages must reach the policyholder provably.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from domain.journey import Outcome
+from domain.models import Channel, MilestoneKind, ProductKind, Segment, TriggerKind
+
+
+class ChannelRole(StrEnum):
+    """What a channel does in a milestone: the formal written notice, the short message,
+    or the call. A role whose channels all failed is filled by another channel of the
+    same role before anything else (MISSION section 2: the lapse notice is a formal
+    letter, by e-mail with its PDF or on paper)."""
+
+    FORMAL = "formal"
+    SHORT = "short"
+    CALL = "call"
+
+
+ROLE_OF: dict[Channel, ChannelRole] = {
+    Channel.EMAIL: ChannelRole.FORMAL,
+    Channel.LETTER: ChannelRole.FORMAL,
+    Channel.SMS: ChannelRole.SHORT,
+    Channel.WECHAT: ChannelRole.SHORT,
+    Channel.WECOM: ChannelRole.SHORT,
+    Channel.VOICE: ChannelRole.CALL,
+    Channel.AGENT_CALL: ChannelRole.CALL,
+}
+
+# Channels whose delivery can be proven afterwards: a delivery receipt (SMS), a delivered
+# event (e-mail), the print vendor's hand-over (letter), a connected call (voice, agent).
+PROVABLE: frozenset[Channel] = frozenset({Channel.SMS, Channel.EMAIL, Channel.LETTER,
+                                          Channel.VOICE, Channel.AGENT_CALL})
+
+# The notices the law needs to reach the policyholder: the formal demand (Insurance Law
+# art. 36) and the formal lapse notice. When none of their provable channels reached the
+# policyholder, operations get a task.
+FORMAL_NOTICES: frozenset[MilestoneKind] = frozenset({MilestoneKind.FIRST_REMINDER,
+                                                      MilestoneKind.LAPSE_NOTICE,
+                                                      MilestoneKind.RESCISSION_NOTICE})
+
+FOLLOW_UPS: frozenset[MilestoneKind] = frozenset({MilestoneKind.FOLLOW_UP,
+                                                  MilestoneKind.REENROLMENT_OFFER})
+
+
+def is_short_term(trigger: TriggerKind, product_kind: str) -> bool:
+    """A short-term product (or an unpaid renewal) is not renewed rather than lapsed."""
+    return trigger is TriggerKind.RENEWAL_UNPAID or product_kind == ProductKind.SHORT_TERM
+
+
+def end_outcome(trigger: TriggerKind, product_kind: str) -> Outcome:
+    """How a journey ends when its timeline is over and nobody paid or reinstated."""
+    if trigger is TriggerKind.RESCISSION:
+        return Outcome.RESCINDED
+    if is_short_term(trigger, product_kind):
+        return Outcome.NOT_RENEWED
+    return Outcome.FOLLOW_UP_ENDED
+
+
+def fallback_segment(segments: list[Segment]) -> Segment:
+    """Which fallback order applies: the elderly one for an elderly customer."""
+    return Segment.ELDERLY if Segment.ELDERLY in segments else Segment.STANDARD
+
+
+def stand_ins(failed: Channel, order: list[Channel], tried: set[Channel],
+              usable: set[Channel]) -> list[Channel]:
+    """The channels to try for a recipient `failed` could not reach: same role first,
+    then the rest of the fallback order; never one already tried or without a template."""
+    rest = [c for c in order if c not in tried and c != failed and c in usable]
+    same = [c for c in rest if ROLE_OF[c] is ROLE_OF[failed]]
+    others = [c for c in rest if c not in same]
+    # A formal notice with no formal channel left still goes on paper if it can.
+    if ROLE_OF[failed] is ChannelRole.FORMAL and Channel.LETTER in usable \
+            and Channel.LETTER not in tried and Channel.LETTER not in same \
+            and failed is not Channel.LETTER:
+        same.append(Channel.LETTER)
+        others = [c for c in others if c is not Channel.LETTER]
+    return same + others

@@ -1,0 +1,57 @@
+"""The payments ledger: one home for storing a payment and applying it to the dues.
+
+Used by the journey's activity and by the payment system's door when no journey runs, so
+a payment has one effect whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import asyncpg
+
+from domain.journey import Payment, PaymentStored
+
+_INSERT = """
+INSERT INTO payments (transaction_id, policy_number, amount, currency, paid_at)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT (transaction_id) DO NOTHING RETURNING amount
+"""
+_EXISTING = "SELECT policy_number, amount FROM payments WHERE transaction_id = $1"
+_OPEN_DUES = """
+SELECT due_date, amount - paid_amount AS open FROM premium_dues
+WHERE policy_number = $1 AND paid_amount < amount ORDER BY due_date FOR UPDATE
+"""
+_APPLY_TO_DUE = """
+UPDATE premium_dues SET paid_amount = paid_amount + $3
+WHERE policy_number = $1 AND due_date = $2
+"""
+_OWED = """
+SELECT COALESCE(sum(amount - paid_amount), 0) FROM premium_dues WHERE policy_number = $1
+"""
+
+
+async def owed(conn: asyncpg.Connection, policy_number: str) -> Decimal:
+    return await conn.fetchval(_OWED, policy_number)
+
+
+async def store_payment(conn: asyncpg.Connection, policy_number: str,
+                        payment: Payment) -> PaymentStored:
+    """Store the payment once and apply it to the oldest open dues; call inside a
+    transaction. `conflict` when the transaction id is another policy's (nothing stored);
+    `duplicate` when this policy's payment was stored before (nothing changes)."""
+    amount = await conn.fetchval(_INSERT, payment.transaction_id, policy_number,
+                                 payment.amount, payment.currency, payment.paid_at)
+    if amount is None:
+        row = await conn.fetchrow(_EXISTING, payment.transaction_id)
+        outcome = "duplicate" if row["policy_number"] == policy_number else "conflict"
+        return PaymentStored(outcome=outcome,
+                             amount=row["amount"] if outcome == "duplicate" else Decimal("0"),
+                             owed=await owed(conn, policy_number))
+    left = amount
+    for due in await conn.fetch(_OPEN_DUES, policy_number):
+        if left <= 0:
+            break
+        take = min(left, due["open"])
+        await conn.execute(_APPLY_TO_DUE, policy_number, due["due_date"], take)
+        left -= take
+    return PaymentStored(outcome="new", amount=amount, owed=await owed(conn, policy_number))
