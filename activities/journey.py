@@ -177,7 +177,11 @@ class JourneyActivities:
                 return []
             return [Recipient(f"{holder.customer_id}.ec", "emergency_contact", holder)]
         if req.only is not None:
-            ids = req.only
+            # Only members of this policy: a crafted id never reaches another customer.
+            ids = [r["customer_id"] for r in await conn.fetch(
+                "SELECT customer_id FROM policy_insured WHERE policy_number = $1 "
+                "AND role = 'member' AND customer_id = ANY($2::text[]) ORDER BY customer_id",
+                req.policy_number, req.only)]
         else:
             ids = [r["customer_id"] for r in await conn.fetch(
                 "SELECT customer_id FROM policy_insured WHERE policy_number = $1 "
@@ -327,6 +331,13 @@ class JourneyActivities:
                 "  closed_at = CASE WHEN $2 = 'closed' THEN $4 ELSE closed_at END "
                 "WHERE journey_id = $1", change.journey_id, change.stage.value,
                 change.outcome.value if change.outcome else None, change.at)
+            if change.stage is Stage.AT_RISK:
+                # Out of the hold: the data check is answered.
+                await conn.execute(
+                    "UPDATE agent_tasks SET status = 'done', outcome = 'proceed', "
+                    "  closed_reason = 'data verified', completed_at = now() "
+                    "WHERE journey_id = $1 AND kind = 'data_verification' "
+                    "AND status IN ('open', 'taken')", change.journey_id)
             if change.stage is Stage.CLOSED:
                 # Tasks outlive no journey: a call to collect a premium already paid, or
                 # a check of data nobody needs any more, is settled with the reason.
@@ -358,11 +369,6 @@ class JourneyActivities:
                 "  priority = LEAST(agent_tasks.priority, EXCLUDED.priority)",
                 tid, task.policy_number, task.journey_id, task.kind, task.priority,
                 task.due_at, task.rules or None)
-            if task.kind == "data_verification" and task.reference == "escalation":
-                await conn.execute(
-                    "UPDATE agent_tasks SET priority = 1 WHERE task_id = $1 "
-                    "AND status IN ('open', 'taken')",
-                    task_id(task.journey_id, task.kind, "hold"))
         return tid
 
     @activity.defn

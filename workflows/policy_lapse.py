@@ -213,8 +213,9 @@ class PolicyLapseWorkflow:
         elif event.kind == "inquiry_deadline":
             await self._escalate(event.ref)
         elif event.kind == "hold_deadline":
-            self._s.hold_escalated = True
-            await self._task("data_verification", "escalation", priority=1)
+            self._s.hold_escalated = True  # the same task, now the most urgent
+            await self._task("data_verification", "hold", priority=1,
+                             rules=self._s.prep.anomalies)
         elif event.kind == "end":
             await self._finish()
 

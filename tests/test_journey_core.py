@@ -1,0 +1,205 @@
+"""The journey under hostile input (issue 10) and the data check before the first message
+(issue 16.1), on the time-skipping server with the real activities and PostgreSQL."""
+
+from __future__ import annotations
+
+import ast
+import json
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from domain.ids import JourneyId
+from domain.journey import (
+    DataVerified,
+    DeliveryFailed,
+    InquiryKind,
+    InquiryReceived,
+    Outcome,
+    Payment,
+    Stage,
+    VerificationOutcome,
+)
+from domain.models import Channel
+from infra import tasks
+from infra.journeys import PaymentRefused, PaymentSystem
+from tests.channel_helpers import eventually
+from tests.journey_helpers import (
+    ProviderDouble,
+    at,
+    journey_worker,
+    load_sample,
+    sent_records,
+    start_journey,
+)
+from workflows.policy_lapse import PolicyLapseWorkflow
+
+STANDARD = "P2026000001"  # long-term, due 2026-11-20, ¥3,600.00, every channel known
+OTHER = "P2026000002"
+GROUP = "P2026000007"  # a group policy with members
+HELD = "P2026009001"
+# The ID number says born 1985-03-12; the record says 1985-03-13: someone typed one wrong.
+HELD_LINES = [
+    json.dumps({"record": "customer", "customer_id": "C9001", "name": "赵敏",
+                "birth_date": "1985-03-13", "gender": "F", "id_number": "11010119850312101X",
+                "mobile": "+8613800009001", "email": "c9001@example.com",
+                "wechat_openid": "oSandbox009001"}, ensure_ascii=False),
+    json.dumps({"record": "policy", "policy_number": HELD, "product_code": "LT-WL01",
+                "policyholder_id": "C9001", "effective_date": "2020-01-01",
+                "premium": "3600.00", "due_date": "2026-11-20",
+                "payment_method": {"kind": "manual"},
+                "dues": [{"due_date": "2026-11-20", "amount": "3600.00", "paid_amount": "0"}]},
+               ensure_ascii=False),
+]
+
+
+def pay(amount: str, txn: str | None = None) -> Payment:
+    return Payment(transaction_id=txn or f"T{uuid.uuid4().hex[:10]}", amount=Decimal(amount),
+                   currency="CNY", paid_at=at("2026-11-25 12:00"))
+
+
+@pytest.fixture
+async def sample(pool):
+    await load_sample(pool, HELD_LINES)
+    return pool
+
+
+async def test_another_policys_transaction_is_refused_with_and_without_a_journey(
+        time_skipping_env, sample):
+    payments = PaymentSystem(time_skipping_env.client, sample, "unused")
+    taken = pay("3600.00", "T-SHARED")
+    # No journey runs for OTHER: stored there, for the whole amount.
+    first = await payments.payment_received(OTHER, taken)
+    assert first.outcome == "recorded_without_journey"
+    with pytest.raises(PaymentRefused, match="another policy"):
+        await payments.payment_received(STANDARD, taken)  # no journey either
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        payments = PaymentSystem(time_skipping_env.client, sample, journeys._task_queue)
+        with pytest.raises(PaymentRefused, match="another policy"):
+            await payments.payment_received(STANDARD, taken)
+        status = await handle.query(PolicyLapseWorkflow.status)
+        assert (status.stage, status.amount_paid) == (Stage.AT_RISK, Decimal("0"))
+        await handle.terminate("test done")
+    assert await sample.fetchval("SELECT policy_number FROM payments "
+                                 "WHERE transaction_id = 'T-SHARED'") == OTHER
+    assert (await sent_records(sample, STANDARD))[("payment_confirmation", "sms")] == 0
+
+
+async def test_a_crafted_failure_never_sends_another_customers_details(time_skipping_env,
+                                                                         sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, GROUP, at("2026-11-17 08:00"))
+        await time_skipping_env.sleep(timedelta(days=3))  # after the first reminder
+        journey = JourneyId.of(handle.id, handle.first_execution_run_id)
+        before = len(sender.sent)
+        # C0001 is STANDARD's policyholder, not a member of the group policy.
+        for recipient in ("C0001", "C0002"):
+            await handle.signal("delivery_failed", DeliveryFailed(
+                notification_id=f"{journey}/first_reminder/wecom/{recipient}",
+                channel=Channel.WECOM, error_code="30005", permanent=True))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await handle.terminate("test done")
+    assert status.stage is Stage.AT_RISK
+    strangers = [m for m in sender.sent[before:] if m.recipient_id in ("C0001", "C0002")]
+    assert strangers == []
+
+
+async def test_two_journeys_of_one_policy_have_their_own_records(dev_env, sample):
+    """Within a minute, UUIDv7 run ids share their first characters: the journey id keeps
+    the whole run id, so the second journey's first reminder is its own and goes out."""
+    sender = ProviderDouble()
+
+    async def first_reminder_sent(journey_id: str):
+        return await sample.fetchval(
+            "SELECT true FROM notifications WHERE journey_id = $1 AND status = 'sent' "
+            "AND milestone = 'first_reminder' AND channel = 'sms'", journey_id)
+
+    async with journey_worker(dev_env.client, sample, sender) as journeys:
+        ids = []
+        for _ in range(2):
+            handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 10:00"))
+            ids.append(str(JourneyId.of(handle.id, handle.first_execution_run_id)))
+            assert await eventually(lambda: first_reminder_sent(ids[-1]), 60)
+            await handle.terminate("next journey")
+    assert ids[0] != ids[1]
+
+
+def test_the_workflow_never_reads_templates():
+    source = Path(__file__).resolve().parents[1] / "workflows" / "policy_lapse.py"
+    imported = {node.module for node in ast.walk(ast.parse(source.read_text()))
+                if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m and m.startswith("domain.content")}
+
+
+async def test_closing_a_journey_cancels_its_open_tasks(time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 08:00"))
+        await handle.signal("inquiry_received", InquiryReceived(
+            inquiry_id="Q-OPEN", kind=InquiryKind.QUESTION, received_at=at("2026-11-23 09:00")))
+        await time_skipping_env.sleep(timedelta(days=2))  # unanswered for a business day
+        async with sample.acquire() as conn:
+            open_before = await tasks.list_tasks(conn, policy_number=STANDARD)
+        await handle.signal("payment_received", pay("3600.00"))
+        result = await handle.result()
+    assert result.outcome is Outcome.PAID
+    assert {t.kind for t in open_before} == {"inquiry_escalation"}
+    async with sample.acquire() as conn:
+        assert await tasks.list_tasks(conn, policy_number=STANDARD) == []
+        cancelled = await tasks.list_tasks(conn, status="cancelled", policy_number=STANDARD)
+        assert {t.task_id for t in cancelled} == {t.task_id for t in open_before}
+        assert all(t.closed_reason == "journey closed: paid" for t in cancelled)
+        with pytest.raises(tasks.TaskError, match="cancelled: journey closed: paid"):
+            await tasks.take_task(conn, open_before[0].task_id, "agent.li")
+
+
+async def _held(env, journeys, sample, sender):
+    handle = await start_journey(journeys, sample, HELD, at("2026-11-23 08:00"))
+    await env.sleep(timedelta(days=2))
+    status = await handle.query(PolicyLapseWorkflow.status)
+    assert status.stage is Stage.HELD
+    assert status.held_rules == ["id_number_birth_date"]
+    assert [m for m in sender.sent if m.policy_number == HELD] == []
+    async with sample.acquire() as conn:
+        [task] = await tasks.list_tasks(conn, policy_number=HELD)
+    return handle, task
+
+
+async def test_a_journey_with_wrong_data_is_held_until_verified(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle, task = await _held(time_skipping_env, journeys, sample, sender)
+        assert (task.kind, task.rules) == ("data_verification", ["id_number_birth_date"])
+        # Past the hold's deadline (1 business day) it escalates to the top priority.
+        assert task.priority == 1
+        async with sample.acquire() as conn:
+            await conn.execute("UPDATE customers SET birth_date = '1985-03-12' "
+                               "WHERE customer_id = 'C9001'")
+        await handle.signal("data_verified", DataVerified(
+            verified_by="ops.wang", verified_at=at("2026-11-25 10:00"),
+            outcome=VerificationOutcome.PROCEED))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await handle.terminate("test done")
+    assert status.stage is Stage.AT_RISK
+    sent = await sent_records(sample, HELD)
+    assert sent[("first_reminder", "sms")] == 1  # what fell due while held goes out now
+    async with sample.acquire() as conn:
+        assert await tasks.list_tasks(conn, policy_number=HELD) == []  # settled by the signal
+
+
+async def test_a_held_journey_cancelled_sends_nothing(time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle, task = await _held(time_skipping_env, journeys, sample, sender)
+        signals = tasks.JourneySignals(time_skipping_env.client)
+        done = await tasks.complete_task(sample, signals, task.task_id, "cancel", "ops.wang")
+        assert done.signal == "data_verified"
+        result = await handle.result()
+    assert result.outcome is Outcome.CANCELLED
+    assert [m for m in sender.sent if m.policy_number == HELD] == []
