@@ -21,8 +21,10 @@ from activities.channels import LocalOutbox, Sender
 from activities.journey import JourneyActivities
 from activities.scan import ScanActivities
 from activities.senders import build_senders, close_senders
+from domain.branches import Branches
 from domain.models import Channel
 from infra import logging as json_logging
+from infra.branches import load_branches
 from infra.db import connect_pool
 from infra.embedded import StackError, read_stack_file, resolve_endpoints
 from infra.metrics import MetricsConfigError, install_runtime, metrics_port
@@ -43,10 +45,10 @@ def default_senders() -> dict[Channel, Sender]:
 def build_worker(client: Client, pool: asyncpg.Pool, task_queue: str,
                  senders: dict[Channel, Sender] | None = None,
                  extra_activities: Sequence = (), time_scale: float = 1.0,
-                 **options) -> Worker:
+                 branches: Branches | None = None, **options) -> Worker:
     """The one worker of the journeys: every workflow and activity on one task queue."""
     senders = senders or default_senders()
-    activities = JourneyActivities(pool, senders)
+    activities = JourneyActivities(pool, senders, branches)
     scan = ScanActivities(pool, time_scale=time_scale)
     campaign = BindCardActivities(pool, senders)
     settings = {
@@ -115,6 +117,8 @@ async def run(settings: Settings, metrics: int | None = None) -> int:
             **({} if settings.time_scale == 1 else {"clock": None}))
         try:
             worker = build_worker(client, pool, settings.temporal_task_queue,
+                                  branches=load_branches(settings.branches_file)
+                                  if settings.branches_file else None,
                                   senders=senders, time_scale=settings.time_scale)
             log.info("worker started", extra={"task_queue": settings.temporal_task_queue,
                                                "metrics_port": metrics})

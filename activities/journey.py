@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -19,6 +19,7 @@ from activities.channels import (
 )
 from activities.content import render_for
 from activities.letters import letter_attachment
+from domain.branches import Branches, nearest_branch
 from domain.calendar import BusinessCalendar
 from domain.content import available_channels
 from domain.content.context import MessageKind
@@ -28,6 +29,7 @@ from domain.content.rules import ContentRuleError
 from domain.evidence import Anchored
 from domain.ids import task_id
 from domain.journey import (
+    DialRequest,
     InquiryRequest,
     InquiryView,
     NoteRequest,
@@ -48,6 +50,7 @@ from domain.planner import plan_journey
 from domain.triggers import segments_for
 from domain.verification import RECENT_PAYMENT_DAYS, DataFacts, check_data
 from infra import evidence, notes, payments, store
+from infra.branches import load_branches
 from infra.deliveries import clear_suppression, mark_unknown, provider_ref
 
 # Statuses after which a provider has (or may have) the message: never send it again.
@@ -92,9 +95,11 @@ def _addressee(recipient: Recipient) -> str:
 class JourneyActivities:
     """Activities bound to a database pool and one sender per channel."""
 
-    def __init__(self, pool: asyncpg.Pool, senders: dict[Channel, Sender]):
+    def __init__(self, pool: asyncpg.Pool, senders: dict[Channel, Sender],
+                 branches: Branches | None = None):
         self._pool = pool
         self._senders = senders
+        self._branches = branches or load_branches()
 
     async def _calendar(self, conn: asyncpg.Connection) -> BusinessCalendar:
         return BusinessCalendar(await store.load_calendar_years(conn))
@@ -149,7 +154,11 @@ class JourneyActivities:
             recipients=1 + members, policyholder_id=bundle.policyholder.customer_id,
             fallbacks={s: rules.fallbacks_for(s) for s in (Segment.STANDARD, Segment.ELDERLY)},
             usable={k.value: available_channels(k) for k in MessageKind},
-            anomalies=anomalies, hold_until=hold_until)
+            anomalies=anomalies, hold_until=hold_until,
+            max_dial_attempts=company.max_dial_attempts_per_day,
+            redial_gap_minutes=company.redial_gap_minutes,
+            voice_window=(company.send_windows[Channel.VOICE].start,
+                          company.send_windows[Channel.VOICE].end))
 
     @activity.defn
     async def check_policy(self, policy_number: str) -> PolicyCheck:
@@ -362,14 +371,35 @@ class JourneyActivities:
         (a held journey's check grows urgent as the grace end nears)."""
         tid = task_id(task.journey_id, task.kind, task.reference)
         async with self._pool.acquire() as conn:
+            branch = None
+            if task.nearest_branch:
+                bundle = await store.load_policy(conn, task.policy_number, with_members=False)
+                branch = nearest_branch(bundle.policyholder.postal_address,
+                                        self._branches).code
             await conn.execute(
                 "INSERT INTO agent_tasks (task_id, policy_number, journey_id, kind, priority, "
-                "due_at, rules) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "due_at, rules, branch_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
                 "ON CONFLICT (task_id) DO UPDATE SET "
                 "  priority = LEAST(agent_tasks.priority, EXCLUDED.priority)",
                 tid, task.policy_number, task.journey_id, task.kind, task.priority,
-                task.due_at, task.rules or None)
+                task.due_at, task.rules or None, branch)
         return tid
+
+    @activity.defn
+    async def may_dial(self, req: DialRequest) -> bool:
+        """Whether the policyholder's number has had fewer than `max_per_day` automated
+        calls on the journey day, counted over every journey that calls that number."""
+        day_start = datetime.combine(req.day, time(0), TZ)
+        async with self._pool.acquire() as conn:
+            dialled = await conn.fetchval(
+                "SELECT count(*) FROM notifications n "
+                "JOIN customers c ON c.customer_id = n.recipient_id "
+                "WHERE n.channel = 'voice' AND n.created_at >= $2 AND n.created_at < $3 "
+                "AND c.mobile = (SELECT h.mobile FROM policies p JOIN customers h "
+                "                ON h.customer_id = p.policyholder_id "
+                "                WHERE p.policy_number = $1)",
+                req.policy_number, day_start, day_start + timedelta(days=1))
+        return dialled < req.max_per_day
 
     @activity.defn
     async def keep_note(self, req: NoteRequest) -> int:
@@ -418,7 +448,7 @@ class JourneyActivities:
     def all(self) -> list:
         return [self.prepare_journey, self.check_policy, self.send_notifications,
                 self.record_payment, self.change_stage, self.create_task, self.open_inquiry,
-                self.set_public_notice, self.keep_note, self.contact_updated]
+                self.set_public_notice, self.keep_note, self.contact_updated, self.may_dial]
 
 
 __all__ = ["JourneyActivities", "Stage"]

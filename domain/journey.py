@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -247,6 +247,10 @@ class Preparation(Model):
     anomalies: list[str] = Field(default_factory=list)
     # When a held journey escalates (journey time): CompanyRules.hold_business_days on.
     hold_until: datetime | None = None
+    # The telephone rules (CompanyRules): redials inside the call window, capped a day.
+    max_dial_attempts: int = 6
+    redial_gap_minutes: int = 30
+    voice_window: tuple[time, time] = (time(9, 0), time(21, 0))
     product_kind: str
     product_name: str
     reinstatable: bool
@@ -312,6 +316,16 @@ class TaskRequest(Model):
     due_at: datetime
     reference: str  # milestone key or inquiry id: makes the task id deterministic
     rules: list[str] = Field(default_factory=list)  # a data check's failed rules (names)
+    nearest_branch: bool = False  # a home visit: given to the branch nearest the address
+
+
+class DialRequest(Model):
+    """May the policyholder's number be dialled once more today? (MISSION section 2: at
+    most `max_per_day` dial attempts a day to one number, counted across every journey.)"""
+
+    policy_number: str
+    day: date
+    max_per_day: int
 
 
 class NoteRequest(Model):
@@ -374,6 +388,8 @@ class JourneyState(Model):
     hold_escalated: bool = False
     closing: bool = False  # closed: the confirmation, the records and the tasks follow
     skipped: list[str] = Field(default_factory=list)  # milestones superseded while held
+    # Calls to dial again: (journey moment, milestone key of the call, attempt number).
+    redials: list[tuple[datetime, str, int]] = Field(default_factory=list)
     resends: int = 0  # contact repairs so far: numbers the resends
     after_lapse: list[str] = Field(default_factory=list)  # payments to explain after lapse
 

@@ -44,6 +44,9 @@ class CompanyRules(Model):
     # kind; kinds not listed use `send_deadline_business_days`.
     send_deadline_business_days: int = Field(1, ge=0, le=10)
     send_deadline_by_milestone: dict[MilestoneKind, int] = Field(default_factory=dict)
+    # A busy or unanswered automated call is dialled again after this gap, within the
+    # voice window, never more than max_dial_attempts_per_day to one number.
+    redial_gap_minutes: int = Field(30, ge=5, le=240)
     # How long a held journey waits for operations before it escalates.
     hold_business_days: int = Field(1, ge=1, le=10)
 

@@ -31,3 +31,6 @@ CREATE TABLE journey_notes (
     UNIQUE (policy_number, kind, reference, text)
 );
 CREATE INDEX journey_notes_policy_idx ON journey_notes (policy_number, written_at);
+
+-- A home visit goes to the branch nearest the policyholder's postal address.
+ALTER TABLE agent_tasks ADD COLUMN branch_code text;

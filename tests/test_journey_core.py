@@ -203,3 +203,52 @@ async def test_a_held_journey_cancelled_sends_nothing(time_skipping_env, sample)
         result = await handle.result()
     assert result.outcome is Outcome.CANCELLED
     assert [m for m in sender.sent if m.policy_number == HELD] == []
+
+
+ELDERLY = "P2026000006"  # the policyholder is 76: calls, paper letters
+
+
+async def _until_sent(env, sender, key: str, channel: Channel,
+                      within: timedelta = timedelta(days=80),
+                      step: timedelta = timedelta(hours=6)):
+    for _ in range(int(within / step)):
+        found = [m for m in sender.sent if m.channel is channel
+                 and m.notification_id.split("/")[1] == key]
+        if found:
+            return found[-1]
+        await env.sleep(step)
+    raise AssertionError(f"{key} never went out by {channel}")
+
+
+async def test_an_unanswered_call_is_redialled_then_an_elderly_customer_gets_a_visit(
+        time_skipping_env, sample):
+    sender = ProviderDouble()
+    env = time_skipping_env
+    async with journey_worker(env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, ELDERLY, at("2026-11-11 08:00"))
+        call = await _until_sent(env, sender, "second_reminder", Channel.VOICE)
+        dialled = [call]
+        for attempt in range(1, 7):
+            await handle.signal("delivery_failed", DeliveryFailed(
+                notification_id=dialled[-1].notification_id, channel=Channel.VOICE,
+                error_code="no-answer", permanent=True))
+            if attempt == 6:
+                break
+            dialled.append(await _until_sent(env, sender, f"second_reminder-redial:{attempt}",
+                                             Channel.VOICE, timedelta(hours=2),
+                                             timedelta(minutes=10)))
+        await env.sleep(timedelta(hours=2))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await handle.terminate("test done")
+    times = [r["created_at"] for r in await sample.fetch(
+        "SELECT created_at FROM notifications WHERE policy_number = $1 AND channel = 'voice' "
+        "AND milestone LIKE 'second_reminder%' ORDER BY created_at", ELDERLY)]
+    assert len(times) == 6  # the first call and five redials: six dial attempts in a day
+    assert all(b - a >= timedelta(minutes=30) for a, b in zip(times, times[1:]))
+    assert len({t.date() for t in times}) == 1
+    assert status.stage is Stage.AT_RISK
+    async with sample.acquire() as conn:
+        visits = await tasks.list_tasks(conn, kind="home_visit", policy_number=ELDERLY)
+        branch = await conn.fetchval("SELECT branch_code FROM agent_tasks WHERE kind = "
+                                     "'home_visit' AND policy_number = $1", ELDERLY)
+    assert len(visits) == 1 and branch

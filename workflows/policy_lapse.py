@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         DataVerified,
         DebitFailedSignal,
         DeliveryFailed,
+        DialRequest,
         InquiryHandled,
         InquiryKind,
         InquiryReceived,
@@ -83,6 +84,8 @@ SEND_CALL = {"start_to_close_timeout": timedelta(minutes=2),
 MEMBER_BATCH = 500
 # A message outside the plan (a confirmation, a resend) is worth this long of journey time.
 EVENT_MESSAGE_LIFETIME = timedelta(days=1)
+# Call statuses after which a call is dialled again (Twilio's words).
+REDIAL_CODES = frozenset({"busy", "no-answer"})
 
 
 @dataclass
@@ -187,6 +190,9 @@ class PolicyLapseWorkflow:
         if s.next_index < len(plan.milestones):
             m = plan.milestones[s.next_index]
             events.append(_Event(m.at, "milestone", f"until {m.key} on {m.day}", m.key))
+        for at, key, attempt in s.redials:
+            events.append(_Event(at, "redial", f"until {key} is dialled again ({attempt})",
+                                 key))
         if s.stage is Stage.AT_RISK and plan.lapses_at is not None:
             events.append(_Event(plan.lapses_at, "lapse", f"until the lapse at {plan.lapses_at}"))
         for inq in s.inquiries:
@@ -212,6 +218,8 @@ class PolicyLapseWorkflow:
             await self._run_milestone(m)
         elif event.kind == "inquiry_deadline":
             await self._escalate(event.ref)
+        elif event.kind == "redial":
+            await self._redial_now(event)
         elif event.kind == "hold_deadline":
             self._s.hold_escalated = True  # the same task, now the most urgent
             await self._task("data_verification", "hold", priority=1,
@@ -503,13 +511,14 @@ class PolicyLapseWorkflow:
     # --- people and tasks ---------------------------------------------------------------
 
     async def _task(self, kind: str, reference: str, priority: int,
-                    rules: list[str] | None = None) -> None:
+                    rules: list[str] | None = None, nearest_branch: bool = False) -> None:
         await workflow.execute_activity_method(
             JourneyActivities.create_task,
             TaskRequest(journey_id=self._journey_id(),
                         policy_number=self._input.trigger.policy_number, kind=kind,
                         priority=priority, due_at=self._journey_now() + timedelta(days=1),
-                        reference=reference, rules=rules or []),
+                        reference=reference, rules=rules or [],
+                        nearest_branch=nearest_branch),
             summary=f"agent task: {kind} ({reference})", **DB_CALL)
 
     async def _escalate(self, inquiry_id: str) -> None:
@@ -585,7 +594,8 @@ class PolicyLapseWorkflow:
                                         extra={"reason": err.type or "refused"})
             self._wake()
             return
-        if isinstance(signal, DeliveryFailed) and not signal.permanent:
+        if (isinstance(signal, DeliveryFailed) and not signal.permanent
+                and signal.error_code.replace("_", "-") not in REDIAL_CODES):
             return  # a provider's transient word: its own retries settle it
         self._queue(signal)
 
@@ -827,16 +837,31 @@ class PolicyLapseWorkflow:
         else:
             workflow.logger.warning("delivery failure ignored: not a recipient of the policy")
             return
+        if (failed.channel is Channel.VOICE and scope == "policyholder"
+                and failed.error_code.replace("_", "-") in REDIAL_CODES
+                and await self._schedule_redial(key)):
+            return
+        await self._fall_back(key, message, scope, nid.recipient_id, failed.channel)
+
+    async def _fall_back(self, key: MilestoneKey, message: str, scope: RecipientScope,
+                         recipient: str, channel_failed: Channel) -> None:
+        """A message did not reach `recipient` on `channel_failed` after all: the same role
+        first, then the fallback order; the unreachable handling when nothing works."""
+        s = self._s
         m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
         formal = m is not None and m.kind in FORMAL_NOTICES and scope == "policyholder"
+        if (channel_failed is Channel.VOICE and scope == "policyholder" and m is not None
+                and m.kind is MilestoneKind.SECOND_REMINDER
+                and Segment.ELDERLY in s.segments):
+            # An elderly customer who did not answer the call: a visit may be needed.
+            await self._task("home_visit", key.base, priority=2, nearest_branch=True)
         base = MilestoneKey(key.base) if key.suffix is not Suffix.RESEND else key
-        unreached: dict[RecipientScope, set[str] | None] = {scope: {nid.recipient_id}}
-        tried = {failed.channel}
-        for channel in stand_ins(failed.channel, self._fallback_order(), tried,
+        unreached: dict[RecipientScope, set[str] | None] = {scope: {recipient}}
+        tried = {channel_failed}
+        for channel in stand_ins(channel_failed, self._fallback_order(), tried,
                                  self._usable(message)):
             results = [await self._send(base, message, channel, scope,
-                                        only=[nid.recipient_id] if scope == "members"
-                                        else None)]
+                                        only=[recipient] if scope == "members" else None)]
             self._merge(unreached, results)
             if not unreached[scope] and (not formal or channel in PROVABLE):
                 return
@@ -844,6 +869,47 @@ class PolicyLapseWorkflow:
             await self._unreachable(base)
         elif formal:
             await self._task("notice_failed", str(base), priority=1)
+
+    # --- calls dialled again ----------------------------------------------------------------
+
+    async def _schedule_redial(self, key: MilestoneKey) -> bool:
+        """A busy or unanswered call is dialled again after the gap, inside the call window
+        and the milestone's time, while the number's daily cap allows; False when not."""
+        s = self._s
+        attempt = (int(key.ref) + 1) if key.suffix is Suffix.REDIAL and key.ref.isdigit() else 1
+        if attempt > s.prep.max_dial_attempts:
+            return False
+        at = self._journey_now() + timedelta(minutes=s.prep.redial_gap_minutes)
+        local = at.astimezone(TZ)
+        m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
+        window = s.prep.voice_window
+        until = m.until if m is not None and m.until is not None else None
+        if not (window[0] <= local.time() < window[1]) or (until is not None and at > until):
+            return False  # the call window is over: fall back
+        allowed: bool = await workflow.execute_activity_method(
+            JourneyActivities.may_dial, DialRequest(
+                policy_number=self._input.trigger.policy_number, day=local.date(),
+                max_per_day=s.prep.max_dial_attempts),
+            summary="count today's calls to the policyholder's number", **DB_CALL)
+        if not allowed:
+            return False
+        s.redials.append((at, key.base, attempt))
+        return True
+
+    async def _redial_now(self, event: _Event) -> None:
+        s = self._s
+        at, base, attempt = min(s.redials)
+        s.redials.remove((at, base, attempt))
+        if s.stage is Stage.CLOSED:
+            return
+        key = MilestoneKey(base).with_suffix(Suffix.REDIAL, attempt)
+        message = self._message_of(key)
+        if message is None:
+            return
+        _, [out] = await self._send(key, message, Channel.VOICE, "policyholder", at=at)
+        if not out.sent:
+            await self._fall_back(key, message, "policyholder", s.prep.policyholder_id,
+                                  Channel.VOICE)
 
     # --- time and visibility -------------------------------------------------------------
 
