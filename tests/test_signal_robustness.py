@@ -19,7 +19,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 import sandbox as sb
-from domain.journey import Payment, Stage
+from domain.journey import Payment, PaymentAnswer, Stage
 from tests.channel_helpers import eventually, journeys_with_sandbox
 from tests.hostile_helpers import (
     FROZEN,
@@ -82,7 +82,7 @@ async def test_a_bounce_on_a_follow_up_leaves_the_journey_answering(time_skippin
             answer = status = FROZEN
             if await watch.guard(handle, env.sleep(timedelta(hours=1))) is not FROZEN:
                 answer = await watch.guard(handle, handle.execute_update(
-                    PolicyLapseWorkflow.record_payment, pay("3600.00")))
+                    "record_payment", pay("3600.00"), result_type=PaymentAnswer))
             if answer is not FROZEN:
                 status = await watch.guard(handle, handle.query(PolicyLapseWorkflow.status))
             failures = await _failures(watch, handle)
@@ -111,7 +111,7 @@ async def test_a_malformed_signal_leaves_the_journey_answering(time_skipping_env
                 # The update comes after the signal in history: answered only if the signal
                 # left the journey working.
                 answer = await watch.guard(handle, handle.execute_update(
-                    PolicyLapseWorkflow.record_payment, pay("100.00")))
+                    "record_payment", pay("100.00"), result_type=PaymentAnswer))
                 status = FROZEN
                 if answer is not FROZEN:
                     status = await watch.guard(handle, handle.query(PolicyLapseWorkflow.status))
@@ -147,7 +147,7 @@ async def test_a_malformed_update_is_rejected_before_history(time_skipping_env, 
             answer = status = FROZEN
             if not watch.frozen(handle.id):
                 answer = await watch.guard(handle, handle.execute_update(
-                    PolicyLapseWorkflow.record_payment, pay("100.00")))
+                    "record_payment", pay("100.00"), result_type=PaymentAnswer))
                 status = await watch.guard(handle, handle.query(PolicyLapseWorkflow.status))
             accepted = await accepted_updates(handle)
             failures = await _failures(watch, handle)
