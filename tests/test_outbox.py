@@ -1,23 +1,29 @@
 """The signal outbox: a provider's delivery failure reported while Temporal is down is
 answered 2xx and stored, then delivered once Temporal is back (the journey falls back),
-exactly once with two drainers; journeys that are not running settle their rows."""
+exactly once with two drainers; journeys that are not running settle their rows; and
+`lapse callbacks` starts and stores callbacks while Temporal is unreachable."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from twilio.request_validator import RequestValidator
 
 import sandbox as sb
+from activities.twilio_sender import status_callback_url
 from domain.journey import DeliveryFailed, Payment
 from domain.models import Channel
+from infra.deliveries import provider_ref
 from infra.embedded import TEMPORAL_BIN
 from infra.embedded._temporal import free_ports
 from infra.journeys import Journeys
@@ -27,6 +33,7 @@ from infra.temporal import SEARCH_ATTRIBUTES
 from tests.channel_helpers import eventually, sandbox_stack
 from tests.codec_helpers import DATA_CONVERTER
 from tests.journey_helpers import at, load_sample, start_journey
+from tests.ops_helpers import ROOT, clean_env
 from worker import build_worker
 
 POLICY = "P2026000001"
@@ -69,8 +76,9 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
             await stack.sandbox.settle()
             [sms] = [e for e in stack.sandbox.outbox.entries if e.api == "sms"]
             answers = [what for _, what in sms.history if what.startswith("callback answered")]
+            assert answers == []  # every callback answered 200: nothing for Twilio to lose
             failed = await _status(pool, "first_reminder", "sms")
-            [row] = await outbox_rows(pool)
+            [row] = await outbox_rows(pool)  # the signal, stored with the event
             # The drainer tries, and keeps the row while Temporal does not answer.
             tried = await eventually(lambda: _tried(pool), within=60)
 
@@ -90,7 +98,6 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
             in_outbox = [e for e in stack.sandbox.outbox.entries if e.id in fallback_ids]
     finally:
         await server.shutdown()
-    assert answers == []  # every callback answered 200: nothing for Twilio to lose
     assert failed == "failed"
     assert (row["signal_name"], row["delivered_at"]) == ("delivery_failed", None)
     assert tried["attempts"] >= 1 and tried["last_error"] in ("UNAVAILABLE", "CONNECT_FAILED")
@@ -195,3 +202,44 @@ async def test_only_the_signals_it_knows_go_into_the_outbox(pool):
             await enqueue(conn, "lapse-P2026000001", "delivery_failed", payment)
     assert await outbox_rows(pool) == []
 
+
+
+async def test_lapse_callbacks_starts_and_stores_while_temporal_is_unreachable(
+        db_url, pool, short_tmp):
+    await load_sample(pool)
+    nid = f"lapse-{POLICY}@0000abcd/first_reminder/sms/C0001"
+    sid, ref = "SM" + "ab" * 16, provider_ref(nid)
+    await pool.execute(
+        "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
+        "channel, recipient_id, recipient_role, status, provider, provider_message_id, "
+        "provider_ref) VALUES ($1, 'lapse-x', $2, 'first_reminder', 'sms', 'C0001', "
+        "'policyholder', 'sent', 'twilio', $3, $4)", nid, POLICY, sid, ref)
+    nobody, port = free_ports(2)
+    env = clean_env(TEMPORAL_ADDRESS=f"127.0.0.1:{nobody}", DATABASE_URL=db_url,
+                    LAPSE_DATA_DIR=str(short_tmp), TWILIO_ACCOUNT_SID=sb.TWILIO_ACCOUNT_SID,
+                    TWILIO_AUTH_TOKEN=sb.TWILIO_AUTH_TOKEN,
+                    TWILIO_FROM_NUMBER=sb.TWILIO_FROM_NUMBER)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "starter.py", "callbacks", "--host", "127.0.0.1", "--port", str(port),
+        cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        serving = await process.stdout.readline()  # printed once it serves, or EOF
+        assert serving.startswith(b"callbacks on"), (await process.stderr.read()).decode()
+        url = status_callback_url(f"http://127.0.0.1:{port}", ref)
+        form = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003",
+                "To": MOBILE}
+        signature = RequestValidator(sb.TWILIO_AUTH_TOKEN).compute_signature(url, form)
+        async with aiohttp.ClientSession() as http, http.post(
+                url, data=form, headers={"X-Twilio-Signature": signature}) as response:
+            answer = response.status
+        tried = await eventually(lambda: _tried(pool))  # its drainer keeps the row
+    finally:
+        process.terminate()  # SIGTERM, as a service manager stops it
+        code = await process.wait()
+    assert answer == 200
+    assert await pool.fetchval("SELECT status FROM notifications WHERE notification_id = $1",
+                               nid) == "failed"
+    assert (tried["signal_name"], tried["last_error"], tried["delivered_at"]) == (
+        "delivery_failed", "CONNECT_FAILED", None)
+    assert code == 0
