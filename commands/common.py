@@ -54,10 +54,11 @@ async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @asynccontextmanager
-async def temporal(settings: Settings) -> AsyncIterator[Client]:
+async def temporal(settings: Settings, *, lazy: bool = False) -> AsyncIterator[Client]:
+    """A client on the configured or running Temporal; `lazy`: connected on first use."""
     async with resolve_endpoints(settings, database=False) as endpoints:
         try:
-            yield await connect_client(settings, endpoints.require_temporal())
+            yield await connect_client(settings, endpoints.require_temporal(), lazy=lazy)
         except RuntimeError as err:
             if "connect" in str(err).lower():
                 raise UserError(f"cannot reach Temporal: {err}") from None

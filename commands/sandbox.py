@@ -66,7 +66,7 @@ def _faults(args: argparse.Namespace) -> list[sb.Fault]:
 async def run_sandbox(args: argparse.Namespace, settings) -> int:
     url = urlsplit(settings.sandbox_url)
     port = args.port or url.port or 8025
-    async with database(settings) as pool, temporal(settings) as client:
+    async with database(settings) as pool, temporal(settings, lazy=True) as client:
         async def describe(refs: list[str]) -> dict[str, str]:
             async with pool.acquire() as conn:
                 return await policies_for_refs(conn, refs)
@@ -99,7 +99,9 @@ async def run_callbacks(args: argparse.Namespace, settings) -> int:
     twilio, grid = settings.twilio, settings.sendgrid
     if twilio is None and grid is None:
         raise UserError("no provider credentials set: for local work use `lapse sandbox`")
-    async with database(settings) as pool, temporal(settings) as client:
+    # Temporal connected lazily: the callbacks are stored and answered while it is down (or
+    # not up yet), and the outbox delivers their signals once it answers.
+    async with database(settings) as pool, temporal(settings, lazy=True) as client:
         app = build_app(pool, JourneySignals(client),
                         twilio_auth_token=twilio.auth_token.get_secret_value() if twilio
                         else None,

@@ -47,11 +47,13 @@ def search_attribute_flags(keys: tuple[SearchAttributeKey, ...] = SEARCH_ATTRIBU
     return flags
 
 
-async def connect_client(settings: Settings, address: str | None = None) -> Client:
+async def connect_client(settings: Settings, address: str | None = None, *,
+                         lazy: bool = False) -> Client:
     """A client on the settings' namespace with the project's data converter (pydantic
     models, payloads sealed with the settings' keys).
 
     `address` is the embedded or a found `lapse dev` server's when TEMPORAL_ADDRESS is unset.
+    `lazy`: connect on the first call, so that a process can start while Temporal is down.
     """
     target = address or settings.temporal_address
     if target is None:
@@ -70,6 +72,7 @@ async def connect_client(settings: Settings, address: str | None = None) -> Clie
         # None lets an API key switch TLS on by itself.
         tls=tls,
         data_converter=data_converter(payload_keys(settings)),
+        lazy=lazy,
     )
 
 

@@ -57,10 +57,15 @@ class FakeSignals:
     """Records the signals the callbacks and tasks would send to journeys."""
 
     sent: list[tuple[str, str, BaseModel]] = field(default_factory=list)
+    sent_to: list[tuple[str, str, BaseModel]] = field(default_factory=list)  # the outbox's
     running: bool = True
 
     async def send(self, policy_number: str, name: str, payload: BaseModel) -> bool:
         self.sent.append((policy_number, name, payload))
+        return self.running
+
+    async def send_to(self, journey_id: str, name: str, payload: BaseModel) -> bool:
+        self.sent_to.append((journey_id, name, payload))
         return self.running
 
 

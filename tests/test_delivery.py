@@ -78,8 +78,10 @@ async def test_a_bounce_after_acceptance_falls_back(time_skipping_env, sample):
     async with journeys_with_sandbox(time_skipping_env, sample, [bounce]) as (journeys, stack):
         handle = await start_journey(journeys, sample, STANDARD, at("2027-01-20 08:00"))
         await time_skipping_env.sleep(timedelta(hours=3))  # the lapse notice has gone out
-        await stack.sandbox.settle()  # the bounce event was verified and signalled
-        # The formal written notice could not go by e-mail: it goes on paper.
+        await stack.sandbox.settle()  # the bounce event was verified and put in the outbox
+
+        # Once the outbox's drainer has signalled the journey: the formal written notice
+        # could not go by e-mail, so it goes on paper.
         async def on_paper():
             return await _status(sample, "lapse_notice", "letter") in ("sent", "delivered")
 
