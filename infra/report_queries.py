@@ -14,6 +14,7 @@ import asyncpg
 
 from domain.report import (
     DEFAULT_RULES,
+    ApplicationCount,
     BindCardRequestRow,
     DebitFailureCount,
     FirstReminderCount,
@@ -77,6 +78,22 @@ SELECT kind, count(*) AS received,
 FROM inquiries
 WHERE received_at >= $1 AND received_at < $2
 GROUP BY kind
+"""
+
+# A decision on record: the policy's journey closed `reinstated` after the application, or
+# the refusal message of this application (its key names the application) was sent.
+APPLICATIONS = """
+SELECT count(*) AS received,
+       count(*) FILTER (WHERE EXISTS (
+           SELECT 1 FROM journeys j
+           WHERE j.policy_number = i.policy_number AND j.outcome = 'reinstated'
+             AND j.closed_at >= i.received_at)) AS approved,
+       count(*) FILTER (WHERE EXISTS (
+           SELECT 1 FROM notifications n
+           WHERE n.policy_number = i.policy_number AND n.created_at >= i.received_at
+             AND n.milestone = 'reinstatement_refused-' || i.inquiry_id)) AS refused
+FROM inquiries i
+WHERE i.kind = 'reinstatement' AND i.received_at >= $1 AND i.received_at < $2
 """
 
 STARTS = """
@@ -183,6 +200,7 @@ MONTHLY = {
     "notifications": (NOTIFICATIONS, NotificationCount),
     "first_reminders": (FIRST_REMINDERS, FirstReminderCount),
     "inquiries": (INQUIRIES, InquiryCount),
+    "applications": (APPLICATIONS, ApplicationCount),
     "starts": (STARTS, StartCount),
     "paid_in_grace": (PAID_IN_GRACE, PaidInGraceCount),
     "lapses": (LAPSES, LapseCount),
