@@ -43,3 +43,36 @@ LEFT JOIN LATERAL (
     WHERE a.policy_number = p.policy_number
       AND a.attempted_at >= p.due_date::timestamp AT TIME ZONE 'Asia/Shanghai'
 ) debits ON true;
+
+-- --- the monthly review -------------------------------------------------------------------
+-- Each of the review's queries reads a range of one month (or of its window) from an index
+-- that holds what it counts, and looks up the few rows it joins by key: none reads a table
+-- whole, so its cost follows the month, not the years of records behind it.
+
+-- The formal-demand facts of a month's first reminders, without a visit to the table.
+CREATE INDEX notifications_first_reminder_facts_idx ON notifications (created_at)
+    INCLUDE (journey_id, channel, status, notification_id)
+    WHERE report_milestone(milestone, recipient_role) = 'first_reminder'
+      AND recipient_role IN ('policyholder', 'group_employer');
+DROP INDEX notifications_first_reminder_idx;  -- the index above holds all it held
+
+-- A record's latest delivery event and where it came from (a provider's receipt or ours).
+CREATE INDEX notification_events_delivered_idx ON notification_events (notification_id, event_id DESC)
+    INCLUDE (provider_event_id) WHERE status = 'delivered';
+
+-- Journeys by start (the month's starts and rescissions, the window's funnel), by close
+-- (payments in grace, reinstatements) and by lapse, each with what the review reads.
+CREATE INDEX journeys_started_report_idx ON journeys (started_at)
+    INCLUDE (trigger, journey_id, outcome, lapsed_at);
+DROP INDEX journeys_started_idx;
+CREATE INDEX journeys_closed_report_idx ON journeys (closed_at, outcome)
+    INCLUDE (journey_id, last_milestone) WHERE closed_at IS NOT NULL;
+DROP INDEX journeys_closed_idx;
+CREATE INDEX journeys_lapsed_report_idx ON journeys (lapsed_at)
+    INCLUDE (policy_number, trigger, outcome) WHERE lapsed_at IS NOT NULL;
+DROP INDEX journeys_lapsed_idx;
+
+-- Failed debits of a window with the policy they belong to (0001's index has neither).
+CREATE INDEX debit_attempts_failed_report_idx ON debit_attempts (attempted_at)
+    INCLUDE (policy_number, reason_code) WHERE NOT succeeded;
+DROP INDEX debit_attempts_failed_idx;
