@@ -1,98 +1,227 @@
-"""The daily scan: start a journey for every policy at risk, never two per policy."""
+"""The daily scan: start a journey for every policy at risk, never two per policy.
+
+The at-risk set is read a page at a time (infra/scan_queries.py: one query per page) while
+the journeys of the pages before are being started: a reader fills a bounded queue, and
+`concurrency` starters empty it, so starts never wait for a page and pages never run ahead
+of the starts by more than the queue. A page is done when all its starts are; pages are
+done in order, and each one done moves the checkpoint (the cursor after it and the counts
+up to it) that a retried activity resumes from.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio import activity
 
-from domain.scan import ScanRequest, ScanSummary, SkipReason, classify
+from domain.models import Product, Trigger
+from domain.scan import (
+    ScanCursor,
+    ScanProgress,
+    ScanRequest,
+    ScanSummary,
+    SkipReason,
+    classify,
+)
 from infra import store
 from infra.journeys import Journeys
+from infra.scan_queries import Page, at_risk_pages, listed_pages, scan_row
 
 log = logging.getLogger("lapse.scan")
 
 Progress = Callable[[str, str], None]  # (policy number, what happened)
+Checkpoint = Callable[[ScanProgress], None]
+
+DEFAULT_PAGE_SIZE = 500
 
 
-async def scan_policies(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
-                        concurrency: int = 20, time_scale: float = 1.0,
-                        journey_start: datetime | None = None,
-                        on_progress: Progress | None = None,
-                        policy_numbers: list[str] | None = None) -> ScanSummary:
-    """Classify every policy on `as_of` and start the journeys that are due.
+@dataclass
+class _Page:
+    """One page's counts while its starts are in flight."""
 
-    Starting is idempotent (USE_EXISTING on `lapse-{policy}`), so a re-run or two scans at
-    once only find the journeys running. At most `concurrency` policies are in flight.
+    after: ScanCursor | None
+    last: bool
+    read: int = 0
+    waiting: int = 0  # starts not yet answered
+    queued: bool = False  # every start of the page is in the queue
+    started: Counter[str] = field(default_factory=Counter)
+    running: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: list[str] = field(default_factory=list)
+
+    def summary(self, as_of: date) -> ScanSummary:
+        return ScanSummary(as_of=as_of, read=self.read, pages=1, started=dict(self.started),
+                           already_running=dict(self.running), skipped=dict(self.skipped),
+                           failed=self.failed)
+
+
+@dataclass(frozen=True)
+class _Start:
+    page: _Page
+    trigger: Trigger
+    product_kind: str
+
+
+async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
+                     concurrency: int = 20, page_size: int = DEFAULT_PAGE_SIZE,
+                     time_scale: float = 1.0, journey_start: datetime | None = None,
+                     cursor: ScanCursor | None = None, max_pages: int | None = None,
+                     policy_numbers: Sequence[str] | None = None,
+                     on_progress: Progress | None = None,
+                     on_checkpoint: Checkpoint | None = None) -> ScanProgress:
+    """Start the journeys due on `as_of` of the at-risk set from `cursor` (None: the
+    beginning), for at most `max_pages` pages; or of the policies named, at risk or not.
+
+    Starting is idempotent (USE_EXISTING on `lapse-{policy}`), so a re-run, a retry or two
+    scans at once only find the journeys running. At most `concurrency` starts are in flight.
     """
-    if policy_numbers is None:
-        async with pool.acquire() as conn:
-            policy_numbers = await store.policy_numbers(conn)
-    started: Counter[str] = Counter()
-    running: Counter[str] = Counter()
-    skipped: Counter[str] = Counter()
-    failed: list[str] = []
-    gate = asyncio.Semaphore(concurrency)
+    async with pool.acquire() as conn:
+        products = await store.load_products(conn)
+    pages = (listed_pages(pool, policy_numbers, page_size) if policy_numbers is not None
+             else at_risk_pages(pool, as_of, cursor, page_size, max_pages))
+    queue: asyncio.Queue[_Start | None] = asyncio.Queue(maxsize=page_size)
+    in_flight: deque[_Page] = deque()
+    done = ScanProgress(summary=ScanSummary(as_of=as_of), cursor=cursor)
 
-    async def one(number: str) -> None:
-        async with gate:
-            try:
-                async with pool.acquire() as conn:
-                    bundle = await store.load_policy(conn, number, with_members=False)
-                found = classify(bundle.policy, bundle.product, as_of)
-                if isinstance(found, SkipReason):
-                    skipped[found.value] += 1
-                    outcome = f"skipped: {found.value}"
-                else:
-                    result = await journeys.ensure(found, bundle.product.kind.value,
-                                                   time_scale=time_scale,
-                                                   journey_start=journey_start)
-                    (started if result.started else running)[found.kind.value] += 1
-                    outcome = "started" if result.started else "already running"
-            except Exception as err:  # one bad policy must not stop the scan of the rest
-                log.warning("scan failed for one policy", extra={
-                    "policy_number": number, "error": type(err).__name__})
-                failed.append(number)
-                outcome = f"failed: {type(err).__name__}"
+    def report(number: str, outcome: str) -> None:
         if on_progress is not None:
             on_progress(number, outcome)
 
-    await asyncio.gather(*(one(n) for n in policy_numbers))
-    return ScanSummary(as_of=as_of, started=dict(started), already_running=dict(running),
-                       skipped=dict(skipped), failed=sorted(failed))
+    def settle() -> None:
+        """Move the checkpoint past every page whose starts are all answered, in order."""
+        nonlocal done
+        moved = False
+        while in_flight and in_flight[0].queued and in_flight[0].waiting == 0:
+            page = in_flight.popleft()
+            done = ScanProgress(summary=done.summary.plus(page.summary(as_of)),
+                                cursor=page.after, done=page.last)
+            moved = True
+        if moved and on_checkpoint is not None:
+            on_checkpoint(done)
+
+    async def read() -> None:
+        seen: set[str] = set()
+        async for found in pages:
+            page = _Page(found.after, found.last, read=len(found.rows))
+            in_flight.append(page)
+            seen.update(r["policy_number"] for r in found.rows)
+            if found.last and policy_numbers is not None:
+                for number in sorted(set(policy_numbers) - seen):  # named, but not stored
+                    page.failed.append(number)
+                    report(number, "failed: unknown policy")
+            for start in _judge(found, products, as_of, page, report):
+                page.waiting += 1
+                await queue.put(start)
+            page.queued = True
+            settle()
+        for _ in range(concurrency):
+            await queue.put(None)
+
+    async def start() -> None:
+        while (item := await queue.get()) is not None:
+            page, trigger = item.page, item.trigger
+            try:
+                result = await journeys.ensure(trigger, item.product_kind,
+                                               time_scale=time_scale,
+                                               journey_start=journey_start)
+            except Exception as err:  # one bad start must not stop the scan of the rest
+                log.warning("scan could not start a journey", extra={
+                    "policy_number": trigger.policy_number, "error": type(err).__name__})
+                page.failed.append(trigger.policy_number)
+                outcome = f"failed: {type(err).__name__}"
+            else:
+                (page.started if result.started else page.running)[trigger.kind.value] += 1
+                outcome = "started" if result.started else "already running"
+            page.waiting -= 1
+            settle()
+            report(trigger.policy_number, outcome)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(read())
+        for _ in range(concurrency):
+            group.create_task(start())
+    return done
+
+
+def _judge(found: Page, products: dict[str, Product], as_of: date, page: _Page,
+           report: Progress) -> list[_Start]:
+    """The page's starts; skips and policies that cannot be judged are counted on `page`."""
+    starts = []
+    for record in found.rows:
+        number = record["policy_number"]
+        try:
+            row = scan_row(record)
+            product = products[row.policy.product_code]
+            verdict = classify(row.policy, product, as_of, row.rescission_served)
+        except (ValidationError, KeyError, ValueError) as err:
+            log.warning("scan could not judge a policy", extra={
+                "policy_number": number, "error": type(err).__name__})
+            page.failed.append(number)
+            report(number, f"failed: {type(err).__name__}")
+            continue
+        if isinstance(verdict, SkipReason):
+            page.skipped[verdict.value] += 1
+            report(number, f"skipped: {verdict.value}")
+        else:
+            starts.append(_Start(page, verdict, product.kind.value))
+    return starts
+
+
+async def scan_policies(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
+                        concurrency: int = 20, page_size: int = DEFAULT_PAGE_SIZE,
+                        time_scale: float = 1.0, journey_start: datetime | None = None,
+                        on_progress: Progress | None = None,
+                        policy_numbers: Sequence[str] | None = None) -> ScanSummary:
+    """The whole scan of `as_of` in one call (the command, the demo); see `scan_pages`."""
+    progress = await scan_pages(pool, journeys, as_of, concurrency=concurrency,
+                                page_size=page_size, time_scale=time_scale,
+                                journey_start=journey_start, policy_numbers=policy_numbers,
+                                on_progress=on_progress)
+    return progress.summary
 
 
 class ScanActivities:
-    """The scan as an activity, for the daily schedule's workflow."""
+    """The scan as activities, for the daily schedule's workflow: each one reads a run of
+    pages, heartbeating its checkpoint, and a retry resumes from the last checkpoint."""
 
     def __init__(self, pool: asyncpg.Pool, time_scale: float = 1.0):
         self._pool = pool
         self._time_scale = time_scale
 
     @activity.defn
-    async def scan_policies(self, req: ScanRequest) -> ScanSummary:
+    async def scan_pages(self, req: ScanRequest) -> ScanProgress:
         info = activity.info()
+        resumed = (ScanProgress.model_validate(info.heartbeat_details[0])
+                   if info.heartbeat_details else None)
+        if resumed is not None and resumed.done:
+            return resumed
         journeys = Journeys(activity.client(), info.task_queue)
-        done = 0
+        cursor = resumed.cursor if resumed is not None else req.cursor
+        pages_left = req.max_pages - (resumed.summary.pages if resumed is not None else 0)
+        before = resumed.summary if resumed is not None else ScanSummary(as_of=req.as_of)
 
-        def beat(_number: str, _outcome: str) -> None:
-            nonlocal done
-            done += 1
-            activity.heartbeat(done)
+        def beat(progress: ScanProgress) -> None:
+            activity.heartbeat(ScanProgress(summary=before.plus(progress.summary),
+                                            cursor=progress.cursor, done=progress.done))
 
-        summary = await scan_policies(self._pool, journeys, req.as_of,
-                                      concurrency=req.concurrency,
-                                      time_scale=self._time_scale, on_progress=beat)
-        activity.logger.info("daily scan done", extra={
-            "as_of": str(req.as_of), "started": sum(summary.started.values()),
-            "already_running": sum(summary.already_running.values()),
-            "failed": len(summary.failed)})
-        return summary
+        progress = await scan_pages(self._pool, journeys, req.as_of,
+                                    concurrency=req.concurrency, page_size=req.page_size,
+                                    time_scale=self._time_scale, cursor=cursor,
+                                    max_pages=max(pages_left, 1), on_checkpoint=beat)
+        result = ScanProgress(summary=before.plus(progress.summary), cursor=progress.cursor,
+                              done=progress.done)
+        activity.logger.info("scan pages done", extra={
+            "as_of": str(req.as_of), "pages": result.summary.pages,
+            "read": result.summary.read, "started": sum(result.summary.started.values()),
+            "failed": len(result.summary.failed), "done": result.done})
+        return result
 
     def all(self) -> list:
-        return [self.scan_policies]
+        return [self.scan_pages]

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from collections.abc import Awaitable
 from datetime import date
 from pathlib import Path
+from typing import TextIO, TypeVar
 
 from commands.common import UserError, command, database
 from commands.report_view import report_tables, write_csv
 from domain.report import build_report, parse_month
 from infra.report_queries import fetch_records
+
+T = TypeVar("T")
 
 
 def _month(text: str) -> date:
@@ -42,16 +47,31 @@ async def run(args: argparse.Namespace, settings) -> int:
     report = build_report(args.month, records)
     # Program output on stdout; the files written are noted where they do not mix with it.
     notes = sys.stderr if args.json else sys.stdout
-    print(report.model_dump_json(indent=2) if args.json else report_tables(report))
-    try:
-        if args.csv:
-            for path in await asyncio.to_thread(write_csv, report, args.csv):
-                print(f"wrote {path}", file=notes)
-        if args.chart:
-            from commands.report_charts import write_chart  # matplotlib loads slowly
+    _say(report.model_dump_json(indent=2) if args.json else report_tables(report), sys.stdout)
+    if args.csv:
+        for path in await _writing(asyncio.to_thread(write_csv, report, args.csv)):
+            _say(f"wrote {path}", notes)
+    if args.chart:
+        from commands.report_charts import write_chart  # matplotlib loads slowly
 
-            print(f"wrote {await asyncio.to_thread(write_chart, report, args.chart)}",
-                  file=notes)
-    except OSError as err:
-        raise UserError(f"cannot write {err.filename}: {err.strerror}") from None
+        _say(f"wrote {await _writing(asyncio.to_thread(write_chart, report, args.chart))}",
+             notes)
     return 0
+
+
+def _say(text: str, stream: TextIO) -> None:
+    """Print; a reader that stopped early (`lapse report ... | head`) has what it wanted, so
+    the rest goes nowhere (the files are still written) and no error is raised."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        # Python's own flush at exit then finds no closed pipe either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+async def _writing(work: Awaitable[T]) -> T:
+    """A file written for --csv or --chart; an error writing it names the file."""
+    try:
+        return await work
+    except OSError as err:
+        raise UserError(f"cannot write {err.filename or 'the file'}: {err.strerror}") from None

@@ -15,14 +15,21 @@ from domain.report import DeliveryRate, InquiryVolume, MonthlyReport, MonthTrend
 
 ALL = "all"
 _DELIVERY_COLUMNS = ("channel", "milestone", "records", "attempted", "accepted", "delivered",
-                     "failed", "unknown", "pending", "skipped", "accepted_rate", "delivered_rate",
+                     "failed", "unknown", "pending", "skipped", "no_address", "content_rule",
+                     "confirms_delivery", "confirmable", "accepted_rate", "delivered_rate",
                      "failed_rate", "top_errors")
+NOT_APPLICABLE = "n/a"
 _INQUIRY_COLUMNS = ("kind", "received", "on_time", "late", "unanswered", "escalated",
                     "on_time_rate")
 
 
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def confirmed(row: DeliveryRate) -> str:
+    """The confirmed rate; n/a where the channel never confirms delivery."""
+    return percent(row.delivered_rate) if row.confirms_delivery else NOT_APPLICABLE
 
 
 def _errors(row: DeliveryRate) -> str:
@@ -45,7 +52,7 @@ def _inquiry_rows(report: MonthlyReport) -> list[InquiryVolume]:
 
 def _numeric(value: object) -> bool:
     return isinstance(value, int) or (isinstance(value, str) and (
-        value == "-" or value.endswith("%")))
+        value in ("-", NOT_APPLICABLE) or value.endswith("%")))
 
 
 def _table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]]) -> Table:
@@ -62,47 +69,63 @@ def _table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]])
 
 
 def report_tables(report: MonthlyReport) -> str:
-    """The review as plain-text tables, section by section."""
-    j, fd, f = report.journeys, report.formal_demand, report.funnel
+    """The review as plain-text tables, section by section, each saying what it counts."""
+    j, fd, f, a = (report.journeys, report.formal_demand, report.funnel,
+                   report.reinstatement_applications)
     out = io.StringIO()
     # Wide enough for every table; sentences are not wrapped either.
     console = Console(file=out, width=200, color_system=None, soft_wrap=True)
     last_day = report.ends_at - timedelta(days=1)
     console.print(f"monthly review {report.month} ({report.starts_at:%Y-%m-%d} to "
-                  f"{last_day:%Y-%m-%d}, Asia/Shanghai; rates are over attempted = "
-                  "accepted + failed + unknown)\n")
+                  f"{last_day:%Y-%m-%d}, Asia/Shanghai)\n")
     console.print(_table(
-        "notifications by channel and milestone",
-        ("channel", "milestone", "attempted", "accepted", "delivered", "failed", "unknown",
-         "pending", "accepted %", "delivered %", "failed %", "top errors"),
+        "notifications created in the month, by channel and milestone",
+        ("channel", "milestone", "attempted", "accepted", "confirmed", "failed", "unknown",
+         "pending", "no address", "content rule", "accepted %", "confirmed %", "failed %",
+         "top provider errors"),
         ((r.channel or ALL, r.milestone or ALL, r.attempted, r.accepted, r.delivered,
-          r.failed, r.unknown, r.pending, percent(r.accepted_rate), percent(r.delivered_rate),
-          percent(r.failed_rate), _errors(r) or "-") for r in _delivery_rows(report))))
-    console.print(f"\nformal demand (first reminders to the policyholder): {fd.first_reminders}"
-                  f", delivery confirmed {fd.delivered} ({percent(fd.evidence_rate)}), "
-                  f"accepted without confirmation {fd.accepted_unconfirmed}, "
-                  f"not reached {fd.unreached}\n")
+          r.failed, r.unknown, r.pending, r.no_address, r.content_rule,
+          percent(r.accepted_rate), confirmed(r), percent(r.failed_rate),
+          _errors(r) or "-") for r in _delivery_rows(report))))
+    console.print("  attempted = handed to a provider (accepted + failed + unknown); the rates "
+                  "are over it. failed = the provider refused it or could not deliver it.\n"
+                  "  no address = not sent: no address for the channel, or it is suppressed; "
+                  "content rule = not sent: the text broke a content rule.\n"
+                  "  confirmed = delivery confirmed (SMS and e-mail: the provider's receipt; "
+                  f"voice: the call answered); {NOT_APPLICABLE} where a channel never "
+                  "confirms delivery (WeChat, WeCom, letters, agent calls).")
+    console.print(f"\nformal demand (journeys whose first reminder to the policyholder went out "
+                  f"in the month): {fd.first_reminders}, delivery proven {fd.delivered} "
+                  f"({percent(fd.evidence_rate)}), accepted without proof "
+                  f"{fd.accepted_unconfirmed}, not reached {fd.unreached}\n")
     console.print(_table(
-        "inquiries", ("kind", "received", "on time", "late", "unanswered", "escalated",
-                      "on time %"),
+        "inquiries received in the month (on time = answered within one business day)",
+        ("kind", "received", "on time", "late", "unanswered", "escalated", "on time %"),
         ((i.kind or ALL, i.received, i.on_time, i.late, i.unanswered, i.escalated,
           percent(i.on_time_rate)) for i in _inquiry_rows(report))))
+    console.print(f"\nreinstatement applications received in the month: {a.received}; "
+                  f"decided so far: approved {a.approved}, refused {a.refused}; "
+                  f"awaiting underwriting {a.awaiting}\n")
     started = ", ".join(f"{k} {v}" for k, v in j.started_by_trigger.items()) or "-"
     paid = ", ".join(f"{k} {v}" for k, v in j.paid_in_grace_by_milestone.items()) or "-"
-    console.print(f"\njourneys started: {j.started} ({started})\n"
-                  f"paid in grace: {j.paid_in_grace} (last milestone reached: {paid})\n"
-                  f"lapsed: {j.lapsed}   rescinded: {j.rescinded}   "
+    console.print(f"journeys, what happened in the month (whenever the journey started):\n"
+                  f"  started: {j.started} ({started})\n"
+                  f"  paid in grace: {j.paid_in_grace} (last reminder before paying: {paid})\n"
+                  f"  lapsed (grace ended unpaid): {j.lapsed}   rescinded: {j.rescinded}   "
                   f"reinstated: {j.reinstated}\n"
-                  f"reinstatement conversion: {j.conversion.reinstated} of "
-                  f"{j.conversion.lapsed} reinstatable lapses so far "
+                  f"  reinstatement conversion: {j.conversion.reinstated} of the month's "
+                  f"{j.conversion.lapsed} reinstatable lapses reinstated so far "
                   f"({percent(j.conversion.rate)})\n")
-    console.print(_table("lapse reasons", ("reason", "lapses", "share"),
+    console.print(_table("lapse reasons (the month's lapses and rescissions)",
+                         ("reason", "lapses", "share"),
                          ((r.reason, r.count, percent(r.share))
                           for r in report.lapse_reasons)))
-    console.print(f"\nfunnel (journeys started {f.since} to {report.month} with a first reminder): "
-                  f"{f.first_reminded} reminded -> {f.paid_in_grace} paid in grace, "
-                  f"{f.lapsed} lapsed ({f.reinstated} reinstated), "
-                  f"{f.ended_otherwise} ended otherwise, {f.open} still open\n")
+    console.print(f"\nfunnel, by start month: the {f.first_reminded} journeys started {f.since} "
+                  f"to {report.month} with a first reminder, and what became of them by now: "
+                  f"{f.paid_in_grace} paid in grace, {f.lapsed} lapsed ({f.reinstated} "
+                  f"reinstated since), {f.ended_otherwise} ended otherwise, {f.open} still open"
+                  f"\n  (it follows those journeys past {report.month} and leaves out the ones "
+                  "started earlier, so it differs from the month's figures above)\n")
     console.print(_table(
         "customers whose debits failed repeatedly (ask them to bind a new card)",
         ("customer", "name", "card", "failures", "last failed", "last reason"),
@@ -113,9 +136,10 @@ def report_tables(report: MonthlyReport) -> str:
                   f"{b.rebound} ({percent(b.rate)})")
     console.print()
     console.print(_table(
-        "trends", ("month", "notifications", "accepted %", "delivered %", "evidence %",
-                   "inquiries", "on time %", "started", "paid", "lapsed", "reinstated",
-                   "conversion %"),
+        "trends (each month's own figures, as above)",
+        ("month", "notifications", "accepted %", "confirmed %", "evidence %",
+         "inquiries", "on time %", "started", "paid", "lapsed", "reinstated",
+         "conversion %"),
         ((t.month, t.notifications, percent(t.accepted_rate), percent(t.delivered_rate),
           percent(t.evidence_rate), t.inquiries, percent(t.on_time_rate), t.started,
           t.paid_in_grace, t.lapsed, t.reinstated, percent(t.conversion_rate))
@@ -137,6 +161,8 @@ def _summary(report: MonthlyReport) -> list[tuple[str, str, object]]:
     rows += [("paid_in_grace", ALL, j.paid_in_grace), ("lapsed", ALL, j.lapsed),
              ("rescinded", ALL, j.rescinded), ("reinstated", ALL, j.reinstated)]
     rows += [("conversion", k, v) for k, v in j.conversion.model_dump().items()]
+    rows += [("reinstatement_applications", k, v)
+             for k, v in report.reinstatement_applications.model_dump().items()]
     rows += [("funnel", k, v) for k, v in f.model_dump().items()]
     rows += [("bind_card", k, v) for k, v in report.bind_card.model_dump().items()]
     return rows

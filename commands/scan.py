@@ -8,7 +8,7 @@ import sys
 from datetime import date, datetime, timedelta
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from temporalio.client import (
     Client,
@@ -24,17 +24,25 @@ from temporalio.client import (
     ScheduleUpdate,
 )
 
-from activities.scan import scan_policies
+from activities.scan import DEFAULT_PAGE_SIZE, scan_policies
 from commands.common import command, database, temporal
 from domain.plan import TZ
 from domain.scan import ScanInput, ScanSummary
-from infra import store
 from infra.journeys import Journeys
 from workflows.scan import SCHEDULE_ID, DailyScanWorkflow
 
 # A missed run (cluster down, schedule paused) is still taken within a day: the scan is
 # idempotent, so catching up is safe, and after a day the next run covers the same ground.
 CATCHUP_WINDOW = timedelta(days=1)
+
+
+def _whole(low: int, high: int):
+    """An argparse type: a whole number from `low` to `high` (the workflow input's bounds)."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}")
+        return int(text)
+    return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="install or update the daily Temporal Schedule instead of scanning now")
     p.add_argument("--hour", type=int, default=7, choices=range(24), metavar="H",
                    help="with --schedule: the hour (Shanghai) it runs at (default 7)")
-    p.add_argument("--concurrency", type=int, default=20, metavar="N",
-                   help="policies in flight at once (default 20)")
+    p.add_argument("--concurrency", type=_whole(1, 500), default=20, metavar="N",
+                   help="journey starts in flight at once (default 20)")
+    p.add_argument("--page-size", type=_whole(1, 10_000), default=DEFAULT_PAGE_SIZE, metavar="N",
+                   help=f"policies read per database query (default {DEFAULT_PAGE_SIZE})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=command(run_scan))
 
@@ -58,7 +68,7 @@ async def run_scan(args: argparse.Namespace, settings) -> int:
     if args.schedule:
         async with temporal(settings) as client:
             desc = await install_schedule(client, settings.temporal_task_queue, args.hour,
-                                          args.concurrency)
+                                          args.concurrency, page_size=args.page_size)
         info = schedule_info(desc)
         print(json.dumps(info) if args.json else
               f"schedule {info['id']} {info['state']}: DailyScanWorkflow every day at "
@@ -70,18 +80,18 @@ async def run_scan(args: argparse.Namespace, settings) -> int:
     as_of = args.as_of or now.date()
     journey_start = datetime.combine(as_of, now.timetz()) if as_of != now.date() else None
     async with database(settings) as pool, temporal(settings) as client:
-        async with pool.acquire() as conn:
-            numbers = await store.policy_numbers(conn)
         journeys = Journeys(client, settings.temporal_task_queue)
         console = Console(stderr=True)
+        # The at-risk set is not counted beforehand (that would read it twice): the bar
+        # counts the policies done.
         with Progress(TextColumn("scanning {task.description}"), BarColumn(),
-                      MofNCompleteColumn(), console=console, transient=True,
-                      disable=not console.is_terminal) as progress:
-            task = progress.add_task(str(as_of), total=len(numbers))
+                      TextColumn("{task.completed} policies"), console=console,
+                      transient=True, disable=not console.is_terminal) as progress:
+            task = progress.add_task(str(as_of), total=None)
             summary = await scan_policies(
                 pool, journeys, as_of, concurrency=args.concurrency,
-                time_scale=settings.time_scale, journey_start=journey_start,
-                policy_numbers=numbers,
+                page_size=args.page_size, time_scale=settings.time_scale,
+                journey_start=journey_start,
                 on_progress=lambda _n, _o: progress.advance(task))
     if args.json:
         print(summary.model_dump_json())
@@ -95,7 +105,8 @@ async def run_scan(args: argparse.Namespace, settings) -> int:
 
 
 def summary_table(summary: ScanSummary) -> Table:
-    table = Table(title=f"scan of {summary.as_of}: {summary.total} policies")
+    table = Table(title=f"scan of {summary.as_of}: {summary.read} policies at risk read "
+                        f"in {summary.pages} pages")
     table.add_column("result")
     table.add_column("why")
     table.add_column("policies", justify="right")
@@ -111,10 +122,11 @@ def summary_table(summary: ScanSummary) -> Table:
     return table
 
 
-def daily_schedule(task_queue: str, hour: int = 7, concurrency: int = 20) -> Schedule:
+def daily_schedule(task_queue: str, hour: int = 7, concurrency: int = 20,
+                   page_size: int = DEFAULT_PAGE_SIZE) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            DailyScanWorkflow.run, ScanInput(concurrency=concurrency),
+            DailyScanWorkflow.run, ScanInput(concurrency=concurrency, page_size=page_size),
             id=SCHEDULE_ID, task_queue=task_queue,
             static_summary="Daily scan: start the journeys of policies at risk"),
         spec=ScheduleSpec(
@@ -130,11 +142,11 @@ def daily_schedule(task_queue: str, hour: int = 7, concurrency: int = 20) -> Sch
 
 
 async def install_schedule(client: Client, task_queue: str, hour: int = 7,
-                           concurrency: int = 20, schedule_id: str = SCHEDULE_ID
-                           ) -> ScheduleDescription:
+                           concurrency: int = 20, schedule_id: str = SCHEDULE_ID,
+                           page_size: int = DEFAULT_PAGE_SIZE) -> ScheduleDescription:
     """Create the daily scan schedule, or update it in place when it exists."""
     return await upsert_schedule(client, schedule_id, daily_schedule(task_queue, hour,
-                                                                     concurrency))
+                                                                     concurrency, page_size))
 
 
 async def upsert_schedule(client: Client, schedule_id: str, schedule: Schedule

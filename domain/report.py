@@ -5,13 +5,18 @@ rates, the reasons and the masking, assembled into one `MonthlyReport`.
 
 Definitions (the numbers a manager reads must mean one thing):
 - A notification counts in the month its record was created (Asia/Shanghai), with the
-  status it has now. accepted = `sent` + `delivered` (a provider took it on);
-  delivered = `delivered` (the provider confirmed delivery, by callback); failed =
-  `failed` + `bounced`; unknown = `unknown` (the request went out, its fate is not known);
-  attempted = accepted + failed + unknown, and each rate is over attempted. `queued` and
-  `sending` are pending, `skipped` was never tried: neither counts as attempted. Until
-  delivery callbacks arrive for a channel its `sent` records never become `delivered`
-  (letters and agent calls never do), so its accepted rate is the one to read.
+  status it has now. A failed record (`failed`, `bounced`) is one of three kinds
+  (`failure_kind`): the provider refused it or could not deliver it (a provider failure);
+  it was not sent for want of an address (none on file for the channel, or the address
+  is suppressed after a permanent failure); or it was not sent because its text broke a
+  content rule. Attempted = handed to a provider: accepted (`sent` + `delivered`) +
+  provider failures + `unknown` (the request went out, its fate is not known); the rates
+  are over attempted. The records not sent, `queued` and `sending` (pending) and
+  `skipped` (never tried) are counted beside it, not in it.
+- Delivery is confirmed only on the channels that report it (`CONFIRMING_CHANNELS`: the
+  provider's receipt of an SMS or e-mail, a voice call answered). Elsewhere (WeChat, WeCom,
+  letters, agent calls) confirmed does not apply: its rate is not a 0 %, it is absent, and
+  the overall confirmed rate is over the attempts on confirming channels only.
 - The milestone of a record is its key without resend/fallback/transaction suffixes and
   without the follow-up month; messages to an emergency contact count on their own.
 - Formal-demand evidence: journeys whose first reminder (any channel, to the
@@ -20,19 +25,27 @@ Definitions (the numbers a manager reads must mean one thing):
   `formal_demand`: a provider's delivery receipt, a registered letter's tracking number
   or an agent's call record): what starts Insurance Law art. 36's 30-day clock.
 - Inquiries count in the month received; on time = handled_at <= respond_by (one business
-  day, set when the inquiry was opened).
-- Journeys: started by started_at; lapses by lapsed_at, plus rescissions on the day the
-  rescission journey started (no grace, cover ends then); payments in grace are journeys
-  closed `paid` in the month, by the last reminder milestone on record (`none` if paid
-  before the first reminder went out); reinstatements are journeys closed `reinstated`.
+  day, set when the inquiry was opened). A reinstatement application (kind
+  `reinstatement`) is not an inquiry waiting for an answer but an application waiting for
+  underwriting's decision: applications count on their own, received in the month, with
+  the decision on record so far (approved: the policy's journey closed `reinstated` after
+  it; refused: the refusal message for it was sent).
+- Journeys, the month's events: started by started_at; lapses by lapsed_at, plus
+  rescissions on the day the rescission journey started (no grace, cover ends then);
+  payments in grace are journeys closed `paid` in the month, by the last reminder
+  milestone on record (`none` if paid before the first reminder went out);
+  reinstatements are journeys closed `reinstated` in the month. Whenever the journey
+  started: a payment in the month of a journey started in an earlier month counts.
 - Reinstatement conversion: of the month's lapses of reinstatable products, the share
   reinstated so far (a cohort: a recent month's rate still rises as applications come in).
 - Lapse reasons: a debit-failure journey lapses for the reason of the last failed debit
   before the lapse; other lapses are `no_payment`; rescissions are `rescission`.
-- Funnel: journeys started in the window (the `window_months` ending with the report
-  month: a month's own starters have rarely reached their lapse date) whose first
-  reminder is on record, and what became of them so far: paid in grace, lapsed (of which
-  reinstated), ended otherwise, still open.
+- Funnel: a cohort, not the month's events: journeys started in the window (the
+  `window_months` ending with the report month: a month's own starters have rarely reached
+  their lapse date) whose first reminder is on record, and what became of them by now:
+  paid in grace, lapsed (of which reinstated), ended otherwise, still open. Its counts
+  differ from the month's events by design: they include what the cohort did after the
+  month, and leave out the journeys started before the window.
 - Repeated debit failures: policyholders with `repeat_failures` or more failed debits in
   the `window_months` ending with the report month, named as surname and honorific and
   with the card's last 4 digits only. The bind-a-new-card campaign asks them (next month).
@@ -47,6 +60,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime, time
+from enum import StrEnum
 
 from pydantic import Field
 
@@ -61,6 +75,37 @@ ACCEPTED = ("sent", "delivered")
 FAILED = ("failed", "bounced")
 PENDING = ("queued", "sending")
 UNKNOWN = "unknown"
+APPLICATION = "reinstatement"  # the inquiry kind of a reinstatement application
+
+# The channels whose delivery is confirmed (SMS and e-mail by the provider's receipt, a
+# voice call by being answered). A channel joins when its confirmations are recorded
+# (WeChat's TEMPLATESENDJOBFINISH, once its callback sets `delivered`).
+CONFIRMING_CHANNELS = frozenset({Channel.SMS.value, Channel.EMAIL.value, Channel.VOICE.value})
+
+
+class FailureKind(StrEnum):
+    PROVIDER = "provider"  # handed to the provider, which refused it or could not deliver
+    NO_ADDRESS = "no_address"  # not sent: no address for the channel, or it is suppressed
+    CONTENT_RULE = "content_rule"  # not sent: the text broke a content rule
+
+
+# Error codes of records that never reached a provider; any other code (the providers'
+# own, `provider_unavailable`, ours for a give-up) is a provider failure.
+NO_ADDRESS_CODES = frozenset({"no_address", "no_postal_address", "suppressed"})
+CONTENT_RULE_CODES = frozenset({
+    "sms_segments", "sms_too_long", "sms_over_budget", "forbidden_word", "stilted_phrase",
+    "glossary", "nested_brackets", "unbalanced_brackets", "amount_format", "repeated_place",
+    "pii_pattern", "not_speakable", "no_variant", "no_template", "unbalanced_element",
+    "not_for_product", "missing_context", "content_rule"})
+
+
+def failure_kind(error_code: str | None) -> FailureKind:
+    """What a failed record's error code says went wrong: the one place codes are sorted."""
+    if error_code in NO_ADDRESS_CODES:
+        return FailureKind.NO_ADDRESS
+    if error_code in CONTENT_RULE_CODES:
+        return FailureKind.CONTENT_RULE
+    return FailureKind.PROVIDER
 NO_PAYMENT = "no_payment"
 RESCISSION = "rescission"
 NO_MILESTONE = "none"  # paid before any reminder went out
@@ -137,6 +182,15 @@ class InquiryCount(Model):
     escalated: int
 
 
+class ApplicationCount(Model):
+    """Reinstatement applications received in the month and the decisions on record."""
+
+    month: date
+    received: int
+    approved: int
+    refused: int
+
+
 class StartCount(Model):
     month: date
     trigger: str
@@ -200,6 +254,7 @@ class ReportRecords(Model):
     notifications: list[NotificationCount] = []
     first_reminders: list[FirstReminderCount] = []
     inquiries: list[InquiryCount] = []
+    applications: list[ApplicationCount] = []
     starts: list[StartCount] = []
     paid_in_grace: list[PaidInGraceCount] = []
     lapses: list[LapseCount] = []
@@ -223,17 +278,23 @@ class DeliveryRate(Model):
     channel: str | None = None
     milestone: str | None = None
     records: int = 0
-    attempted: int = 0
+    attempted: int = 0  # handed to a provider: accepted + failed + unknown
     accepted: int = 0
     delivered: int = 0
-    failed: int = 0
+    failed: int = 0  # provider failures
     unknown: int = 0
     pending: int = 0
     skipped: int = 0
+    no_address: int = 0  # not sent: no address for the channel, or it is suppressed
+    content_rule: int = 0  # not sent: the text broke a content rule
+    # Whether delivery confirmations exist for these records' channels; the confirmed
+    # rate is over `confirmable`, the attempts on those channels (None: not applicable).
+    confirms_delivery: bool = False
+    confirmable: int = 0
     accepted_rate: float | None = None
     delivered_rate: float | None = None
     failed_rate: float | None = None
-    top_errors: list[ErrorCount] = []
+    top_errors: list[ErrorCount] = []  # the provider failures' codes
 
 
 class FormalDemand(Model):
@@ -252,6 +313,16 @@ class InquiryVolume(Model):
     unanswered: int = 0
     escalated: int = 0
     on_time_rate: float | None = None
+
+
+class Applications(Model):
+    """Reinstatement applications received in the month, and underwriting's decisions on
+    record so far."""
+
+    received: int = 0
+    approved: int = 0
+    refused: int = 0
+    awaiting: int = 0  # no decision on record yet
 
 
 class Conversion(Model):
@@ -328,8 +399,9 @@ class MonthlyReport(Model):
     channels: list[DeliveryRate]  # per channel
     overall: DeliveryRate
     formal_demand: FormalDemand
-    inquiries: list[InquiryVolume]  # per kind
+    inquiries: list[InquiryVolume]  # per kind, reinstatement applications apart
     inquiries_total: InquiryVolume
+    reinstatement_applications: Applications = Applications()
     journeys: Journeys
     lapse_reasons: list[LapseReason]
     funnel: Funnel
@@ -355,21 +427,35 @@ def _order(values: Iterable[str], known: list[str]) -> list[str]:
 def _delivery(rows: list[NotificationCount], top: int, channel: str | None = None,
               milestone: str | None = None) -> DeliveryRate:
     by_status: dict[str, int] = defaultdict(int)
+    not_sent: dict[FailureKind, int] = defaultdict(int)
     errors: dict[str, int] = defaultdict(int)
+    confirmable = confirmed = 0
     for r in rows:
+        kind = failure_kind(r.error_code) if r.status in FAILED else None
+        if kind in (FailureKind.NO_ADDRESS, FailureKind.CONTENT_RULE):
+            not_sent[kind] += r.count
+            continue
         by_status[r.status] += r.count
-        if r.status in FAILED:
+        if kind is FailureKind.PROVIDER:
             errors[r.error_code or UNKNOWN_ERROR] += r.count
+        if r.channel in CONFIRMING_CHANNELS and (r.status in ACCEPTED or r.status in FAILED
+                                                 or r.status == UNKNOWN):
+            confirmable += r.count
+            confirmed += r.count if r.status == "delivered" else 0
     accepted = sum(by_status[s] for s in ACCEPTED)
     failed = sum(by_status[s] for s in FAILED)
     attempted = accepted + failed + by_status[UNKNOWN]
+    confirms = any(r.channel in CONFIRMING_CHANNELS for r in rows)
     ranked = sorted(errors.items(), key=lambda e: (-e[1], e[0]))[:top]
     return DeliveryRate(
-        channel=channel, milestone=milestone, records=sum(by_status.values()),
+        channel=channel, milestone=milestone,
+        records=sum(by_status.values()) + sum(not_sent.values()),
         attempted=attempted, accepted=accepted, delivered=by_status["delivered"],
         failed=failed, unknown=by_status[UNKNOWN], pending=sum(by_status[s] for s in PENDING),
-        skipped=by_status["skipped"], accepted_rate=rate(accepted, attempted),
-        delivered_rate=rate(by_status["delivered"], attempted),
+        skipped=by_status["skipped"], no_address=not_sent[FailureKind.NO_ADDRESS],
+        content_rule=not_sent[FailureKind.CONTENT_RULE], confirms_delivery=confirms,
+        confirmable=confirmable, accepted_rate=rate(accepted, attempted),
+        delivered_rate=rate(confirmed, confirmable) if confirms else None,
         failed_rate=rate(failed, attempted),
         top_errors=[ErrorCount(error_code=code, count=n) for code, n in ranked])
 
@@ -409,6 +495,19 @@ def _inquiry(kind: str | None, rows: list[InquiryCount]) -> InquiryVolume:
                          unanswered=sum(r.unanswered for r in rows),
                          escalated=sum(r.escalated for r in rows),
                          on_time_rate=rate(on_time, received))
+
+
+def _inquiries(records: ReportRecords, month: date) -> list[InquiryCount]:
+    """The month's inquiries that wait for an answer: applications wait for a decision."""
+    return [i for i in records.inquiries if i.month == month and i.kind != APPLICATION]
+
+
+def _applications(rows: list[ApplicationCount]) -> Applications:
+    received = sum(r.received for r in rows)
+    approved = sum(r.approved for r in rows)
+    refused = sum(r.refused for r in rows)
+    return Applications(received=received, approved=approved, refused=refused,
+                        awaiting=received - approved - refused)
 
 
 def lapse_reason(trigger: str, debit_reason: str | None) -> str:
@@ -473,7 +572,7 @@ def mask_debit_failure(row: DebitFailureCount) -> RepeatedDebitFailure:
 def _trend(month: date, records: ReportRecords, rules: ReportRules) -> MonthTrend:
     overall = _delivery([n for n in records.notifications if n.month == month], rules.top_errors)
     demand = _formal_demand([f for f in records.first_reminders if f.month == month])
-    inquiries = _inquiry(None, [i for i in records.inquiries if i.month == month])
+    inquiries = _inquiry(None, _inquiries(records, month))
     journeys, _ = _journeys(month, records)
     return MonthTrend(
         month=month_label(month), notifications=overall.attempted,
@@ -496,7 +595,7 @@ def build_report(month: date, records: ReportRecords,
     months = months_ending(month, rules.window_months)
     pairs, channels, overall = _delivery_tables(
         [n for n in records.notifications if n.month == month], rules.top_errors)
-    inquiries = [i for i in records.inquiries if i.month == month]
+    inquiries = _inquiries(records, month)
     kinds = sorted({i.kind for i in inquiries})
     journeys, reasons = _journeys(month, records)
     failures = sorted(records.debit_failures,
@@ -507,6 +606,8 @@ def build_report(month: date, records: ReportRecords,
         formal_demand=_formal_demand([f for f in records.first_reminders if f.month == month]),
         inquiries=[_inquiry(k, [i for i in inquiries if i.kind == k]) for k in kinds],
         inquiries_total=_inquiry(None, inquiries),
+        reinstatement_applications=_applications(
+            [a for a in records.applications if a.month == month]),
         journeys=journeys, lapse_reasons=reasons,
         funnel=_funnel(months[0], [f for f in records.funnel if f.month in months]),
         repeated_debit_failures=[mask_debit_failure(f) for f in failures],

@@ -8,12 +8,16 @@ domain/report.py; report_milestone() and the indexes are in migrations/0003_repo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 from datetime import date, datetime
 
 import asyncpg
 
 from domain.report import (
     DEFAULT_RULES,
+    ApplicationCount,
     BindCardRequestRow,
     DebitFailureCount,
     FirstReminderCount,
@@ -30,42 +34,57 @@ from domain.report import (
     window,
 )
 
+# Grouped by the stored values first, so that report_milestone() runs once a group, not
+# once a record (its regular expression is most of the cost of a million rows).
 NOTIFICATIONS = """
 SELECT channel, report_milestone(milestone, recipient_role) AS milestone, status, error_code,
-       count(*) AS count
-FROM notifications
-WHERE created_at >= $1 AND created_at < $2
+       sum(count)::integer AS count
+FROM (
+    SELECT channel, milestone, recipient_role, status, error_code, count(*) AS count
+    FROM notifications
+    WHERE created_at >= $1 AND created_at < $2
+    GROUP BY 1, 2, 3, 4, 5
+) stored
 GROUP BY 1, 2, 3, 4
 """
 
 # Per journey, the facts of its first reminders that the formal-demand rule reads
-# (domain/evidence.py), grouped: a month's journeys fall into a few dozen kinds.
+# (domain/evidence.py), grouped: a month's journeys fall into a few dozen kinds. A fact is
+# "channel status receipt tracked" while grouping (text is cheap to sort, jsonb is not);
+# the kinds become records at the end. The receipt (where the latest delivered event came
+# from) is looked up for delivered records only, the tracking number for letters only.
 FIRST_REMINDERS = """
-SELECT records, count(*) AS journeys
+SELECT (SELECT jsonb_agg(jsonb_build_object(
+                   'channel', split_part(f, ' ', 1), 'status', split_part(f, ' ', 2),
+                   'receipt', NULLIF(split_part(f, ' ', 3), '-'),
+                   'tracked', split_part(f, ' ', 4) = 'true') ORDER BY f)
+        FROM unnest(kinds.facts) f) AS records,
+       kinds.journeys
 FROM (
-    SELECT journey_id, jsonb_agg(DISTINCT fact ORDER BY fact) AS records
+    SELECT facts, count(*) AS journeys
     FROM (
-        SELECT n.journey_id,
-               jsonb_build_object('channel', n.channel, 'status', n.status,
-                                  'receipt', receipt.source,
-                                  'tracked', q.tracking_number IS NOT NULL) AS fact
-        FROM notifications n
-        LEFT JOIN LATERAL (
-            SELECT CASE WHEN e.provider_event_id IS NULL THEN 'own' ELSE 'provider' END
-                   AS source
-            FROM notification_events e
-            WHERE e.notification_id = n.notification_id AND e.status = 'delivered'
-            ORDER BY e.event_id DESC
-            LIMIT 1
-        ) receipt ON n.status = 'delivered'
-        LEFT JOIN print_queue q ON q.letter_id = n.notification_id
-        WHERE n.created_at >= $1 AND n.created_at < $2
-          AND report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
-          AND n.recipient_role IN ('policyholder', 'group_employer')
-    ) facts
-    GROUP BY journey_id
-) per_journey
-GROUP BY records
+        SELECT journey_id, array_agg(DISTINCT fact ORDER BY fact) AS facts
+        FROM (
+            SELECT n.journey_id, concat_ws(' ', n.channel, n.status, COALESCE(
+                CASE WHEN n.status = 'delivered' THEN (
+                    SELECT CASE WHEN e.provider_event_id IS NULL THEN 'own' ELSE 'provider' END
+                    FROM notification_events e
+                    WHERE e.notification_id = n.notification_id AND e.status = 'delivered'
+                    ORDER BY e.event_id DESC
+                    LIMIT 1) END, '-'),
+                CASE WHEN n.channel = 'letter' THEN EXISTS (
+                    SELECT 1 FROM print_queue q
+                    WHERE q.letter_id = n.notification_id AND q.tracking_number IS NOT NULL)
+                ELSE false END::text) AS fact
+            FROM notifications n
+            WHERE n.created_at >= $1 AND n.created_at < $2
+              AND report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
+              AND n.recipient_role IN ('policyholder', 'group_employer')
+        ) facts
+        GROUP BY journey_id
+    ) per_journey
+    GROUP BY facts
+) kinds
 """
 
 INQUIRIES = """
@@ -79,6 +98,22 @@ WHERE received_at >= $1 AND received_at < $2
 GROUP BY kind
 """
 
+# A decision on record: the policy's journey closed `reinstated` after the application, or
+# the refusal message of this application (its key names the application) was sent.
+APPLICATIONS = """
+SELECT count(*) AS received,
+       count(*) FILTER (WHERE EXISTS (
+           SELECT 1 FROM journeys j
+           WHERE j.policy_number = i.policy_number AND j.outcome = 'reinstated'
+             AND j.closed_at >= i.received_at)) AS approved,
+       count(*) FILTER (WHERE EXISTS (
+           SELECT 1 FROM notifications n
+           WHERE n.policy_number = i.policy_number AND n.created_at >= i.received_at
+             AND n.milestone = 'reinstatement_refused-' || i.inquiry_id)) AS refused
+FROM inquiries i
+WHERE i.kind = 'reinstatement' AND i.received_at >= $1 AND i.received_at < $2
+"""
+
 STARTS = """
 SELECT trigger, count(*) AS count
 FROM journeys
@@ -89,15 +124,15 @@ GROUP BY trigger
 # Reminders stop when the premium is paid, so the journey's latest reminder record is the
 # last milestone reached before the payment (journeys.last_milestone, when set, wins).
 PAID_IN_GRACE = """
-SELECT COALESCE(report_milestone(j.last_milestone, NULL), last.milestone) AS milestone,
+SELECT COALESCE(report_milestone(j.last_milestone, NULL),
+                report_milestone(last.milestone, NULL)) AS milestone,
        count(*) AS count
 FROM journeys j
 LEFT JOIN LATERAL (
-    SELECT report_milestone(n.milestone, n.recipient_role) AS milestone
+    SELECT n.milestone
     FROM notifications n
-    WHERE n.journey_id = j.journey_id
-      AND report_milestone(n.milestone, n.recipient_role)
-          IN ('first_reminder', 'second_reminder')
+    WHERE n.journey_id = j.journey_id AND n.recipient_role <> 'emergency_contact'
+      AND split_part(n.milestone, '-', 1) IN ('first_reminder', 'second_reminder')
     ORDER BY n.created_at DESC
     LIMIT 1
 ) last ON true
@@ -105,24 +140,40 @@ WHERE j.closed_at >= $1 AND j.closed_at < $2 AND j.outcome = 'paid'
 GROUP BY 1
 """
 
+# The month's lapses by their index; each one's product through its policy (a key look-up
+# a lapse: LIMIT keeps the planner from reading the policies whole), products joined last.
+# The months before the report month are read for the trends only, which need counts, not
+# the last reminder before each payment.
+PAID_IN_GRACE_COUNT = """
+SELECT NULL::text AS milestone, count(*) AS count
+FROM journeys
+WHERE closed_at >= $1 AND closed_at < $2 AND outcome = 'paid'
+"""
+
 LAPSES = """
-SELECT j.trigger, debit.reason_code AS debit_reason,
+SELECT l.trigger, l.debit_reason,
        COALESCE((pr.rules ->> 'reinstatable')::boolean, true) AND pr.kind = 'long_term'
            AS reinstatable,
-       j.outcome IS NOT DISTINCT FROM 'reinstated' AS reinstated,
-       count(*) AS count
-FROM journeys j
-JOIN policies p ON p.policy_number = j.policy_number
-JOIN products pr ON pr.code = p.product_code
-LEFT JOIN LATERAL (
-    SELECT a.reason_code
-    FROM debit_attempts a
-    WHERE a.policy_number = j.policy_number AND NOT a.succeeded
-      AND a.attempted_at <= j.lapsed_at
-    ORDER BY a.attempted_at DESC
-    LIMIT 1
-) debit ON j.trigger = 'debit_failed'
-WHERE j.lapsed_at >= $1 AND j.lapsed_at < $2
+       l.reinstated, sum(l.count)::integer AS count
+FROM (
+    SELECT j.trigger, debit.reason_code AS debit_reason, p.product_code,
+           j.outcome IS NOT DISTINCT FROM 'reinstated' AS reinstated, count(*) AS count
+    FROM journeys j
+    CROSS JOIN LATERAL (
+        SELECT product_code FROM policies WHERE policy_number = j.policy_number LIMIT 1
+    ) p
+    LEFT JOIN LATERAL (
+        SELECT a.reason_code
+        FROM debit_attempts a
+        WHERE a.policy_number = j.policy_number AND NOT a.succeeded
+          AND a.attempted_at <= j.lapsed_at
+        ORDER BY a.attempted_at DESC
+        LIMIT 1
+    ) debit ON j.trigger = 'debit_failed'
+    WHERE j.lapsed_at >= $1 AND j.lapsed_at < $2
+    GROUP BY 1, 2, 3, 4
+) l
+JOIN products pr ON pr.code = l.product_code
 GROUP BY 1, 2, 3, 4
 UNION ALL
 SELECT trigger, NULL, false, false, count(*)
@@ -137,6 +188,8 @@ FROM journeys
 WHERE closed_at >= $1 AND closed_at < $2 AND outcome = 'reinstated'
 """
 
+# Over the whole window at once ($1, $2: its bounds): the journeys started in it, and the
+# first reminders on record since it began (a journey's first reminder follows its start).
 FUNNEL = """
 SELECT count(*) AS first_reminded,
        count(*) FILTER (WHERE j.outcome = 'paid') AS paid_in_grace,
@@ -146,25 +199,38 @@ SELECT count(*) AS first_reminded,
                           AND j.outcome <> 'paid') AS ended_otherwise
 FROM journeys j
 WHERE j.started_at >= $1 AND j.started_at < $2
-  AND EXISTS (
-      SELECT 1 FROM notifications n
-      WHERE n.journey_id = j.journey_id
+  AND j.journey_id IN (
+      SELECT n.journey_id FROM notifications n
+      WHERE n.created_at >= $1
         AND report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
         AND n.recipient_role IN ('policyholder', 'group_employer'))
 """
 
 # $1, $2: the whole window; $3: the least number of failures that puts a customer on it.
 REPEATED_DEBIT_FAILURES = """
-SELECT c.customer_id, c.name, c.gender, c.is_organisation,
-       p.payment_method ->> 'card_last4' AS card_last4,
-       count(*) AS failures, max(a.attempted_at) AS last_failed_at,
-       (array_agg(a.reason_code ORDER BY a.attempted_at DESC))[1] AS last_reason
-FROM debit_attempts a
-JOIN policies p ON p.policy_number = a.policy_number
-JOIN customers c ON c.customer_id = p.policyholder_id
-WHERE NOT a.succeeded AND a.attempted_at >= $1 AND a.attempted_at < $2
-GROUP BY c.customer_id, c.name, c.gender, c.is_organisation, card_last4
-HAVING count(*) >= $3
+SELECT c.customer_id, c.name, c.gender, c.is_organisation, h.card_last4, h.failures,
+       h.last_failed_at, h.last_reason
+FROM (
+    SELECT p.policyholder_id, p.card_last4, sum(f.failures)::integer AS failures,
+           max(f.last_failed_at) AS last_failed_at,
+           (array_agg(f.last_reason ORDER BY f.last_failed_at DESC))[1] AS last_reason
+    FROM (
+        SELECT a.policy_number, count(*) AS failures, max(a.attempted_at) AS last_failed_at,
+               (array_agg(a.reason_code ORDER BY a.attempted_at DESC))[1] AS last_reason
+        FROM debit_attempts a
+        WHERE NOT a.succeeded AND a.attempted_at >= $1 AND a.attempted_at < $2
+        GROUP BY a.policy_number
+    ) f
+    CROSS JOIN LATERAL (
+        SELECT policyholder_id, payment_method ->> 'card_last4' AS card_last4
+        FROM policies WHERE policy_number = f.policy_number LIMIT 1
+    ) p
+    GROUP BY p.policyholder_id, p.card_last4
+    HAVING sum(f.failures) >= $3
+) h
+CROSS JOIN LATERAL (
+    SELECT * FROM customers WHERE customer_id = h.policyholder_id LIMIT 1
+) c
 """
 
 # The bind-a-new-card campaign's requests sent in the month, with the card then and now.
@@ -183,20 +249,39 @@ MONTHLY = {
     "notifications": (NOTIFICATIONS, NotificationCount),
     "first_reminders": (FIRST_REMINDERS, FirstReminderCount),
     "inquiries": (INQUIRIES, InquiryCount),
+    "applications": (APPLICATIONS, ApplicationCount),
     "starts": (STARTS, StartCount),
     "paid_in_grace": (PAID_IN_GRACE, PaidInGraceCount),
     "lapses": (LAPSES, LapseCount),
     "reinstated": (REINSTATED, ReinstatedCount),
-    "funnel": (FUNNEL, FunnelCount),
     "bind_card": (BIND_CARD, BindCardRequestRow),
 }
+# For the trends' months: a lighter query where the trends need less than the month's
+# review, none where they need nothing (domain/report.py `_trend` says what they read).
+TREND = {"paid_in_grace": PAID_IN_GRACE_COUNT, "applications": None, "bind_card": None}
+# The queries run side by side on this many connections of one snapshot (the review is
+# bound by the database's CPU: one connection uses one core).
+CONNECTIONS = 2
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 
-async def fetch_monthly(conn: asyncpg.Connection, name: str, month: date) -> list:
-    """One monthly query's rows for `month`, as the models of domain/report.py."""
+async def fetch_monthly(conn: asyncpg.Connection, name: str, month: date,
+                        trend: bool = False) -> list:
+    """One monthly query's rows for `month`, as the models of domain/report.py; `trend`:
+    only what the trends read of a month before the report month."""
     sql, model = MONTHLY[name]
+    if trend and name in TREND:
+        sql = TREND[name]
+        if sql is None:
+            return []
     rows = await conn.fetch(sql, *window(month, 1))
     return [model(month=month, **dict(r)) for r in rows]
+
+
+async def fetch_funnel(conn: asyncpg.Connection, month: date, months: int) -> FunnelCount:
+    """The funnel of the journeys started in the `months` ending with `month`."""
+    row = await conn.fetchrow(FUNNEL, *window(month, months))
+    return FunnelCount(month=month, **dict(row))
 
 
 async def fetch_debit_failures(conn: asyncpg.Connection, starts_at: datetime, ends_at: datetime,
@@ -209,13 +294,44 @@ async def fetch_records(pool: asyncpg.Pool, month: date,
                         rules: ReportRules = DEFAULT_RULES) -> ReportRecords:
     """Everything the review of `month` counts, over the window that ends with it.
 
-    One snapshot: every query reads the same committed state.
+    One snapshot: every query reads the same committed state, also on the second
+    connection, which imports the first one's snapshot.
     """
     months = months_ending(month, rules.window_months)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
-                                                        readonly=True):
-        found = {name: [row for m in months for row in await fetch_monthly(conn, name, m)]
-                 for name in MONTHLY}
-        failures = await fetch_debit_failures(conn, *window(month, rules.window_months),
-                                              rules.repeat_failures)
-    return ReportRecords(**found, debit_failures=failures)
+    found: dict[str, list] = {name: [] for name in MONTHLY}
+    extra: dict[str, object] = {}
+    # The costliest first, so that the connections finish together.
+    work: list = [(name, m) for name in ("first_reminders", "notifications")
+                  for m in reversed(months)]
+    work += [("debit_failures", None), ("funnel", None)]
+    work += [(name, m) for name in MONTHLY if name not in ("first_reminders", "notifications")
+             for m in reversed(months)]
+    queue = iter(work)
+
+    async def drain(conn: asyncpg.Connection) -> None:
+        for name, m in queue:  # shared: each item is taken by one connection
+            if name == "funnel":
+                extra[name] = [await fetch_funnel(conn, month, rules.window_months)]
+            elif name == "debit_failures":
+                extra[name] = await fetch_debit_failures(
+                    conn, *window(month, rules.window_months), rules.repeat_failures)
+            else:
+                found[name] += await fetch_monthly(conn, name, m, trend=m != month)
+
+    async with contextlib.AsyncExitStack() as stack:
+        conns = [await stack.enter_async_context(pool.acquire()) for _ in range(CONNECTIONS)]
+        lead = conns[0]
+        await stack.enter_async_context(lead.transaction(isolation="repeatable_read",
+                                                         readonly=True))
+        snapshot = await lead.fetchval("SELECT pg_export_snapshot()")
+        if not _SNAPSHOT_ID.match(snapshot):
+            raise RuntimeError("PostgreSQL exported a snapshot id of an unknown form")
+        for conn in conns[1:]:
+            await stack.enter_async_context(conn.transaction(isolation="repeatable_read",
+                                                             readonly=True))
+            # A statement, not a query: the id cannot be a parameter (checked above).
+            await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        await asyncio.gather(*(drain(c) for c in conns))
+    for rows in found.values():
+        rows.sort(key=lambda r: r.month)
+    return ReportRecords(**found, **extra)

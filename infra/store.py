@@ -208,6 +208,11 @@ def _customer(row) -> Customer:
     )
 
 
+async def load_products(conn: asyncpg.Connection) -> dict[str, Product]:
+    """Every product by code (a handful: callers keep them for the length of a task)."""
+    return {r["code"]: _product(r) for r in await conn.fetch("SELECT * FROM products")}
+
+
 async def load_customers(conn: asyncpg.Connection, ids: list[str]) -> dict[str, Customer]:
     rows = await conn.fetch("SELECT * FROM customers WHERE customer_id = ANY($1::text[])", ids)
     return {r["customer_id"]: _customer(r) for r in rows}

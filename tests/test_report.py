@@ -6,19 +6,28 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
+import sys
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from commands.report_charts import chart
 from domain.plan import TZ
 from domain.report import (
     DebitFailureCount,
     DeliveryRate,
     ErrorCount,
+    FailureKind,
+    FunnelCount,
     MonthlyReport,
+    NotificationCount,
+    ReportRecords,
+    StartCount,
     build_report,
+    failure_kind,
     lapse_reason,
     mask_debit_failure,
     months_ending,
@@ -27,6 +36,7 @@ from domain.report import (
 )
 from infra.report_queries import fetch_records
 from starter import build_parser
+from tests.ops_helpers import ROOT
 
 NOV = date(2026, 11, 1)
 
@@ -196,16 +206,30 @@ async def report_for(pool, month: date) -> MonthlyReport:
     return build_report(month, await fetch_records(pool, month))
 
 
+CONFIRMING = {"sms", "email", "voice"}
+
+
 def rate(channel, milestone, records, accepted, delivered, failed, unknown=0, pending=0,
-         skipped=0, errors=()) -> DeliveryRate:
-    """The expected row, with its rates computed here by hand from the counts."""
+         skipped=0, no_address=0, content_rule=0, errors=(), confirmable=None,
+         confirmed=None) -> DeliveryRate:
+    """The expected row, with its rates computed here by hand from the counts.
+
+    `confirmable` and `confirmed`: the attempts and deliveries on channels that confirm
+    delivery (by default the row's own, when its channel is one of them).
+    """
     attempted = accepted + failed + unknown
+    confirms = channel in CONFIRMING if confirmable is None else True
+    if confirmable is None:
+        confirmable, confirmed = (attempted, delivered) if confirms else (0, 0)
     share = (lambda n: round(n / attempted, 4)) if attempted else (lambda n: None)
     return DeliveryRate(
         channel=channel, milestone=milestone, records=records, attempted=attempted,
         accepted=accepted, delivered=delivered, failed=failed, unknown=unknown,
-        pending=pending, skipped=skipped, accepted_rate=share(accepted),
-        delivered_rate=share(delivered), failed_rate=share(failed),
+        pending=pending, skipped=skipped, no_address=no_address, content_rule=content_rule,
+        confirms_delivery=confirms, confirmable=confirmable, accepted_rate=share(accepted),
+        delivered_rate=(round(confirmed / confirmable, 4) if confirmable else None)
+        if confirms else None,
+        failed_rate=share(failed),
         top_errors=[ErrorCount(error_code=c, count=n) for c, n in errors])
 
 
@@ -214,9 +238,10 @@ def rate(channel, milestone, records, accepted, delivered, failed, unknown=0, pe
 
 async def test_notification_success_per_channel_and_milestone(seeded):
     report = await report_for(seeded, NOV)
+    # M2's missing address is not a provider failure: it was never sent.
     assert report.notifications == [
-        rate("sms", "first_reminder", 9, accepted=6, delivered=5, failed=2, pending=1,
-             errors=[("invalid_number", 1), ("no_address", 1)]),
+        rate("sms", "first_reminder", 9, accepted=6, delivered=5, failed=1, pending=1,
+             no_address=1, errors=[("invalid_number", 1)]),
         rate("sms", "lapse_notice", 2, accepted=2, delivered=1, failed=0),
         rate("sms", "emergency_contact", 1, accepted=1, delivered=0, failed=0),
         rate("sms", "payment_after_lapse", 1, accepted=1, delivered=0, failed=0),
@@ -233,8 +258,8 @@ async def test_notification_success_per_channel_and_milestone(seeded):
         rate("letter", "rescission_notice", 1, accepted=1, delivered=0, failed=0),
     ]
     assert report.channels == [
-        rate("sms", None, 16, accepted=11, delivered=6, failed=2, unknown=1, pending=1,
-             skipped=1, errors=[("invalid_number", 1), ("no_address", 1)]),
+        rate("sms", None, 16, accepted=11, delivered=6, failed=1, unknown=1, pending=1,
+             skipped=1, no_address=1, errors=[("invalid_number", 1)]),
         rate("wechat", None, 3, accepted=1, delivered=0, failed=2,
              errors=[("invalid_number", 1), ("user_unsubscribed", 1)]),
         rate("voice", None, 1, accepted=1, delivered=0, failed=0),
@@ -242,10 +267,14 @@ async def test_notification_success_per_channel_and_milestone(seeded):
              errors=[("mailbox_full", 1), ("unknown", 1)]),
         rate("letter", None, 1, accepted=1, delivered=0, failed=0),
     ]
+    # WeChat and the letter confirm nothing: "confirmed" is over SMS, voice and e-mail.
+    assert [(c.channel, c.delivered_rate) for c in report.channels] == [
+        ("sms", 0.4615), ("wechat", None), ("voice", 0.0), ("email", 0.0), ("letter", None)]
     assert report.overall == rate(
-        None, None, 24, accepted=15, delivered=6, failed=6, unknown=1, pending=1, skipped=1,
-        errors=[("invalid_number", 2), ("mailbox_full", 1), ("no_address", 1)])
-    assert (report.overall.accepted_rate, report.overall.delivered_rate) == (0.6818, 0.2727)
+        None, None, 24, accepted=15, delivered=6, failed=5, unknown=1, pending=1, skipped=1,
+        no_address=1, confirmable=17, confirmed=6,
+        errors=[("invalid_number", 2), ("mailbox_full", 1), ("unknown", 1)])
+    assert (report.overall.accepted_rate, report.overall.delivered_rate) == (0.7143, 0.3529)
 
 
 async def test_formal_demand_inquiries_and_journeys(seeded):
@@ -260,9 +289,11 @@ async def test_formal_demand_inquiries_and_journeys(seeded):
             for i in [*report.inquiries, report.inquiries_total]] == [
         ("hardship", 1, 0, 1, 0, 1, 0.0),
         ("question", 2, 2, 0, 0, 0, 1.0),
-        ("reinstatement", 1, 0, 0, 1, 0, 0.0),
-        (None, 4, 2, 1, 1, 1, 0.5),
+        (None, 3, 2, 1, 0, 1, 0.6667),
     ]
+    # Q4 is a reinstatement application: it waits for underwriting, not for an answer.
+    a = report.reinstatement_applications
+    assert (a.received, a.approved, a.refused, a.awaiting) == (1, 0, 0, 1)
 
     j = report.journeys
     assert j.started == 9
@@ -312,7 +343,7 @@ async def test_trends_cover_the_six_months_and_end_with_the_month(seeded):
         ("2026-08", 0, None, None, None, 0, None, 0, 0, 0, 0, None),
         ("2026-09", 2, 1.0, 0.5, 0.5, 0, None, 2, 0, 0, 0, None),
         ("2026-10", 2, 0.5, 0.0, 0.0, 1, 1.0, 1, 0, 0, 0, None),
-        ("2026-11", 22, 0.6818, 0.2727, 0.5714, 4, 0.5, 9, 4, 3, 1, 0.5),
+        ("2026-11", 21, 0.7143, 0.3529, 0.5714, 3, 0.6667, 9, 4, 3, 1, 0.5),
     ]
 
 
@@ -320,7 +351,7 @@ async def test_an_earlier_month_of_the_same_records(seeded):
     """October from its own window: the 23:59:59 call counts there, not in November."""
     report = await report_for(seeded, date(2026, 10, 1))
     assert report.overall == rate(None, None, 2, accepted=1, delivered=0, failed=1,
-                                  errors=[("invalid_number", 1)])
+                                  confirmable=2, confirmed=0, errors=[("invalid_number", 1)])
     assert report.trends[-1].month == "2026-10" and len(report.trends) == 6
     assert report.journeys.started_by_trigger == {"renewal_unpaid": 1}
     # May to October: C3's failure of 20 May counts now; C4 has two before its lapse.
@@ -358,14 +389,79 @@ async def test_a_month_of_failures_only(pool):
               "mailbox_full", at(1, 6, year=2027))])
     report = await report_for(pool, date(2027, 1, 1))
     assert report.overall == rate(None, None, 3, accepted=0, delivered=0, failed=3,
+                                  confirmable=2, confirmed=0,
                                   errors=[("invalid_number", 2), ("mailbox_full", 1)])
     assert [(c.channel, c.accepted_rate, c.delivered_rate, c.failed_rate)
-            for c in report.channels] == [("sms", 0.0, 0.0, 1.0), ("wechat", 0.0, 0.0, 1.0),
+            for c in report.channels] == [("sms", 0.0, 0.0, 1.0), ("wechat", 0.0, None, 1.0),
                                           ("email", 0.0, 0.0, 1.0)]
     fd = report.formal_demand
     assert (fd.first_reminders, fd.delivered, fd.unreached, fd.evidence_rate) == (1, 0, 1, 0.0)
     assert report.funnel.first_reminded == 1 and report.funnel.open == 1
     assert report.trends[-1].accepted_rate == 0.0 and report.trends[-2].accepted_rate is None
+
+
+async def test_records_not_sent_are_not_provider_failures(pool):
+    """No address, a suppressed address and a content rule never reached a provider."""
+    feb = at(2, 3, year=2027)
+    async with pool.acquire() as conn:
+        await seed_parties(conn)
+        await seed_journeys(
+            conn, [("J40", "P7", "premium_overdue", at(2, 1, year=2027), None, None, None, None)],
+            [("J40", "first_reminder", "sms", "C7", "policyholder", "delivered", None, feb),
+             ("J40", "first_reminder", "wechat", "C7", "policyholder", "failed", "no_address",
+              feb),
+             ("J40", "first_reminder-fallback", "email", "C7", "policyholder", "failed",
+              "suppressed", feb),
+             ("J40", "second_reminder", "sms", "C7", "policyholder", "failed", "sms_segments",
+              feb),
+             ("J40", "lapse_notice", "sms", "C7", "policyholder", "failed",
+              "provider_unavailable", feb)])
+    report = await report_for(pool, date(2027, 2, 1))
+    assert report.channels == [
+        rate("sms", None, 3, accepted=1, delivered=1, failed=1, content_rule=1,
+             errors=[("provider_unavailable", 1)]),
+        rate("wechat", None, 1, accepted=0, delivered=0, failed=0, no_address=1),
+        rate("email", None, 1, accepted=0, delivered=0, failed=0, no_address=1),
+    ]
+    assert (report.overall.attempted, report.overall.failed, report.overall.no_address,
+            report.overall.content_rule) == (2, 1, 2, 1)
+    assert report.overall.top_errors == [ErrorCount(error_code="provider_unavailable", count=1)]
+
+
+def test_failure_codes_are_sorted_by_one_rule():
+    for code in ("no_address", "no_postal_address", "suppressed"):
+        assert failure_kind(code) is FailureKind.NO_ADDRESS
+    for code in ("sms_segments", "sms_over_budget", "forbidden_word", "pii_pattern"):
+        assert failure_kind(code) is FailureKind.CONTENT_RULE
+    for code in ("21211", "mailbox_full", "provider_unavailable", "user_unsubscribed", None):
+        assert failure_kind(code) is FailureKind.PROVIDER
+
+
+async def test_reinstatement_applications_wait_for_a_decision_not_an_answer(pool):
+    """Applied in February: one approved (its journey closed reinstated), one refused (its
+    refusal sent), one still with underwriting; none is an inquiry left unanswered."""
+    async with pool.acquire() as conn:
+        await seed_parties(conn)
+        await seed_journeys(
+            conn,
+            [("J50", "P3", "premium_overdue", at(11, 1), at(1, 2, year=2027),
+              at(2, 20, year=2027), "reinstated", None),
+             ("J51", "P4", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None, None),
+             ("J52", "P6", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None, None)],
+            [("J51", "reinstatement_refused-R51", "sms", "C4", "policyholder", "delivered",
+              None, at(2, 12, year=2027))])
+        await conn.executemany(
+            "INSERT INTO inquiries (inquiry_id, policy_number, kind, received_at, respond_by) "
+            "VALUES ($1, $2, 'reinstatement', $3, $4)",
+            [("R50", "P3", at(2, 10, year=2027), at(2, 11, year=2027)),
+             ("R51", "P4", at(2, 10, year=2027), at(2, 11, year=2027)),
+             ("R52", "P6", at(2, 25, year=2027), at(2, 26, year=2027))])
+    report = await report_for(pool, date(2027, 2, 1))
+    a = report.reinstatement_applications
+    assert (a.received, a.approved, a.refused, a.awaiting) == (3, 1, 1, 1)
+    assert report.inquiries == [] and report.inquiries_total.received == 0
+    assert report.inquiries_total.on_time_rate is None  # not 0 %: nothing waited for an answer
+    assert report.trends[-1].inquiries == 0
 
 
 # --- the pure parts --------------------------------------------------------------------------
@@ -427,8 +523,9 @@ async def test_lapse_report_prints_tables_and_writes_csv_and_a_chart(seeded, cli
                        "--chart", str(chart)) == 0
     printed = capsys.readouterr().out
     assert "monthly review 2026-11" in printed
-    assert "delivery confirmed 4 (57.1%)" in printed
-    assert "reinstatement conversion: 1 of 2 reinstatable lapses so far (50.0%)" in printed
+    assert "delivery proven 4 (57.1%)" in printed
+    assert ("reinstatement conversion: 1 of the month's 2 reinstatable lapses reinstated so "
+            "far (50.0%)") in printed
     assert "王先生/女士" in printed and "王强" not in printed
 
     files = sorted(p.name for p in out_dir.iterdir())
@@ -436,11 +533,14 @@ async def test_lapse_report_prints_tables_and_writes_csv_and_a_chart(seeded, cli
                      "repeated_debit_failures.csv", "summary.csv", "trends.csv"]
     rows = read_csv(out_dir / "notifications.csv")
     assert rows[0] == {"channel": "sms", "milestone": "first_reminder", "records": "9",
-                       "attempted": "8", "accepted": "6", "delivered": "5", "failed": "2",
-                       "unknown": "0", "pending": "1", "skipped": "0", "accepted_rate": "0.75",
-                       "delivered_rate": "0.625", "failed_rate": "0.25",
-                       "top_errors": "invalid_number=1 no_address=1"}
-    assert rows[-1]["channel"] == "all" and rows[-1]["attempted"] == "22"
+                       "attempted": "7", "accepted": "6", "delivered": "5", "failed": "1",
+                       "unknown": "0", "pending": "1", "skipped": "0", "no_address": "1",
+                       "content_rule": "0", "confirms_delivery": "True", "confirmable": "7",
+                       "accepted_rate": "0.8571", "delivered_rate": "0.7143",
+                       "failed_rate": "0.1429", "top_errors": "invalid_number=1"}
+    wechat = next(r for r in rows if r["channel"] == "wechat")
+    assert (wechat["confirms_delivery"], wechat["delivered_rate"]) == ("False", "")
+    assert rows[-1]["channel"] == "all" and rows[-1]["attempted"] == "21"
     summary = {(r["section"], r["item"]): r["value"] for r in read_csv(out_dir / "summary.csv")}
     assert summary["formal_demand", "evidence_rate"] == "0.5714"
     assert summary["paid_in_grace", "second_reminder"] == "2"
@@ -448,7 +548,8 @@ async def test_lapse_report_prints_tables_and_writes_csv_and_a_chart(seeded, cli
     assert summary["funnel", "lapsed"] == "3"
     failures = read_csv(out_dir / "repeated_debit_failures.csv")
     assert [(r["name"], r["card"]) for r in failures][0] == ("王先生/女士", "****4321")
-    assert read_csv(out_dir / "inquiries.csv")[-1]["on_time_rate"] == "0.5"
+    assert read_csv(out_dir / "inquiries.csv")[-1]["on_time_rate"] == "0.6667"
+    assert summary["reinstatement_applications", "awaiting"] == "1"
     trends = read_csv(out_dir / "trends.csv")
     assert [r["month"] for r in trends][-1] == "2026-11" and trends[-1]["lapsed"] == "3"
     assert read_csv(out_dir / "lapse_reasons.csv")[0] == {"reason": "no_payment",
@@ -485,3 +586,66 @@ def test_lapse_report_refuses_a_bad_month(capsys):
         build_parser().parse_args(["report", "--month", "November"])
     assert exit_.value.code == 2
     assert "use YYYY-MM" in capsys.readouterr().err
+
+
+async def test_lapse_report_says_what_each_figure_counts(seeded, cli_env, capsys):
+    assert await lapse("report", "--month", "2026-11") == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    wechat = next(x for x in lines if x.split()[:2] == ["wechat", "all"])
+    sms = next(x for x in lines if x.split()[:2] == ["sms", "all"])
+    assert "n/a" in wechat and "n/a" not in sms  # WeChat never confirms delivery: not 0 %
+    assert "no address = not sent" in printed
+    assert ("reinstatement applications received in the month: 1; decided so far: approved 0, "
+            "refused 0; awaiting underwriting 1") in printed
+    # The month's events and the funnel's cohort, each saying which it is.
+    assert "journeys, what happened in the month (whenever the journey started):" in printed
+    assert "paid in grace: 4 " in printed
+    assert ("funnel, by start month: the 10 journeys started 2026-06 to 2026-11 with a first "
+            "reminder, and what became of them by now: 3 paid in grace") in printed
+    assert "so it differs from the month's figures above" in printed
+
+
+async def test_lapse_report_into_a_reader_that_stops_early(seeded, cli_env):
+    """`lapse report ... | head`: the reader leaves after the first lines; no error, and the
+    chart is still written."""
+    chart = cli_env / "review.png"
+    read_end, write_end = os.pipe()
+    # Unbuffered, as a report longer than the pipe's buffer is: the tables reach the reader
+    # at once, and the note about the chart comes after the reader has gone.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "starter.py", "report", "--month", "2026-11", "--chart", str(chart),
+            cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=write_end,
+            stderr=asyncio.subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    try:
+        first = await asyncio.to_thread(os.read, read_end, 100)  # what `head` reads
+    finally:
+        os.close(read_end)
+    _, err = await asyncio.wait_for(process.communicate(), 120)
+    assert first.startswith(b"monthly review 2026-11")
+    assert err.decode() == ""
+    assert process.returncode == 0
+    assert chart.stat().st_size > 10_000
+
+
+def test_the_chart_draws_not_applicable_and_whole_counts():
+    month = date(2027, 3, 1)
+    records = ReportRecords(
+        notifications=[NotificationCount(month=month, channel=c, milestone="first_reminder",
+                                         status=st, error_code=None, count=n)
+                       for c, st, n in (("sms", "delivered", 2), ("wechat", "sent", 3))],
+        funnel=[FunnelCount(month=month, first_reminded=3, paid_in_grace=1, lapsed=1,
+                            reinstated=0, ended_otherwise=0)],
+        starts=[StartCount(month=month, trigger="premium_overdue", count=3)])
+    fig = chart(build_report(month, records))
+    channels, funnel, counts, _ = fig.axes
+    labels = [t.get_text() for t in channels.texts]
+    assert labels == ["100%", "100%", "100%", "不适用"]  # accepted sms, wechat; confirmed
+    fig.canvas.draw()
+    for axis in (funnel.xaxis, counts.yaxis):  # counts of policies: no 0.5 of one
+        assert all(float(t).is_integer() for t in axis.get_majorticklocs())
+    assert "件" in funnel.get_xlabel()
