@@ -52,14 +52,20 @@ class TaskView(BaseModel):
     outcome: str | None
     notification_id: str | None
     script: str | None  # the call script (an outbound call's notification text)
+    # The task's journey, once it closed: its task asks nothing of an agent any more.
+    journey_closed_at: datetime | None = None
+    journey_outcome: str | None = None
 
 
+# A closed journey's call script is never read out: it asks for a premium nobody owes now.
 _SELECT = """
 SELECT t.task_id, t.policy_number, t.kind, t.priority, t.status, t.due_at, t.sla_at,
        t.taken_by, t.outcome, t.notification_id,
        (t.status <> 'done' AND COALESCE(t.sla_at, t.due_at) < now()) AS overdue,
-       CASE WHEN t.kind = 'outbound_call' THEN n.body END AS script
+       CASE WHEN t.kind = 'outbound_call' AND j.closed_at IS NULL THEN n.body END AS script,
+       j.closed_at AS journey_closed_at, j.outcome AS journey_outcome
 FROM agent_tasks t LEFT JOIN notifications n ON n.notification_id = t.notification_id
+     LEFT JOIN journeys j ON j.journey_id = t.journey_id
 """
 
 
@@ -80,10 +86,22 @@ async def get_task(conn: asyncpg.Connection, task_id: str) -> TaskView:
     return TaskView(**dict(row))
 
 
+def closed_journey(task: TaskView) -> str | None:
+    """Why a task of a closed journey is not worked: its journey closed (how, and when)."""
+    if task.journey_closed_at is None:
+        return None
+    how = f" as {task.journey_outcome}" if task.journey_outcome else ""
+    return (f"its journey closed{how} on {task.journey_closed_at.astimezone(TZ):%Y-%m-%d}: "
+            "nothing is asked of the customer any more")
+
+
 async def take_task(conn: asyncpg.Connection, task_id: str, agent: str) -> TaskView:
     task = await get_task(conn, task_id)
-    if task.status == "done":
-        raise TaskError(f"task {task_id} is already done")
+    if task.status in ("done", "cancelled"):
+        raise TaskError(f"task {task_id} is already {task.status}")
+    closed = closed_journey(task)
+    if closed:
+        raise TaskError(f"task {task_id} is not offered: {closed}")
     if task.status == "taken" and task.taken_by != agent:
         raise TaskError(f"task {task_id} is taken by {task.taken_by}")
     await conn.execute("UPDATE agent_tasks SET status = 'taken', taken_by = $2, "
@@ -111,6 +129,8 @@ async def complete_task(pool: asyncpg.Pool, signals: JourneySignals, task_id: st
         task = await get_task(conn, task_id)
         if task.status == "done":
             raise TaskError(f"task {task_id} is already done ({task.outcome})")
+        if task.status == "cancelled":
+            raise TaskError(f"task {task_id} was cancelled")
         if task.taken_by not in (None, agent):
             raise TaskError(f"task {task_id} is taken by {task.taken_by}")
         allowed = OUTCOMES[task.kind]
