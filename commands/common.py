@@ -31,7 +31,13 @@ def command(fn: Callable[[argparse.Namespace, Settings], Awaitable[int]]):
         try:
             settings = Settings.from_env()
             return asyncio.run(fn(args, settings))
-        except (SettingsError, UserError, NotFound, StackError, MigrationError) as err:
+        except NotFound as err:
+            # Mostly met on a fresh data folder, before any policy file was loaded.
+            print(f"lapse {args.command}: {err}: policies come from a policy file, loaded "
+                  "with `lapse load FILE` (the samples: ./run lapse load "
+                  "data/sample-policies.jsonl)", file=sys.stderr)
+            return 2
+        except (SettingsError, UserError, StackError, MigrationError) as err:
             print(f"lapse {args.command}: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

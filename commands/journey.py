@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import get_args
 
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from temporalio.client import WorkflowQueryFailedError
 
 from commands.common import UserError, command, database, temporal
 from domain.journey import JourneyStatus, Payment
 from domain.models import TriggerKind
 from domain.plan import TZ
+from domain.provider_codes import explain
 from domain.triggers import detect_trigger
 from infra import store
 from infra.journeys import (
@@ -26,6 +29,7 @@ from infra.journeys import (
     deliveries,
     journey_key,
 )
+from infra.settings import Provider, Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,29 +58,73 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=command(run_status))
 
 
+# How far ahead of today `--as-of` may go: tomorrow, for an operator a time zone behind.
+AS_OF_MARGIN = timedelta(days=1)
+
+
+def check_as_of(day: date, today: date, settings: Settings) -> None:
+    """A journey starts today or as of a past day (to catch up on one that should have
+    started). A later day would send that day's messages now, lapse notices included, so
+    it is refused unless the journey's clock is compressed and no real provider is set."""
+    if day <= today + AS_OF_MARGIN:
+        return
+    if settings.time_scale != 1 and len(settings.providers_sandboxed) == len(get_args(Provider)):
+        return
+    raise UserError(f"--as-of must be no later than {today + AS_OF_MARGIN} (tomorrow): a "
+                    "journey started as of a later day sends that day's messages at once; "
+                    "later days are only for the sandbox providers with LAPSE_TIME_SCALE set")
+
+
 async def run_start(args: argparse.Namespace, settings) -> int:
     now = datetime.now(TZ)
+    if args.as_of:
+        check_as_of(args.as_of, now.date(), settings)
     start_at = datetime.combine(args.as_of, now.timetz()) if args.as_of else now
     async with database(settings) as pool, pool.acquire() as conn:
         bundle = await store.load_policy(conn, args.policy_number, with_members=False)
-    trigger = detect_trigger(bundle.policy, bundle.product, start_at.date())
-    if trigger is None:
-        raise UserError(f"policy {args.policy_number} is not at risk on {start_at.date()} "
-                        "(paid, not yet due, or not in force)")
-    if trigger.kind.value != args.trigger:
-        raise UserError(f"policy {args.policy_number} is at risk as {trigger.kind.value}, "
-                        f"not {args.trigger}, on {start_at.date()}")
-    if args.insurer_fault:
-        trigger = trigger.model_copy(update={"insurer_fault": True})
     async with temporal(settings) as client:
-        handle = await Journeys(client, settings.temporal_task_queue).start(
+        journeys = Journeys(client, settings.temporal_task_queue)
+        if await journeys.is_running(args.policy_number):
+            # One journey per policy: show the running one, whatever it has done since.
+            return await _show_running(journeys, args)
+        trigger = detect_trigger(bundle.policy, bundle.product, start_at.date())
+        if trigger is None:
+            raise UserError(f"policy {args.policy_number} is not at risk on {start_at.date()} "
+                            "(paid, not yet due, or not in force)")
+        if trigger.kind.value != args.trigger:
+            raise UserError(f"policy {args.policy_number} is at risk as {trigger.kind.value}, "
+                            f"not {args.trigger}, on {start_at.date()}")
+        if args.insurer_fault:
+            trigger = trigger.model_copy(update={"insurer_fault": True})
+        handle = await journeys.start(
             trigger, bundle.product.kind.value, time_scale=settings.time_scale,
             journey_start=start_at if args.as_of else None)
     info = {"workflow_id": handle.id, "run_id": handle.result_run_id,
-            "trigger": trigger.kind.value, "time_scale": settings.time_scale}
+            "trigger": trigger.kind.value, "time_scale": settings.time_scale,
+            "already_running": False}
     print(json.dumps(info) if args.json else
           f"journey {handle.id} running ({trigger.kind.value}, time scale "
           f"{settings.time_scale:g})")
+    return 0
+
+
+async def _show_running(journeys: Journeys, args: argparse.Namespace) -> int:
+    handle = journeys.handle(args.policy_number)
+    described = await handle.describe()
+    try:
+        s: JourneyStatus | None = await journeys.status(args.policy_number)
+    except WorkflowQueryFailedError:  # still being planned
+        s = None
+    info = {"workflow_id": handle.id, "run_id": described.run_id,
+            "trigger": s.trigger if s else None, "stage": s.stage.value if s else None,
+            "journey_now": s.journey_now.isoformat() if s else None, "already_running": True}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        where = (f"{s.trigger}, stage {s.stage.value}, journey time {_at(s.journey_now)}"
+                 if s else "being planned")
+        print(f"journey {handle.id} is already running ({where}); nothing started. "
+              f"`lapse status {args.policy_number}` shows it")
     return 0
 
 
@@ -153,16 +201,18 @@ def status_card(s: JourneyStatus, sent: list[Delivery]) -> Table:
         card.add_row("Open inquiries", "none")
     messages = Table(title=f"Messages ({len(sent)} records)", title_justify="left",
                      show_edge=False)
-    for col in ("milestone", "channel", "to", "status", "error", "updated"):
+    # Dated by the journey moment each message belongs to, like "Journey time" above (not
+    # when its record last changed, which under compressed time is months apart).
+    for col in ("journey time", "milestone", "channel", "to", "status", "error"):
         messages.add_column(col)
     for d in sent:
-        messages.add_row(d.milestone, d.channel, d.recipient_role, d.status,
-                         d.error_code or "", _at(d.updated_at))
+        messages.add_row(_at(d.created_at or d.updated_at), d.milestone, d.channel,
+                         d.recipient_role, d.status, explain(d.error_code, d.channel))
     if not sent:
         # No records (another database?): fall back to what the workflow noted.
         for n in s.notifications:
-            messages.add_row(n.milestone, n.channel.value, f"{n.recipients} recipient(s)",
-                             n.status, "", _at(n.at))
+            messages.add_row(_at(n.at), n.milestone, n.channel.value,
+                             f"{n.recipients} recipient(s)", n.status, "")
     outer = Table.grid()
     outer.add_row(card)
     outer.add_row("")
@@ -182,5 +232,10 @@ async def run_status(args: argparse.Namespace, settings) -> int:
                           "deliveries": [d.model_dump(mode="json") for d in sent]}, indent=2,
                          ensure_ascii=False))
     else:
-        Console(width=max(100, Console().width)).print(status_card(s, sent))
+        card = status_card(s, sent)
+        console = Console()
+        # Piped or redirected: as wide as the card needs, so no line of it wraps.
+        width = (Console(width=10_000).measure(card).maximum if not console.is_terminal
+                 else console.width)
+        Console(width=max(100, width)).print(card)
     return 0

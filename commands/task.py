@@ -41,6 +41,8 @@ def _line(t: TaskView) -> str:
     due = t.due_at.astimezone(TZ)
     sla = f" sla {t.sla_at.astimezone(TZ):%m-%d %H:%M}" if t.sla_at else ""
     flag = "  OVERDUE" if t.overdue else ""
+    if t.journey_closed_at is not None:
+        flag = f"  JOURNEY CLOSED ({t.journey_outcome or 'ended'})"
     who = f" [{t.taken_by}]" if t.taken_by else ""
     return (f"P{t.priority} {t.kind:<18} {t.policy_number:<14} due {due:%Y-%m-%d %H:%M}{sla}"
             f" {t.status}{who}{flag}\n   {t.task_id}")

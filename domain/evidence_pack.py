@@ -9,6 +9,7 @@ from decimal import Decimal
 from domain.evidence import PROOF_WORDS, ChainHead, DemandFinding, Verification
 from domain.models import Model
 from domain.plan import TZ
+from domain.provider_codes import in_chinese
 
 STATUS_WORDS = {
     "queued": "待重试（服务商暂未接收）", "sending": "发送中", "sent": "服务商已接收",
@@ -16,31 +17,10 @@ STATUS_WORDS = {
     "skipped": "未发送（暂停期间）", "unknown": "结果不明（未重发，待核实）",
 }
 
-# Provider and system codes, as the records keep them.
-CODE_WORDS = {
-    "21211": "号码无效（Twilio 21211）", "21610": "用户已退订短信（Twilio 21610）",
-    "21614": "非手机号码（Twilio 21614）", "20429": "服务商限流（Twilio 20429）",
-    "20503": "服务商暂不可用（Twilio 20503）", "30003": "手机无法接通（Twilio 30003）",
-    "30005": "号码不存在（Twilio 30005）", "30006": "固定电话无法接收短信（Twilio 30006）",
-    "30007": "运营商拦截（Twilio 30007）", "30008": "未知错误（Twilio 30008）",
-    "busy": "电话占线", "no-answer": "电话无人接听", "canceled": "呼叫已取消",
-    "40003": "微信用户标识无效（微信 40003）", "43004": "用户未关注公众号（微信 43004）",
-    "43101": "用户拒收消息（微信 43101）", "429": "服务商限流（429）",
-    "503": "服务商暂不可用（503）", "500": "服务商内部错误（500）",
-    "no_address": "客户资料中无该渠道地址", "no_postal_address": "客户资料中无邮寄地址",
-    "interrupted": "发送过程中断，服务商可能已接收", "timeout": "服务商未应答，可能已接收",
-    "connection_lost": "连接中断，服务商可能已接收", "connect_failed": "无法连接服务商",
-    "outside_call_hours": "不在允许的通话时段", "dial_limit": "已达当日拨打上限",
-    "no_answer": "坐席外呼无人接听", "wrong_number": "坐席外呼号码错误",
-    "not_delivered": "人工核实未送达", "dropped": "邮件被服务商丢弃",
-}
 
-
-def code_words(code: str | None) -> str | None:
-    if not code:
-        return None
-    return CODE_WORDS.get(code) or (f"邮件退信（{code}）" if code[:1] in "45" and " " in code
-                                    else f"服务商代码 {code}")
+def code_words(code: str | None, channel: str | None = None) -> str | None:
+    """A record's code in words (the one table: `domain.provider_codes`)."""
+    return in_chinese(code, channel)
 
 
 class PackFile(Model):

@@ -190,7 +190,8 @@ def _messages(rows, events, stamp) -> tuple[list[PackMessage], list[DemandRecord
             agent=n["agent"],
             statuses=[PackStatus(at=e["occurred_at"], status=e["status"],
                                  words=STATUS_WORDS.get(e["status"], e["status"]),
-                                 code=e["error_code"], code_words=code_words(e["error_code"]),
+                                 code=e["error_code"],
+                                 code_words=code_words(e["error_code"], n["channel"]),
                                  source="provider" if e["provider"] else "system")
                       for e in history]))
         if n["formal_demand"]:

@@ -292,12 +292,15 @@ class Delivery(BaseModel):
     error_code: str | None
     provider: str | None
     attempts: int
+    # The journey moment the message belongs to (under compressed time it runs ahead of
+    # the wall clock), and when its record last changed (wall clock).
+    created_at: datetime | None = None
     updated_at: datetime
 
 
 _DELIVERIES = """
 SELECT notification_id, milestone, channel, recipient_role, status, error_code, provider,
-       attempts, updated_at
+       attempts, created_at, updated_at
 FROM notifications WHERE journey_id = $1 ORDER BY created_at, notification_id
 """
 

@@ -60,15 +60,21 @@ class TaskView(BaseModel):
     script: str | None  # the call script (an outbound call's notification text)
     rules: list[str] = []  # a data check's failed rules (names, never values)
     closed_reason: str | None = None  # why a task was cancelled (its journey closed)
+    # The task's journey, once it closed: its task asks nothing of an agent any more.
+    journey_closed_at: datetime | None = None
+    journey_outcome: str | None = None
 
 
+# A closed journey's call script is never read out: it asks for a premium nobody owes now.
 _SELECT = """
 SELECT t.task_id, t.policy_number, t.kind, t.priority, t.status, t.due_at, t.sla_at,
        t.taken_by, t.outcome, t.notification_id, COALESCE(t.rules, '{}') AS rules,
        t.closed_reason,
        (t.status IN ('open', 'taken') AND COALESCE(t.sla_at, t.due_at) < now()) AS overdue,
-       CASE WHEN t.kind = 'outbound_call' THEN n.body END AS script
+       CASE WHEN t.kind = 'outbound_call' AND j.closed_at IS NULL THEN n.body END AS script,
+       j.closed_at AS journey_closed_at, j.outcome AS journey_outcome
 FROM agent_tasks t LEFT JOIN notifications n ON n.notification_id = t.notification_id
+     LEFT JOIN journeys j ON j.journey_id = t.journey_id
 """
 
 
@@ -90,6 +96,15 @@ async def get_task(conn: asyncpg.Connection, task_id: str) -> TaskView:
     return TaskView(**dict(row))
 
 
+def closed_journey(task: TaskView) -> str | None:
+    """Why a task of a closed journey is not worked: its journey closed (how, and when)."""
+    if task.journey_closed_at is None:
+        return None
+    how = f" as {task.journey_outcome}" if task.journey_outcome else ""
+    return (f"its journey closed{how} on {task.journey_closed_at.astimezone(TZ):%Y-%m-%d}: "
+            "nothing is asked of the customer any more")
+
+
 async def take_task(conn: asyncpg.Connection, task_id: str, agent: str) -> TaskView:
     task = await get_task(conn, task_id)
     if task.status == "done":
@@ -97,6 +112,9 @@ async def take_task(conn: asyncpg.Connection, task_id: str, agent: str) -> TaskV
     if task.status == "cancelled":
         raise TaskError(f"task {task_id} was cancelled: "
                         f"{task.closed_reason or 'its journey closed'}")
+    closed = closed_journey(task)
+    if closed:
+        raise TaskError(f"task {task_id} is not offered: {closed}")
     if task.status == "taken" and task.taken_by != agent:
         raise TaskError(f"task {task_id} is taken by {task.taken_by}")
     await conn.execute("UPDATE agent_tasks SET status = 'taken', taken_by = $2, "

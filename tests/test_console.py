@@ -337,6 +337,12 @@ async def test_tasks_of_a_closed_journey_are_not_offered(browser, world):
     page = await sign_in(browser, world)
     await page.goto(world.base + "/tasks")
     await expect(page.locator("table.tasks")).to_contain_text(world.other)
+    # Taken while the journey is open: the script shows, until the customer pays.
+    row = page.locator("table.tasks tbody tr", has_text=world.other)
+    await row.locator("button:has-text('领取')").click()
+    await page.wait_for_url("**/tasks/task?id=**")
+    task_url = page.url
+    await expect(page.locator(".script")).to_contain_text("通话脚本")
     status = await world.journeys.status(world.other)
     await world.payments.payment_received(world.other, Payment(
         transaction_id=f"T-{uuid.uuid4().hex[:8]}", amount=status.outstanding,
@@ -347,7 +353,11 @@ async def test_tasks_of_a_closed_journey_are_not_offered(browser, world):
             "SELECT closed_at IS NOT NULL FROM journeys WHERE policy_number = $1",
             world.other))
     assert await eventually(closed)
-    await page.reload()
+    await page.goto(task_url)  # the agent's own taken task: nothing left to read out
+    await expect(page.locator(".notice")).to_contain_text("该旅程已结束（已缴清保费）")
+    assert await page.locator(".script").count() == 0
+    assert "+8613800000021" not in await page.content()
+    await page.goto(world.base + "/tasks")
     assert world.other not in await page.locator("main").inner_text()
     await open_policy(page, world, world.other)
     await expect(page.locator(".stage")).to_contain_text("已结束：已缴清保费")

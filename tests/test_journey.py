@@ -12,7 +12,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from domain.content.formats import format_postal_address
 from domain.journey import (
     ContactUpdated,
     DebitFailedSignal,
@@ -285,15 +284,13 @@ async def test_inquiry_escalated_after_one_business_day(time_skipping_env, sampl
 
 
 async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sample):
-    policy = "P2026000009"  # its mobile is refused by the provider as invalid
+    # Its mobile is refused by the provider as invalid; no e-mail, WeChat or address.
+    policy = "P2026000009"
     customer = await sample.fetchrow("SELECT * FROM customers WHERE customer_id = "
                                      "(SELECT policyholder_id FROM policies "
                                      " WHERE policy_number = $1)", policy)
-    a = customer["postal_address"]
-    letter = format_postal_address(a["province"], a["city"], a["district"], a["street"],
-                                   a["postcode"])
-    sender = ProviderDouble(permanent={customer["mobile"], customer["email"],
-                                       customer["wechat_openid"], letter})
+    assert not (customer["email"] or customer["wechat_openid"] or customer["postal_address"])
+    sender = ProviderDouble(permanent={customer["mobile"]})
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, policy, at("2026-11-18 08:00"))
         await time_skipping_env.sleep(timedelta(hours=4))
@@ -302,6 +299,7 @@ async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sam
             "SELECT removed_at IS NULL FROM public_notices WHERE policy_number = $1", policy)
         tasks = await sample.fetch("SELECT kind FROM agent_tasks WHERE policy_number = $1",
                                    policy)
+        # Operations found a working number (what the provider refused no longer applies).
         sender.permanent.clear()
         await handle.signal("contact_updated",
                             ContactUpdated(updated_at=at("2026-11-18 15:00")))
@@ -314,7 +312,7 @@ async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sam
     assert [t["kind"] for t in tasks] == ["contact_repair"]
     assert "unreachable" not in [s.value for s in after.segments]
     resent = [m for m in sender.sent if "resend" in m.notification_id]
-    assert {m.channel for m in resent} == {Channel.SMS, Channel.WECHAT}
+    assert {m.channel for m in resent} == {Channel.SMS}  # still no WeChat
     assert await sample.fetchval(
         "SELECT removed_at IS NOT NULL FROM public_notices WHERE policy_number = $1", policy)
 

@@ -134,11 +134,8 @@ async def run_journeys(client: Client, pool) -> dict[str, Outcome | None]:
     customer: each the way a user would drive it. The journeys' outcomes."""
     async with pool.acquire() as conn:
         lost = await store.load_policy(conn, UNREACHABLE, with_members=False)
-    holder = lost.policyholder
-    a = holder.postal_address
-    letter = f"{a.postcode} {a.province}{a.city}{a.district}{a.street}"
-    sender = ProviderDouble(permanent={holder.mobile, holder.email, holder.wechat_openid,
-                                       letter})
+    # The provider refuses its number; it has no e-mail, WeChat or postal address.
+    sender = ProviderDouble(permanent={lost.policyholder.mobile})
     async with journey_worker(client, pool, sender) as journeys:
         never = await start(journeys, pool, NEVER_PAID, "2026-11-21 08:00", COMPRESSED)
         group = await start(journeys, pool, GROUP, "2026-11-17 08:00", COMPRESSED)

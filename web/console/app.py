@@ -21,7 +21,15 @@ from domain.content.masking import mask_phone, mask_policy_number, short_name
 from domain.models import Gender, PolicyNumber
 from domain.plan import TZ
 from infra import notes
-from infra.tasks import OUTCOMES, TaskError, TaskView, complete_task, get_task, list_tasks
+from infra.tasks import (
+    OUTCOMES,
+    TaskError,
+    TaskView,
+    closed_journey,
+    complete_task,
+    get_task,
+    list_tasks,
+)
 from infra.tasks import take_task as take_task_row
 from web.console import actions, auth, timeline, words
 from web.console import queries as q
@@ -294,7 +302,7 @@ async def journey_page(request: web.Request) -> web.Response:
         if status is not None:
             link = await console.port.link(number)
             entries = timeline.build(status, await q.records(conn, link.records_key))
-        tasks = await _offered(conn, await list_tasks(conn, policy_number=number))
+        tasks = _offered(await list_tasks(conn, policy_number=number))
         await q.log_page_view(conn, agent.name, [number], "journey")
         answer = await _answer_context(conn, request, number, status)
     return _page(request, "journey.j2", policy=policy, status=status, busy=busy, link=link,
@@ -413,16 +421,15 @@ async def letter(request: web.Request) -> web.Response:
 # --- the task queue -----------------------------------------------------------------------------
 
 
-async def _offered(conn, tasks: list[TaskView]) -> list[TaskView]:
+def _offered(tasks: list[TaskView]) -> list[TaskView]:
     """The tasks of journeys still open (a closed journey's tasks are not offered)."""
-    closed = await q.tasks_of_closed_journeys(conn, [t.task_id for t in tasks])
-    return [t for t in tasks if t.task_id not in closed]
+    return [t for t in tasks if closed_journey(t) is None]
 
 
 async def task_queue(request: web.Request) -> web.Response:
     console = _console(request)
     async with console.pool.acquire() as conn:
-        tasks = await _offered(conn, await list_tasks(conn))
+        tasks = _offered(await list_tasks(conn))
         done = await _done_context(conn, request)
     return _page(request, "tasks.j2", tasks=tasks, done=done)
 
@@ -450,10 +457,10 @@ async def task_page(request: web.Request) -> web.Response:
     agent = request[AGENT]
     async with console.pool.acquire() as conn:
         task = await _task_or_404(conn, request.query.get("id", ""))
-        closed = not await _offered(conn, [task])
+        closed = closed_journey(task) is not None
         mine = task.taken_by == agent.name and task.status == "taken"
         customer = None
-        if mine:
+        if mine and not closed:
             # The call script and the customer's details: only for the agent who took it.
             customer = await q.policy(conn, task.policy_number)
             await q.log_page_view(conn, agent.name, [task.policy_number], "task")
@@ -468,7 +475,7 @@ async def take_task(request: web.Request) -> web.Response:
     async with console.pool.acquire() as conn:
         task = await _task_or_404(conn, task_id)
         back = "/tasks/task?" + urlencode({"id": task_id})
-        if not await _offered(conn, [task]):
+        if closed_journey(task):
             return _refusal(request, 409, "该旅程已结束，任务不再提供。", back="/tasks")
         if task.taken_by not in (None, agent.name):
             return _refusal(request, 409, f"该任务已由 {task.taken_by} 领取。", back="/tasks")

@@ -283,16 +283,3 @@ async def letter_pdf(conn: asyncpg.Connection, letter_id: str, policy_number: st
                      ) -> bytes | None:
     """The paper letter's PDF as queued for the print vendor (activities/letters.py)."""
     return await conn.fetchval(_LETTER, letter_id, policy_number)
-
-
-# --- tasks -----------------------------------------------------------------------------------
-
-# Tasks whose journey's records say it closed: they are no longer offered.
-_OF_CLOSED_JOURNEYS = """
-SELECT t.task_id FROM agent_tasks t JOIN journeys j ON j.journey_id = t.journey_id
-WHERE t.task_id = ANY($1::text[]) AND j.closed_at IS NOT NULL
-"""
-
-
-async def tasks_of_closed_journeys(conn: asyncpg.Connection, task_ids: list[str]) -> set[str]:
-    return {r["task_id"] for r in await conn.fetch(_OF_CLOSED_JOURNEYS, task_ids)}

@@ -9,6 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from domain.plan import TZ
+from domain.provider_codes import meaning
 
 STAGE = {"held": "待核实资料", "at_risk": "有失效风险（宽限期内）", "lapsed": "已失效（效力中止）",
          "reinstating": "复效审核中", "closed": "已结束"}
@@ -52,6 +53,12 @@ PRODUCT_KIND = {"long_term": "长期险", "short_term": "短期险"}
 def word(table: dict[str, str], value: object) -> str:
     text = str(getattr(value, "value", value))
     return table.get(text, text)
+
+
+def code(value: str, channel: str | None = None) -> str:
+    """A record's delivery code with its meaning (`21211 号码无效`), from the one table."""
+    found = meaning(value, channel)
+    return f"{value} {found.zh}" if found else value
 
 
 # Milestone keys carry suffixes: follow_up_3, first_reminder-resend4, -fallback, -emergency,
