@@ -405,6 +405,12 @@ def synthetic_policies(count: int, *, series: int, due_date: date,
     return lines, numbers
 
 
+def machine() -> str:
+    """The load the figures were taken under: the machine is shared, and they swing with it."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} cores, load average {one:.1f} (1 min), {five:.1f} (5 min)"
+
+
 def today() -> date:
     return datetime.now(TZ).date()
 
