@@ -188,7 +188,8 @@ class BenchStack:
         self.env = env
         self.settings = Settings.from_env(env)
         self.client = await connect_client(self.settings)
-        self.pool = await connect_pool(self.postgres.dsn, min_size=1, max_size=10)
+        # No connection floor: during an outage the pool would only log its reconnects.
+        self.pool = await connect_pool(self.postgres.dsn, min_size=0, max_size=10)
         async with self.pool.acquire() as conn:
             await store.ensure_calendar_seeded(conn)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))

@@ -91,6 +91,7 @@ class Count:
     silent_by_milestone: Counter[str] = field(default_factory=Counter)
     unknown: int = 0
     unknown_not_at_provider: int = 0
+    ever_unknown: int = 0  # records that were 'unknown' at some point (a callback may settle)
     sent_twice: int = 0
     extra: Counter[str] = field(default_factory=Counter)  # records beyond the plan, by status
     tasks: Counter[str] = field(default_factory=Counter)
@@ -270,10 +271,14 @@ async def scenario(args: argparse.Namespace, name: str) -> Count:
         records = await stack.pool.fetch(_RECORDS)
         tasks = await stack.pool.fetch(
             "SELECT kind, count(*) AS n FROM agent_tasks GROUP BY kind")
+        ever_unknown = await stack.pool.fetchval(
+            "SELECT count(DISTINCT notification_id) FROM notification_events "
+            "WHERE status = 'unknown'")
         outbox = await stack.outbox()
     done = {x: p for x, p in planned.items() if x not in still_running}
     c = count(done, journey_now, records, outbox, tasks)
     c.still_running = len(still_running)
+    c.ever_unknown = ever_unknown
     c.fault_window = driver.window
     c.seconds = time.monotonic() - began
     return c
@@ -299,7 +304,8 @@ def report(results: dict[str, Count], args: argparse.Namespace) -> None:
               + (f"; by message: {_counts(c.silent_by_milestone, 6)}" if c.silent else ""))
         print(f"  unknown     {c.unknown}"
               + (f" ({c.unknown_not_at_provider} never reached the provider)"
-                 if c.unknown else ""))
+                 if c.unknown else "")
+              + f"; {c.ever_unknown} records were unknown at some point")
         print(f"  sent twice  {c.sent_twice}")
         print(f"  beyond plan {_counts(c.extra)} (fallbacks, emergency contacts)")
         print(f"  tasks       {_counts(c.tasks)}")
