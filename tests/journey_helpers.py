@@ -109,3 +109,5 @@ async def keep_history(handle: WorkflowHandle, name: str) -> None:
     history = await handle.fetch_history()
     HISTORIES.mkdir(exist_ok=True)
     (HISTORIES / f"{name}.json").write_text(history.to_json(), encoding="utf-8")
+    # The workflow id is not in the events, and the journey's ids are built from it.
+    (HISTORIES / f"{name}.id").write_text(history.workflow_id + "\n", encoding="utf-8")

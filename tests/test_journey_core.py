@@ -31,6 +31,7 @@ from tests.journey_helpers import (
     ProviderDouble,
     at,
     journey_worker,
+    keep_history,
     load_sample,
     sent_records,
     start_journey,
@@ -185,6 +186,7 @@ async def test_a_journey_with_wrong_data_is_held_until_verified(time_skipping_en
             outcome=VerificationOutcome.PROCEED))
         await time_skipping_env.sleep(timedelta(hours=1))
         status = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "held_then_verified")
         await handle.terminate("test done")
     assert status.stage is Stage.AT_RISK
     sent = await sent_records(sample, HELD)
@@ -239,6 +241,7 @@ async def test_an_unanswered_call_is_redialled_then_an_elderly_customer_gets_a_v
                                              timedelta(minutes=10)))
         await env.sleep(timedelta(hours=2))
         status = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "redialled")
         await handle.terminate("test done")
     times = [r["created_at"] for r in await sample.fetch(
         "SELECT created_at FROM notifications WHERE policy_number = $1 AND channel = 'voice' "

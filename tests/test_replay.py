@@ -18,7 +18,8 @@ from workflows.policy_lapse import PolicyLapseWorkflow
 RECORDED = sorted(HISTORIES.glob("*.json"))
 KINDS = {"never_paid", "paid_in_grace", "partial_then_full", "reinstated",
          "reinstatement_refused", "rescission", "short_term", "group_500",
-         "inquiry_escalated", "unreachable", "debit_failed", "payment_after_lapse"}
+         "inquiry_escalated", "unreachable", "debit_failed", "payment_after_lapse",
+         "held_then_verified", "redialled"}
 
 
 def test_a_history_is_recorded_for_every_journey_kind():
@@ -27,6 +28,9 @@ def test_a_history_is_recorded_for_every_journey_kind():
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
 async def test_history_replays(path):
-    history = WorkflowHistory.from_json(f"lapse-{path.stem}", path.read_text(encoding="utf-8"))
+    id_file = path.with_suffix(".id")
+    workflow_id = (id_file.read_text(encoding="utf-8").strip() if id_file.exists()
+                   else f"lapse-{path.stem}")
+    history = WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
     replayer = Replayer(workflows=[PolicyLapseWorkflow], data_converter=DATA_CONVERTER)
     await replayer.replay_workflow(history)

@@ -946,7 +946,10 @@ class PolicyLapseWorkflow:
 
     def _journey_id(self) -> str:
         info = workflow.info()
-        return str(JourneyId.of(info.workflow_id, info.first_execution_run_id))
+        try:
+            return str(JourneyId.of(info.workflow_id, info.first_execution_run_id))
+        except IdError:  # started by hand under another id: the records still need one
+            return f"{info.workflow_id}@{info.first_execution_run_id}"
 
     def _wall_time(self, journey_at: datetime) -> datetime:
         """The wall-clock moment the journey clock reaches `journey_at`."""
