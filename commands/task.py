@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("task", help="agent work: outbound calls, contact repair, reviews")
     tsub = p.add_subparsers(dest="task_command", required=True, metavar="ACTION")
     ls = tsub.add_parser("list", help="open tasks (or --status taken/done), most urgent first")
-    ls.add_argument("--status", choices=["open", "taken", "done"])
+    ls.add_argument("--status", choices=["open", "taken", "done", "cancelled"])
     ls.add_argument("--kind", choices=sorted(OUTCOMES))
     ls.add_argument("--policy", metavar="POLICY_NUMBER")
     ls.add_argument("--json", action="store_true")
