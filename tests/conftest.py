@@ -102,9 +102,26 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # As in Temporal's samples: the tests that run on a real server (`dev_env`) can run
+    # against any Temporal: `local` (default) starts the embedded dev server, HOST:PORT
+    # connects to a running cluster (its search attributes must be registered: README,
+    # Production). Tests that need to skip time keep the time-skipping test server.
+    parser.addoption("--workflow-environment", default="local",
+                     help="local (the embedded dev server) or HOST:PORT of a Temporal "
+                          "server for the tests that use a real one")
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def dev_server() -> AsyncIterator[str]:
-    """One Temporal dev server for the session (in memory, no UI); yields its address."""
+async def dev_server(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """One Temporal dev server for the session (in memory, no UI), or the server that
+    --workflow-environment names; yields its address."""
+    target = request.config.getoption("--workflow-environment")
+    if target not in ("local", "time-skipping"):
+        client = await Client.connect(target, data_converter=DATA_CONVERTER)
+        await ensure_search_attributes(client, client.namespace)
+        yield target
+        return
     env = await WorkflowEnvironment.start_local(
         data_converter=DATA_CONVERTER,
         dev_server_existing_path=str(TEMPORAL_BIN),
