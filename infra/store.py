@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
+from pydantic import ValidationError
 
 from domain.calendar import CalendarYear
 from domain.models import (
@@ -14,7 +14,6 @@ from domain.models import (
     DebitAttempt,
     PaymentMethod,
     Policy,
-    PolicyStatus,
     PremiumDue,
     Product,
     ProductRules,
@@ -178,7 +177,28 @@ def _json(value):
     return json.loads(value) if isinstance(value, str) else value
 
 
+class StoredRecordInvalid(ValueError):
+    """A row in PostgreSQL no longer passes the model's checks (edited by hand, or a rule
+    tightened since it was loaded). The message names the record and the fields and
+    rules, never the values: it may reach Temporal's history or a terminal."""
+
+
+def _checked(what: str, build):
+    try:
+        return build()
+    except ValidationError as err:
+        broken = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or 'record'}: {e['type']}"
+            for e in err.errors(include_input=False, include_url=False))
+        raise StoredRecordInvalid(f"{what} in the database is invalid ({broken}): correct "
+                                  "it and reload the policy file") from None
+
+
 def _product(row) -> Product:
+    return _checked(f"product {row['code']}", lambda: _product_unchecked(row))
+
+
+def _product_unchecked(row) -> Product:
     return Product(
         code=row["code"],
         name=row["name"],
@@ -190,6 +210,10 @@ def _product(row) -> Product:
 
 
 def _customer(row) -> Customer:
+    return _checked(f"customer {row['customer_id']}", lambda: _customer_unchecked(row))
+
+
+def _customer_unchecked(row) -> Customer:
     return Customer(
         customer_id=row["customer_id"],
         name=row["name"],
@@ -246,7 +270,7 @@ async def load_policy(
     )
     insured_ids = [r["customer_id"] for r in insured_rows if r["role"] == "insured"]
     member_ids = [r["customer_id"] for r in insured_rows if r["role"] == "member"]
-    policy = Policy(
+    policy = _checked(f"policy {policy_number}", lambda: Policy(
         policy_number=row["policy_number"],
         product_code=row["product_code"],
         policyholder_id=row["policyholder_id"],
@@ -264,7 +288,7 @@ async def load_policy(
         if row["rescission"]
         else None,
         payment_period=row["payment_period"],
-    )
+    ))
     wanted = [policy.policyholder_id, *insured_ids, *(member_ids if with_members else [])]
     people = await load_customers(conn, wanted)
     return PolicyBundle(
@@ -282,18 +306,6 @@ async def policy_numbers(conn: asyncpg.Connection) -> list[str]:
         r["policy_number"]
         for r in await conn.fetch("SELECT policy_number FROM policies ORDER BY policy_number")
     ]
-
-
-async def set_policy_status(
-    conn: asyncpg.Connection, policy_number: str, status: PolicyStatus, at: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE policies SET status = $2, status_changed_at = $3, updated_at = now() "
-        "WHERE policy_number = $1",
-        policy_number,
-        status.value,
-        at,
-    )
 
 
 # --- the business calendar -----------------------------------------------------------------

@@ -255,3 +255,15 @@ async def test_an_unanswered_call_is_redialled_then_an_elderly_customer_gets_a_v
         branch = await conn.fetchval("SELECT branch_code FROM agent_tasks WHERE kind = "
                                      "'home_visit' AND policy_number = $1", ELDERLY)
     assert len(visits) == 1 and branch
+
+
+async def test_a_stored_row_that_no_longer_validates_never_shows_its_values(sample):
+    from infra import store
+
+    async with sample.acquire() as conn:
+        await conn.execute("UPDATE customers SET mobile = '13800000002' "
+                           "WHERE customer_id = 'C0002'")
+        with pytest.raises(store.StoredRecordInvalid) as err:
+            await store.load_policy(conn, OTHER, with_members=False)
+    assert "customer C0002" in str(err.value) and "mobile" in str(err.value)
+    assert "13800000002" not in str(err.value)
