@@ -47,7 +47,7 @@ from domain.journey import (
 from domain.models import Channel, Customer, PolicyStatus, Segment, TriggerKind
 from domain.plan import TZ, CompanyRules
 from domain.planner import plan_journey
-from domain.triggers import segments_for
+from domain.triggers import elderly_from, segments_for
 from domain.verification import RECENT_PAYMENT_DAYS, DataFacts, check_data
 from infra import evidence, notes, payments, store
 from infra.branches import load_branches
@@ -119,7 +119,9 @@ class JourneyActivities:
             segments = segments_for(bundle.policy, bundle.product, bundle.policyholder,
                                     start_day)
             plan = plan_journey(req.trigger, bundle.product, segments, calendar,
-                                company=company, starts_at=req.starts_at)
+                                company=company, starts_at=req.starts_at,
+                                elderly_from=elderly_from(bundle.product,
+                                                          bundle.policyholder))
             paid_recently = await conn.fetchval(
                 "SELECT COALESCE(sum(amount), 0) FROM payments WHERE policy_number = $1 "
                 "AND paid_at >= $2 AND paid_at <= $3", req.trigger.policy_number,

@@ -21,7 +21,7 @@ from domain.plan import TZ, ChannelSlot, JourneyPlan, PlannedMilestone
 from domain.planner import plan_journey
 from domain.policy_file import PolicyFileError, parse_policy_file
 from domain.reinstatement import Due, ReinstatementQuote, journey_quote, premium_schedule
-from domain.triggers import detect_trigger, segments_for
+from domain.triggers import detect_trigger, elderly_from, segments_for
 from infra import store
 from infra.store import PolicyBundle
 
@@ -61,7 +61,8 @@ def make_plan(bundle: PolicyBundle, calendar: BusinessCalendar,
     trigger, note = trigger_for(bundle.policy, bundle.product, starts_at.date())
     segments = segments_for(bundle.policy, bundle.product, bundle.policyholder,
                             starts_at.date())
-    plan = plan_journey(trigger, bundle.product, segments, calendar, starts_at=starts_at)
+    plan = plan_journey(trigger, bundle.product, segments, calendar, starts_at=starts_at,
+                        elderly_from=elderly_from(bundle.product, bundle.policyholder))
     if note:
         plan = plan.model_copy(update={"warnings": [note, *plan.warnings]})
     return plan, trigger

@@ -200,8 +200,11 @@ def _default_channel_rules() -> list[ChannelRule]:
         ChannelRule(milestone=m.LAPSE_NOTICE, segment=s.ELDERLY,
                     channels=[c.LETTER, c.VOICE, c.SMS]),
         ChannelRule(milestone=m.FOLLOW_UP, segment=s.STANDARD, channels=[c.SMS]),
-        ChannelRule(milestone=m.FOLLOW_UP, segment=s.ELDERLY, channels=[c.SMS]),
+        # Elderly customers: the call first, SMS as a supplement, every month too.
+        ChannelRule(milestone=m.FOLLOW_UP, segment=s.ELDERLY, channels=[c.VOICE, c.SMS]),
         ChannelRule(milestone=m.REENROLMENT_OFFER, segment=s.STANDARD, channels=[c.SMS]),
+        ChannelRule(milestone=m.REENROLMENT_OFFER, segment=s.ELDERLY,
+                    channels=[c.VOICE, c.SMS]),
         ChannelRule(milestone=m.RESCISSION_NOTICE, segment=s.STANDARD,
                     channels=[c.LETTER, c.EMAIL, c.SMS]),
     ]

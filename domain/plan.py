@@ -64,6 +64,9 @@ class PlannedMilestone(Model):
     at: datetime  # the earliest slot of its channels
     slots: list[ChannelSlot]
     warnings: list[str] = Field(default_factory=list)
+    # The segment whose channels this milestone uses: elderly from the day the customer
+    # turns the product's elderly age, decided for each milestone's own day.
+    segment: Segment = Segment.STANDARD
     # Until when a send of this milestone is still useful (retries stop, failures are
     # recorded and fall back): CompanyRules.send_deadline_*; None in plans made before.
     until: datetime | None = None

@@ -33,15 +33,17 @@ class _Draft:
     base: date
     day: date
     channels: list[Channel]
+    segment: Segment = Segment.STANDARD
 
 
 def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
                  calendar: BusinessCalendar, company: CompanyRules = _COMPANY_DEFAULTS,
-                 starts_at: datetime | None = None) -> JourneyPlan:
+                 starts_at: datetime | None = None,
+                 elderly_from: date | None = None) -> JourneyPlan:
     """The dated timeline of a journey; `starts_at` (aware) clips what is already past."""
     if starts_at is not None and starts_at.tzinfo is None:
         raise ValueError("starts_at needs a time zone, e.g. 2026-09-01T10:00:00+08:00")
-    planner = _Planner(product, segments, calendar, company)
+    planner = _Planner(product, segments, calendar, company, elderly_from)
     due = trigger.due_date
     if trigger.kind is TriggerKind.RESCISSION:
         # No grace and no reinstatement: one formal notice, from the decision date on.
@@ -81,23 +83,31 @@ def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
 
 class _Planner:
     def __init__(self, product: Product, segments: set[Segment], calendar: BusinessCalendar,
-                 company: CompanyRules) -> None:
+                 company: CompanyRules, elderly_from: date | None = None) -> None:
         self.product = product
         self.rules = product.rules
         self.calendar = calendar
         self.company = company
         # Hardship changes the wording only, and group policies use the standard channels.
         self.segment = Segment.ELDERLY if Segment.ELDERLY in segments else Segment.STANDARD
+        self.elderly_from = elderly_from
+
+    def segment_on(self, day: date) -> Segment:
+        """Elderly from the day the customer turns the elderly age, for each milestone."""
+        if self.elderly_from is not None and day >= self.elderly_from:
+            return Segment.ELDERLY
+        return self.segment
 
     def draft(self, key: str, kind: MilestoneKind, base: date, day: date,
               index: int | None = None, extra: Channel | None = None) -> _Draft:
-        channels = self.rules.channels_for(kind, self.segment)
+        segment = self.segment_on(day)
+        channels = self.rules.channels_for(kind, segment)
         if not channels:
             raise ValueError(f"product {self.product.code} has no channel rule for {kind} "
-                             f"(segment {self.segment}); add one to its channel_rules")
+                             f"(segment {segment}); add one to its channel_rules")
         if extra is not None and extra not in channels:
             channels.append(extra)
-        return _Draft(key, kind, index, base, day, channels)
+        return _Draft(key, kind, index, base, day, channels, segment)
 
     def grace_drafts(self, due: date, grace_ends_on: date, lapses_on: date) -> list[_Draft]:
         cal, rules = self.calendar, self.rules
@@ -122,13 +132,14 @@ class _Planner:
             kind, care = MilestoneKind.REENROLMENT_OFFER, set()
         else:
             return []
-        # Elderly customers get the care message on paper instead of by e-mail.
-        care_channel = Channel.LETTER if self.segment is Segment.ELDERLY else Channel.EMAIL
         drafts = []
         for k in range(1, self.rules.follow_up_months + 1):
             base = add_months(lapses_on, k)
-            drafts.append(self.draft(f"{kind}_{k}", kind, base,
-                                     self.calendar.next_business_day(base, include_today=True),
+            day = self.calendar.next_business_day(base, include_today=True)
+            # Elderly customers get the care message on paper instead of by e-mail.
+            care_channel = (Channel.LETTER if self.segment_on(day) is Segment.ELDERLY
+                            else Channel.EMAIL)
+            drafts.append(self.draft(f"{kind}_{k}", kind, base, day,
                                      index=k, extra=care_channel if k in care else None))
         return drafts
 
@@ -192,6 +203,7 @@ class _Planner:
         last = max(s.at.date() for s in slots)
         warnings = self.calendar.fallback_warnings(min(draft.base, draft.day, at.date()), last)
         return PlannedMilestone(key=draft.key, kind=draft.kind, index=draft.index, day=at.date(),
+                                segment=draft.segment,
                                 at=at, slots=slots,
                                 warnings=warnings + ([note] if note else []))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
+from domain.calendar import add_years
 from domain.models import (
     Customer,
     DebitFailure,
@@ -55,6 +56,14 @@ def _debit_failure(policy: Policy, as_of: date) -> DebitFailure | None:
         return None
     return DebitFailure(failed_at=latest.attempted_at, amount=latest.amount,
                         reason_code=latest.reason_code, reason_text=latest.reason_text or "")
+
+
+def elderly_from(product: Product, policyholder: Customer) -> date | None:
+    """The day the policyholder counts as elderly (turns `elderly_age`); None for an
+    organisation. A customer who turns 65 during a journey is elderly from that day."""
+    if policyholder.is_organisation:
+        return None
+    return add_years(policyholder.birth_date, product.rules.elderly_age)
 
 
 def segments_for(policy: Policy, product: Product, policyholder: Customer,

@@ -283,8 +283,22 @@ def test_elderly_channels_and_care_letter():
     assert plan.milestone("first_reminder").channels == [VOICE, LETTER, SMS]
     assert plan.milestone("second_reminder").channels == [VOICE, AGENT, SMS]
     assert plan.milestone("lapse_notice").channels == [LETTER, VOICE, SMS]
+    # Every follow-up too: the call first, SMS as a supplement (MISSION section 3).
+    assert plan.milestone("follow_up_1").channels == [VOICE, SMS]
+    assert plan.milestone("follow_up_3").channels == [VOICE, SMS, LETTER]
+
+
+def test_a_customer_who_turns_65_during_the_journey_is_elderly_from_that_day():
+    # Due 2026-09-30: the first follow-up goes on 2026-12-30; turning 65 on 2027-01-15
+    # makes the follow-ups from February elderly, everything before it standard.
+    plan = plan_journey(trigger(date(2026, 9, 30)), long_term(), STANDARD, CAL,
+                        elderly_from=date(2027, 1, 15))
+    assert plan.milestone("first_reminder").channels == [SMS, WECHAT]
+    assert plan.milestone("first_reminder").segment is Segment.STANDARD
     assert plan.milestone("follow_up_1").channels == [SMS]
-    assert plan.milestone("follow_up_3").channels == [SMS, LETTER]
+    assert plan.milestone("follow_up_2").segment is Segment.ELDERLY
+    assert plan.milestone("follow_up_2").channels == [VOICE, SMS]
+    assert plan.milestone("follow_up_3").channels == [VOICE, SMS, LETTER]
 
 
 def test_group_and_hardship_use_standard_channels():

@@ -351,7 +351,7 @@ class PolicyLapseWorkflow:
             self._merge(unreached, results)
             self._holder(results, holder_ok, holder_failed)
         usable = self._usable(message)
-        order = self._fallback_order()
+        order = self._fallback_order(key)
         # A role whose channels all failed for the policyholder is filled first: a formal
         # notice that cannot go by e-mail goes on paper.
         for failed in list(holder_failed):
@@ -421,11 +421,12 @@ class PolicyLapseWorkflow:
             trigger = trigger.model_copy(
                 update={"debit_failure": self._without_text(trigger.debit_failure)})
         milestone = next((m for m in plan.milestones if m.key == key.base), None)
+        segments = self._segments_for(key)
         base = SendRequest(
             journey_id=self._journey_id(), policy_number=trigger.policy_number,
             milestone_key=str(key), message=message, channel=channel, scope=scope, only=only,
             journey_date=at.astimezone(TZ).date(), journey_at=at, trigger=trigger,
-            outstanding=self._outstanding(), segments=s.segments,
+            outstanding=self._outstanding(), segments=segments,
             grace_ends_on=plan.grace_ends_on, lapses_on=plan.lapses_on,
             reinstatement_deadline=plan.reinstatement_deadline,
             follow_up_month=milestone.index if milestone else None, quote=self._quote(),
@@ -498,9 +499,19 @@ class PolicyLapseWorkflow:
                 args=[self._input.trigger.policy_number, True],
                 summary="list the policy (masked) on the public unreachable notice", **DB_CALL)
 
-    def _fallback_order(self) -> list[Channel]:
-        segment = fallback_segment(self._s.segments)
+    def _fallback_order(self, key: MilestoneKey | None = None) -> list[Channel]:
+        segment = fallback_segment(self._segments_for(key))
         return self._s.prep.fallbacks.get(segment) or self._s.prep.fallbacks[Segment.STANDARD]
+
+    def _segments_for(self, key: MilestoneKey | None) -> list[Segment]:
+        """The journey's segments, elderly from the milestone on which the customer turns
+        the elderly age (decided in the plan, milestone by milestone)."""
+        segments = list(self._s.segments)
+        if key is not None:
+            m = next((m for m in self._s.prep.plan.milestones if m.key == key.base), None)
+            if m is not None and m.segment is Segment.ELDERLY and Segment.ELDERLY not in segments:
+                segments = [x for x in segments if x is not Segment.STANDARD] + [Segment.ELDERLY]
+        return segments
 
     def _note(self, key: str, channel: Channel, status: str, at: datetime,
               notification_id: str | None = None, recipients: int = 1) -> None:
@@ -852,13 +863,13 @@ class PolicyLapseWorkflow:
         formal = m is not None and m.kind in FORMAL_NOTICES and scope == "policyholder"
         if (channel_failed is Channel.VOICE and scope == "policyholder" and m is not None
                 and m.kind is MilestoneKind.SECOND_REMINDER
-                and Segment.ELDERLY in s.segments):
+                and Segment.ELDERLY in self._segments_for(key)):
             # An elderly customer who did not answer the call: a visit may be needed.
             await self._task("home_visit", key.base, priority=2, nearest_branch=True)
         base = MilestoneKey(key.base) if key.suffix is not Suffix.RESEND else key
         unreached: dict[RecipientScope, set[str] | None] = {scope: {recipient}}
         tried = {channel_failed}
-        for channel in stand_ins(channel_failed, self._fallback_order(), tried,
+        for channel in stand_ins(channel_failed, self._fallback_order(key), tried,
                                  self._usable(message)):
             results = [await self._send(base, message, channel, scope,
                                         only=[recipient] if scope == "members" else None)]
