@@ -15,7 +15,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 from pydantic import ValidationError
@@ -79,9 +79,15 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
     """Start the journeys due on `as_of` of the at-risk set from `cursor` (None: the
     beginning), for at most `max_pages` pages; or of the policies named, at risk or not.
 
+    Under compressed time every journey of the scan starts its clock at the scan's own
+    moment, however long the starts take (a burst due at one instant stays one instant).
+
     Starting is idempotent (USE_EXISTING on `lapse-{policy}`), so a re-run, a retry or two
     scans at once only find the journeys running. At most `concurrency` starts are in flight.
     """
+    wall_anchor = datetime.now(UTC)
+    if time_scale != 1 and journey_start is None:
+        journey_start = wall_anchor
     async with pool.acquire() as conn:
         products = await store.load_products(conn)
     pages = (listed_pages(pool, policy_numbers, page_size) if policy_numbers is not None
@@ -130,7 +136,8 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
             try:
                 result = await journeys.ensure(trigger, item.product_kind,
                                                time_scale=time_scale,
-                                               journey_start=journey_start)
+                                               journey_start=journey_start,
+                                               wall_anchor=wall_anchor)
             except Exception as err:  # one bad start must not stop the scan of the rest
                 log.warning("scan could not start a journey", extra={
                     "policy_number": trigger.policy_number, "error": type(err).__name__})

@@ -114,16 +114,20 @@ class Journeys:
         }
 
     async def start(self, trigger: Trigger, product_kind: str, time_scale: float = 1.0,
-                    journey_start: datetime | None = None) -> WorkflowHandle:
+                    journey_start: datetime | None = None,
+                    wall_anchor: datetime | None = None) -> WorkflowHandle:
         """Start the policy's journey, or return the one already running (USE_EXISTING)."""
-        return (await self.ensure(trigger, product_kind, time_scale, journey_start)).handle
+        return (await self.ensure(trigger, product_kind, time_scale, journey_start,
+                                  wall_anchor)).handle
 
     async def ensure(self, trigger: Trigger, product_kind: str, time_scale: float = 1.0,
-                     journey_start: datetime | None = None) -> Started:
+                     journey_start: datetime | None = None,
+                     wall_anchor: datetime | None = None) -> Started:
         """Like `start`, and says whether this call started it or found it running."""
         # The journey clock starts at the caller's moment, not at the first workflow task,
         # so journeys started together by a scan share one clock under compressed time.
-        wall_anchor = datetime.now(UTC)
+        # `wall_anchor`: the wall moment `journey_start` stands for (a scan's own start).
+        wall_anchor = wall_anchor or datetime.now(UTC)
         handle = await self._client.start_workflow(
             WORKFLOW_TYPE,
             JourneyInput(trigger=trigger, journey_start=journey_start or (
