@@ -32,8 +32,9 @@ class TransientSendError(SendError):
 
 class UncertainSendError(SendError):
     """The request went out and no answer came back (read timeout, connection dropped):
-    the provider may have the message. Never re-sent automatically (no double sends); the
-    record becomes 'unknown' until a provider callback or an operator settles it."""
+    the provider may have the message. The record becomes 'unknown'; it is sent again
+    only where the provider proves it never got it or drops a repeat (activities/delivery.py),
+    otherwise a provider callback or an operator settles it."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,17 @@ class Outgoing:
 
 
 class Sender(Protocol):
-    """`provider` names it in the records. A sender may set `idempotent = True` when
-    sending the same notification id again cannot make a second message (our own queues);
-    for the others an interrupted send is never repeated (see send_notifications). A
-    sender may have `async def ready()`, awaited before each message's record is written
-    (the rate limit)."""
+    """`provider` names it in the records. What a sender may offer besides `send`, each
+    used by the send path (activities/delivery.py) when present:
+    - `idempotent = True`: sending the same notification id again cannot make a second
+      message (our own queues), so an interrupted send is simply repeated;
+    - `async def ready()`: awaited before the record says 'sending' (the rate limit);
+    - `slot()`: an async context manager held around `send`, inside which the request
+      leaves at once (a free client thread or connection): the record says 'sending'
+      only inside it;
+    - `async def lookup(message, *, since)`: whether the provider has a message whose send
+      was interrupted (activities/lookup.py);
+    - `safe_resend_within`: how long after a first attempt the provider drops a repeat."""
 
     provider: str
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 
@@ -10,22 +9,12 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.channels import (
-    Outgoing,
-    PermanentSendError,
-    Sender,
-    TransientSendError,
-    UncertainSendError,
-)
-from activities.content import render_for
-from activities.letters import letter_attachment
+from activities.channels import Sender
+from activities.delivery import Delivery, Recipient, address_of
 from domain.branches import Branches, nearest_branch
 from domain.calendar import BusinessCalendar
 from domain.content import available_channels
 from domain.content.context import MessageKind
-from domain.content.formats import format_postal_address
-from domain.content.masking import full_name
-from domain.content.rules import ContentRuleError
 from domain.evidence import Anchored
 from domain.ids import task_id
 from domain.journey import (
@@ -44,52 +33,14 @@ from domain.journey import (
     StageChange,
     TaskRequest,
 )
-from domain.models import Channel, Customer, PolicyStatus, Segment, TriggerKind
+from domain.models import Channel, PolicyStatus, Segment, TriggerKind
 from domain.plan import TZ, CompanyRules
 from domain.planner import plan_journey
 from domain.triggers import elderly_from, segments_for
 from domain.verification import RECENT_PAYMENT_DAYS, DataFacts, check_data
 from infra import evidence, notes, payments, store
 from infra.branches import load_branches
-from infra.deliveries import clear_suppression, mark_unknown, provider_ref
-
-# Statuses after which a provider has (or may have) the message: never send it again.
-_ACCEPTED = ("sent", "delivered", "unknown")
-_REFUSED = ("failed", "bounced")
-
-
-@dataclass(frozen=True)
-class Recipient:
-    recipient_id: str
-    role: str  # policyholder, group_employer, group_member, emergency_contact
-    customer: Customer
-
-
-def _address(recipient: Recipient, channel: Channel) -> str | None:
-    c = recipient.customer
-    if recipient.role == "emergency_contact":
-        ec = c.emergency_contact
-        return ec.phone if ec and channel in (Channel.SMS, Channel.VOICE) else None
-    if channel in (Channel.SMS, Channel.VOICE):
-        return c.mobile
-    if channel is Channel.EMAIL:
-        return c.email
-    if channel is Channel.WECHAT:
-        return c.wechat_openid
-    if channel is Channel.LETTER and c.postal_address:
-        a = c.postal_address
-        return format_postal_address(a.province, a.city, a.district, a.street, a.postcode)
-    if channel is Channel.AGENT_CALL:
-        return c.mobile
-    return None
-
-
-def _addressee(recipient: Recipient) -> str:
-    """The name on a paper letter's envelope."""
-    c = recipient.customer
-    if recipient.role == "emergency_contact":
-        return ""
-    return c.name if c.is_organisation else full_name(c.name, c.gender)
+from infra.deliveries import clear_suppression
 
 
 class JourneyActivities:
@@ -136,7 +87,7 @@ class JourneyActivities:
             holder = bundle.policyholder
             first = plan.milestones[0].channels if plan.milestones else []
             reachable = {c for c in Channel
-                         if _address(Recipient(holder.customer_id, "policyholder", holder), c)}
+                         if address_of(Recipient(holder.customer_id, "policyholder", holder), c)}
             open_dues = (sum((d.amount - d.paid_amount for d in bundle.policy.dues
                               if d.due_date <= req.trigger.due_date), Decimal("0"))
                          if bundle.policy.dues else None)
@@ -177,147 +128,11 @@ class JourneyActivities:
         return PolicyCheck(in_force=row["status"] == "in_force", outstanding=owed,
                            status=row["status"])
 
-    async def _recipients(self, conn: asyncpg.Connection, req: SendRequest) -> list[Recipient]:
-        bundle = await store.load_policy(conn, req.policy_number, with_members=False)
-        holder = bundle.policyholder
-        if req.scope == "policyholder":
-            role = "group_employer" if holder.is_organisation else "policyholder"
-            return [Recipient(holder.customer_id, role, holder)]
-        if req.scope == "emergency_contact":
-            if holder.emergency_contact is None:
-                return []
-            return [Recipient(f"{holder.customer_id}.ec", "emergency_contact", holder)]
-        if req.only is not None:
-            # Only members of this policy: a crafted id never reaches another customer.
-            ids = [r["customer_id"] for r in await conn.fetch(
-                "SELECT customer_id FROM policy_insured WHERE policy_number = $1 "
-                "AND role = 'member' AND customer_id = ANY($2::text[]) ORDER BY customer_id",
-                req.policy_number, req.only)]
-        else:
-            ids = [r["customer_id"] for r in await conn.fetch(
-                "SELECT customer_id FROM policy_insured WHERE policy_number = $1 "
-                "AND role = 'member' ORDER BY customer_id OFFSET $2 LIMIT $3",
-                req.policy_number, req.offset, req.limit)]
-        people = await store.load_customers(conn, ids)
-        return [Recipient(i, "group_member", people[i]) for i in ids if i in people]
-
     @activity.defn
     async def send_notifications(self, req: SendRequest) -> SendOutcome:
-        """Send one message on one channel to a batch of recipients, each on its own record.
-
-        Each record is written before the provider call and completed after it, under a
-        deterministic id, so a retried activity never re-sends what a provider accepted.
-        A record found still 'sending' means a process died during the provider call (or
-        the provider did not answer): the provider may have the message, so it is not sent
-        again but marked 'unknown', for a provider callback or an operator to settle.
-        """
-        sender = self._senders[req.channel]
-        sent, failed, first_id = 0, [], None
-        async with self._pool.acquire() as conn:
-            recipients = await self._recipients(conn, req)
-            bundle = await store.load_policy(conn, req.policy_number, with_members=False)
-            for r in recipients:
-                nid = f"{req.journey_id}/{req.milestone_key}/{req.channel.value}/{r.recipient_id}"
-                first_id = first_id or nid
-                prior = await conn.fetchval(
-                    "SELECT status FROM notifications WHERE notification_id = $1", nid)
-                if prior in _ACCEPTED:
-                    sent += 1
-                    continue
-                if prior in _REFUSED:
-                    failed.append(r.recipient_id)
-                    continue
-                if prior == "sending" and not getattr(sender, "idempotent", False):
-                    await mark_unknown(conn, nid, req.policy_number, req.journey_id,
-                                       "interrupted", datetime.now(TZ))
-                    sent += 1
-                    continue
-                address = _address(r, req.channel)
-                if not address:
-                    await self._record(conn, nid, req, r, None, "failed", "no_address")
-                    failed.append(r.recipient_id)
-                    continue
-                try:
-                    rendered = render_for(req, bundle, r.customer, r.role)
-                except ContentRuleError as err:
-                    # A template that breaks a rule will not mend itself on a retry.
-                    raise ApplicationError(str(err), type="ContentRuleError",
-                                           non_retryable=True) from None
-                attachment = await letter_attachment(req, bundle, r.customer, r.role,
-                                                     provider_ref(nid))
-                ready = getattr(sender, "ready", None)
-                if ready is not None:
-                    await ready()  # the rate limit, before anything says 'sending'
-                await self._record(conn, nid, req, r, rendered, "sending", None)
-                await evidence.keep_send(conn, nid, req.channel, address,
-                                         attachment and attachment.filename,
-                                         attachment and attachment.content)
-                try:
-                    provider_id = await sender.send(Outgoing(
-                        notification_id=nid, channel=req.channel, address=address,
-                        subject=rendered.subject, body=rendered.body, fields=rendered.fields,
-                        reference=provider_ref(nid), template_id=rendered.template_id,
-                        link=rendered.link, attachment=attachment,
-                        policy_number=req.policy_number, journey_id=req.journey_id,
-                        recipient_id=r.recipient_id, addressee=_addressee(r)))
-                except UncertainSendError as err:
-                    await mark_unknown(conn, nid, req.policy_number, req.journey_id, err.code,
-                                       datetime.now(TZ))
-                    sent += 1
-                    continue
-                except PermanentSendError as err:
-                    await self._status(conn, nid, "failed", err.code)
-                    failed.append(r.recipient_id)
-                    continue
-                except TransientSendError as err:
-                    await self._status(conn, nid, "queued", err.code)
-                    delay = (timedelta(seconds=err.retry_after) if err.retry_after else None)
-                    raise ApplicationError(f"{req.channel.value} provider: {err.code}",
-                                           type="TransientSendError",
-                                           next_retry_delay=delay) from None
-                await self._status(conn, nid, "sent", None, sender.provider, provider_id)
-                sent += 1
-        return SendOutcome(channel=req.channel, sent=sent, failed=failed,
-                           first_notification_id=first_id)
-
-    async def _record(self, conn, nid: str, req: SendRequest, r: Recipient, rendered,
-                      status: str, error: str | None) -> None:
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO notifications (notification_id, journey_id, policy_number, "
-                "  milestone, channel, recipient_id, recipient_role, template_id, "
-                "  template_version, subject, body, status, error_code, attempts, "
-                "  provider_ref, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, $14, "
-                "  COALESCE($15, now())) "
-                "ON CONFLICT (notification_id) DO UPDATE SET status = EXCLUDED.status, "
-                "  error_code = EXCLUDED.error_code, body = EXCLUDED.body, "
-                "  subject = EXCLUDED.subject, attempts = notifications.attempts + 1, "
-                "  updated_at = now()",
-                nid, req.journey_id, req.policy_number, req.milestone_key, req.channel.value,
-                r.recipient_id, r.role, rendered.template_id if rendered else None,
-                rendered.template_version if rendered else None,
-                rendered.subject if rendered else None, rendered.body if rendered else None,
-                status, error, provider_ref(nid), req.journey_at)
-            await conn.execute(
-                "INSERT INTO notification_events (notification_id, status, error_code, "
-                "occurred_at) VALUES ($1, $2, $3, now())", nid, status, error)
-
-    async def _status(self, conn, nid: str, status: str, error: str | None,
-                      provider: str | None = None, provider_id: str | None = None) -> None:
-        async with conn.transaction():
-            # A delivery callback may have come first: never move a status back.
-            await conn.execute(
-                "UPDATE notifications SET "
-                "status = CASE WHEN status IN ('queued', 'sending') THEN $2 ELSE status END, "
-                "error_code = CASE WHEN status IN ('queued', 'sending') THEN $3 "
-                "  ELSE error_code END, "
-                "provider = COALESCE($4, provider), "
-                "provider_message_id = COALESCE($5, provider_message_id), updated_at = now() "
-                "WHERE notification_id = $1", nid, status, error, provider, provider_id)
-            await conn.execute(
-                "INSERT INTO notification_events (notification_id, status, error_code, "
-                "occurred_at) VALUES ($1, $2, $3, now())", nid, status, error)
+        """Send one message on one channel to a batch of recipients, each on its own record
+        (activities/delivery.py): retried until `req.give_up_at`, then failed on record."""
+        return await Delivery(self._pool, self._senders).send(req)
 
     @activity.defn
     async def record_payment(self, rec: PaymentRecord) -> PaymentStored:

@@ -42,12 +42,10 @@ from reportlab.platypus import (
     TableStyle,
 )
 from reportlab.platypus import paragraph as rl_paragraph
-from temporalio.exceptions import ApplicationError
 
 from activities.channels import Attachment, Outgoing, PermanentSendError
 from activities.content import insurer_settings, render_for
 from domain.content.config import InsurerContact
-from domain.content.rules import ContentRuleError
 from domain.journey import SendRequest
 from domain.models import Channel, Customer
 from infra.fonts import cjk_font_path, serif_font_path
@@ -381,14 +379,12 @@ def typeset(story: list, title: str, furnish: Furnish | None = None) -> tuple[by
 
 async def letter_attachment(req: SendRequest, bundle: PolicyBundle, customer: Customer,
                             role: str, provider_ref: str) -> Attachment | None:
-    """The formal letter of a lapse or rescission notice, as a PDF for its e-mail."""
+    """The formal letter of a lapse or rescission notice, as a PDF for its e-mail; a
+    letter that breaks a content rule raises ContentRuleError (the e-mail is not sent)."""
     if req.channel is not Channel.EMAIL or req.message not in LETTER_ATTACHED:
         return None
-    try:
-        letter = render_for(req.model_copy(update={"channel": Channel.LETTER}), bundle,
-                            customer, role)
-    except ContentRuleError as err:
-        raise ApplicationError(str(err), type="ContentRuleError", non_retryable=True) from None
+    letter = render_for(req.model_copy(update={"channel": Channel.LETTER}), bundle,
+                        customer, role)
     # Typesetting is CPU work: off the event loop that runs the other activities.
     pdf = await asyncio.to_thread(render_letter_pdf, letter.subject or "", letter.body,
                                   reference=letter_reference(provider_ref))

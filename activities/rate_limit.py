@@ -49,13 +49,18 @@ class TokenBucket:
 
 class RateLimited:
     """A sender behind its channel's bucket: `ready` waits for a token, before the record
-    says 'sending' (a wait interrupted there leaves nothing that looks half-sent)."""
+    says 'sending' (a wait interrupted there leaves nothing that looks half-sent). What
+    else the sender offers (`slot`, `lookup`, `safe_resend_within`) is its own."""
 
     def __init__(self, sender: Sender, bucket: TokenBucket):
         self.sender = sender
         self.bucket = bucket
         self.provider = sender.provider
         self.idempotent = getattr(sender, "idempotent", False)
+
+    def __getattr__(self, name: str):
+        # Only reached for what this wrapper does not define itself.
+        return getattr(self.sender, name)
 
     async def ready(self) -> None:
         await self.bucket.acquire()

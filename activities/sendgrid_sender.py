@@ -77,13 +77,14 @@ class SendGridEmail:
     provider = "sendgrid"
 
     def __init__(self, api_key: str, from_email: str, *, host: str | None = None,
-                 from_name: str | None = None, timeout: float = 10.0,
-                 executor: ThreadPoolExecutor | None = None):
+                 from_name: str | None = None, timeout: float = 10.0, threads: int = 8):
         self._api_key = api_key
         self._from = From(from_email, from_name)
         self._host = host
         self._timeout = timeout
-        self._executor = executor or ThreadPoolExecutor(8, thread_name_prefix="sendgrid")
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="sendgrid")
+        # One per thread: who holds one has a thread ready for its request (see `slot`).
+        self._threads = asyncio.Semaphore(threads)
 
     def mail(self, message: Outgoing) -> Mail:
         mail = Mail(from_email=self._from, to_emails=To(message.address),
@@ -123,6 +124,11 @@ class SendGridEmail:
                                                       "without a message id")
         return message_id
 
+    def slot(self) -> asyncio.Semaphore:
+        """Held around `send`: once inside, a client thread is free, so the request leaves
+        at once (the send activity records `sending` only then)."""
+        return self._threads
+
     async def send(self, message: Outgoing) -> str:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._send_blocking, message)
@@ -156,8 +162,9 @@ class SendGridEmail:
         ACTIVITY_DELAY to show it. Raises TransientSendError when SendGrid cannot be asked
         now."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._lookup_blocking, message,
-                                          since)
+        async with self._threads:  # never takes the thread of a send that holds a slot
+            return await loop.run_in_executor(self._executor, self._lookup_blocking,
+                                              message, since)
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import aiohttp
 
@@ -18,6 +19,7 @@ from activities.channels import (
 )
 
 REFRESH_MARGIN = 300.0  # seconds before expiry at which a new token is fetched
+CONNECTIONS = 100  # the session's connection pool: one for each slot held
 
 
 class TokenApi:
@@ -42,6 +44,7 @@ class TokenApi:
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        self._connections = asyncio.Semaphore(CONNECTIONS)
         self.tokens_fetched = 0
 
     def token_params(self) -> dict[str, str]:
@@ -56,8 +59,18 @@ class TokenApi:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=CONNECTIONS))
         return self._session
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Held around `send`: once inside, a connection is free and the access token in
+        hand, so the request leaves at once (the send activity records `sending` only
+        then). A token that cannot be had raises TransientSendError here."""
+        async with self._connections:
+            await self.access_token()
+            yield
 
     async def call(self, method: str, path: str, **kwargs) -> dict:
         """One API call; network errors become our errors without the URL (it holds the

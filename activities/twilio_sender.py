@@ -113,14 +113,16 @@ class _TwilioChannel:
 
     def __init__(self, account_sid: str, auth_token: str, from_number: str, *,
                  base_url: str | None = None, callback_base: str | None = None,
-                 timeout: float = 10.0, executor: ThreadPoolExecutor | None = None):
+                 timeout: float = 10.0, threads: int = 8):
         self._sid = account_sid
         self._token = auth_token
         self._from = from_number
         self._base_url = base_url
         self._callback_base = callback_base
         self._timeout = timeout
-        self._executor = executor or ThreadPoolExecutor(8, thread_name_prefix="twilio")
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="twilio")
+        # One per thread: who holds one has a thread ready for its request (see `slot`).
+        self._threads = asyncio.Semaphore(threads)
         self._local = threading.local()
 
     def _client(self) -> Client:
@@ -173,6 +175,11 @@ class _TwilioChannel:
         except PermanentSendError:
             return CANNOT_TELL  # refused as a request: says nothing about the message
 
+    def slot(self) -> asyncio.Semaphore:
+        """Held around `send`: once inside, a client thread is free, so the request leaves
+        at once (the send activity records `sending` only then)."""
+        return self._threads
+
     async def send(self, message: Outgoing) -> str:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._send_blocking, message)
@@ -183,8 +190,9 @@ class _TwilioChannel:
         looks through the latest LOOKUP_LIMIT to the number. Raises TransientSendError
         when Twilio cannot be asked now."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._lookup_blocking, message,
-                                          since)
+        async with self._threads:  # never takes the thread of a send that holds a slot
+            return await loop.run_in_executor(self._executor, self._lookup_blocking,
+                                              message, since)
 
     def _recent(self, resources, message: Outgoing, since: datetime | None,
                 ) -> tuple[list, bool]:

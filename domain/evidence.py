@@ -89,15 +89,16 @@ def status_from_events(events: Iterable[tuple[str, bool]]) -> str | None:
     """The status a record must have after its events, oldest first: (status, from_provider).
 
     Our own events (a send attempt, an agent's or operator's word) set the status while no
-    provider has settled it, or move it forward; a provider's event only moves it forward;
-    events that are not statuses (opened, clicked) are history only.
+    provider has settled it (`unknown` included: a look-up that proves the provider never
+    got the message sends it again), or move it forward; a provider's event only moves it
+    forward; events that are not statuses (opened, clicked) are history only.
     """
     current = None
     for status, from_provider in events:
         if status not in STATUS_RANK:
             continue
         forward = current is None or STATUS_RANK[status] > STATUS_RANK[current]
-        if forward or (not from_provider and current in ("queued", "sending")):
+        if forward or (not from_provider and current in ("queued", "sending", "unknown")):
             current = status
     return current
 

@@ -295,8 +295,10 @@ class SendRequest(Model):
     quote: ReinstatementQuote | None = None
     paid_amount: Decimal | None = None  # the payment a confirmation acknowledges
     paid_on: date | None = None
-    # When retrying stops (wall clock): the send records its give-up and answers.
-    give_up_at: datetime | None = None
+    # Until when the message is worth retrying (Temporal's clock, the wall clock outside
+    # tests): an attempt starting then, or a retry that would start after it, records
+    # every recipient not reached `failed`. None: a day after the first attempt.
+    give_up_at: Moment | None = None
 
 
 class SendOutcome(Model):
@@ -304,7 +306,9 @@ class SendOutcome(Model):
     sent: int
     failed: list[str]  # recipient ids that this channel could not reach, for good
     first_notification_id: str | None = None
-    reasons: dict[str, str] = Field(default_factory=dict)  # recipient id -> failure code
+    # Why, per failed recipient id: the provider's or the rule's code (`21211`,
+    # `provider_unavailable`, `sms_over_budget`, `suppressed`, `no_address`, ...).
+    reasons: dict[str, str] = Field(default_factory=dict)
 
 
 class TaskRequest(Model):

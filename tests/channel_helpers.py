@@ -5,15 +5,17 @@ journeys run through all of it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 from pydantic import BaseModel
+from temporalio.testing import ActivityEnvironment
 
 import sandbox as sb
 from activities.channels import Sender
@@ -46,6 +48,21 @@ LOST = [
     '"due_date": "2026-11-20", "payment_method": {"kind": "manual"}, '
     '"dues": [{"due_date": "2026-11-20", "amount": "1800.00"}]}',
 ]
+
+
+def attempt_env(attempt: int = 1, *, at: datetime | None = None,
+                first: datetime | None = None) -> ActivityEnvironment:
+    """An environment for one attempt of an activity, scheduled `at` (now by default),
+    the first attempt `first` (`at` by default), as Temporal tells a worker. (The default
+    environment says 1970 with a schedule-to-close of one second: a send would give up at
+    once.)"""
+    env = ActivityEnvironment()
+    at = at or datetime.now(UTC)
+    env.info = dataclasses.replace(env.info, attempt=attempt, started_time=at,
+                                   current_attempt_scheduled_time=at,
+                                   scheduled_time=first or at, schedule_to_close_timeout=None,
+                                   start_to_close_timeout=timedelta(minutes=2))
+    return env
 
 
 def fixed_clock(at: datetime = TEN_AM) -> Callable[[], datetime]:

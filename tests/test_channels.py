@@ -11,10 +11,10 @@ from datetime import date, datetime, timedelta
 import pytest
 from pypdf import PdfReader
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 import sandbox as sb
 from activities.channels import Outgoing, TransientSendError
+from activities.lookup import CANNOT_TELL, Lookup
 from activities.rate_limit import RateLimited, TokenBucket
 from activities.senders import build_senders, close_senders
 from domain.models import Channel
@@ -23,7 +23,9 @@ from infra.settings import Settings, SettingsError
 from infra.tasks import complete_task, list_tasks
 from tests.channel_helpers import (
     FakeSignals,
+    attempt_env,
     events,
+    eventually,
     fixed_clock,
     record,
     sandbox_stack,
@@ -48,7 +50,7 @@ def nid(req) -> str:
 
 
 async def send(stack, req, senders=None):
-    return await ActivityEnvironment().run(stack.activities(senders).send_notifications, req)
+    return await attempt_env().run(stack.activities(senders).send_notifications, req)
 
 
 @pytest.mark.parametrize("message, channel", [
@@ -164,7 +166,20 @@ class DiesAfterProviderAccepts:
         raise ProcessDied
 
 
-async def test_a_crash_after_the_provider_accepted_never_sends_twice(sample):
+class CannotTell:
+    """A provider that keeps nothing to ask (as SendGrid without its Email Activity add-on)."""
+
+    def __init__(self, sender):
+        self.sender, self.provider = sender, sender.provider
+
+    async def send(self, message: Outgoing) -> str:
+        return await self.sender.send(message)
+
+    async def lookup(self, message: Outgoing, *, since=None) -> Lookup:
+        return CANNOT_TELL
+
+
+async def test_a_crash_the_provider_cannot_tell_about_is_reviewed_never_sent_twice(sample):
     async with sandbox_stack(sample) as stack:
         req = await send_request(sample, STANDARD, "first_reminder", Channel.SMS, DAY)
         dying = {**stack.senders,
@@ -173,7 +188,9 @@ async def test_a_crash_after_the_provider_accepted_never_sends_twice(sample):
         with pytest.raises(BaseException):  # noqa: B017 - the worker process is gone
             await send(stack, req, dying)
         stuck = await record(sample, nid(req))
-        out = await send(stack, req)  # Temporal retries the activity on another worker
+        # Temporal retries the activity on another worker, whose provider cannot tell.
+        out = await send(stack, req, {**stack.senders,
+                                      Channel.SMS: CannotTell(stack.senders[Channel.SMS])})
         unknown = await record(sample, nid(req))
         async with sample.acquire() as conn:
             review = await list_tasks(conn, kind="delivery_review")
@@ -226,20 +243,30 @@ async def test_a_crash_in_our_own_print_queue_is_simply_retried(sample):
     assert out.sent == 1 and row["status"] == "sent" and letters == 1
 
 
-async def test_a_provider_that_does_not_answer_is_not_asked_twice(sample):
+async def test_a_provider_that_does_not_answer_is_asked_not_sent_twice(sample):
     slow = sb.Fault(fault="timeout", delay=1.0, times=1)
     async with sandbox_stack(sample, faults=[slow], client_timeout=0.3) as stack:
         req = await send_request(sample, STANDARD, "first_reminder", Channel.SMS, DAY)
         stack.sandbox.pause_callbacks()
-        out = await send(stack, req)
-        again = await send(stack, req)
+        with pytest.raises(ApplicationError) as no_answer:
+            await send(stack, req)
         unknown = await record(sample, nid(req))
+
+        async def accepted():  # the slow provider took the message after all
+            return stack.sandbox.outbox.entries
+
+        [entry] = await eventually(accepted)
+        again = await send(stack, req)  # Temporal's retry asks Twilio first
+        found = await record(sample, nid(req))
         stack.sandbox.resume_callbacks()
         await stack.sandbox.settle()
         settled = await record(sample, nid(req))
-    assert out.sent == again.sent == 1
+        reviews = await sample.fetchval("SELECT count(*) FROM agent_tasks")
+    assert no_answer.value.type == "TransientSendError" and not no_answer.value.non_retryable
     assert (unknown["status"], unknown["error_code"]) == ("unknown", "timeout")
-    assert stack.sandbox.requests["sms"] == 1
+    assert again.sent == 1 and (found["status"], found["provider_message_id"]) == (
+        "sent", entry.id)
+    assert stack.sandbox.requests["sms"] == 1 and reviews == 0
     assert settled["status"] == "delivered"
 
 

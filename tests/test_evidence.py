@@ -210,6 +210,9 @@ def test_the_formal_demand_rule(records, delivered, proof, at, accepted):
     ([("sending", False), ("delivered", True), ("sent", False)], "delivered"),
     ([("sending", False), ("queued", False), ("sending", False), ("sent", False)], "sent"),
     ([("sending", False), ("unknown", False), ("delivered", False)], "delivered"),
+    # A look-up proved the provider never got it: sent again, refused again for now.
+    ([("sending", False), ("unknown", False), ("queued", False), ("sending", False),
+      ("queued", False)], "queued"),
     ([("sending", False), ("sent", False), ("queued", True), ("open", True)], "sent"),
     ([("sending", False), ("sent", False), ("delivered", True), ("bounced", True)], "bounced"),
     ([], None),

@@ -8,7 +8,6 @@ from datetime import date
 
 import aiohttp
 import pytest
-from temporalio.testing import ActivityEnvironment
 from twilio.request_validator import RequestValidator
 
 import sandbox as sb
@@ -17,7 +16,7 @@ from domain.models import Channel
 from domain.voice_menu import CONNECTING, amount_sentence, menu_for, prompt
 from infra import store
 from infra.outreach import call_choices
-from tests.channel_helpers import sandbox_stack, send_request
+from tests.channel_helpers import attempt_env, sandbox_stack, send_request
 from tests.journey_helpers import load_sample
 from web.gather import hotline_number
 
@@ -51,7 +50,7 @@ async def call(stack, pool, message: str = "second_reminder", keys: str | None =
                                  json={"match": number, "keys": keys}) as r:
                 assert r.status == 201
     req = await send_request(pool, policy, message, Channel.VOICE, DAY, scope=scope)
-    await ActivityEnvironment().run(stack.activities().send_notifications, req)
+    await attempt_env().run(stack.activities().send_notifications, req)
     await stack.sandbox.settle()
     return await pool.fetchrow("SELECT * FROM notifications WHERE journey_id = $1",
                                req.journey_id)

@@ -17,7 +17,6 @@ import pypdfium2
 import pytest
 import zxingcpp
 from pypdf import PdfReader
-from temporalio.testing import ActivityEnvironment
 
 from activities.content import render_for
 from activities.letters import letter_reference, missing_glyphs, render_letter_pdf
@@ -27,7 +26,7 @@ from domain.models import Channel
 from domain.plan import TZ, ChannelSlot
 from infra import store
 from infra.deliveries import provider_ref
-from tests.channel_helpers import record, sandbox_stack, send_request
+from tests.channel_helpers import attempt_env, record, sandbox_stack, send_request
 from tests.journey_helpers import load_sample
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "letters"
@@ -118,7 +117,7 @@ async def test_a_letter_no_font_can_draw_waits_for_review(sample):
     async with sandbox_stack(sample) as stack:
         req = await send_request(sample, "P2026000950", "lapse_notice", Channel.LETTER,
                                  date(2026, 11, 23))
-        out = await ActivityEnvironment().run(stack.activities().send_notifications, req)
+        out = await attempt_env().run(stack.activities().send_notifications, req)
         row = await sample.fetchrow("SELECT status, missing_glyphs, postal_address "
                                     "FROM print_queue")
     assert out.sent == 1
@@ -131,7 +130,7 @@ async def test_the_emailed_letter_carries_the_reference_of_its_record(sample):
     async with sandbox_stack(sample) as stack:
         req = await send_request(sample, "P2026000002", "lapse_notice", Channel.EMAIL,
                                  date(2026, 11, 23))
-        await ActivityEnvironment().run(stack.activities().send_notifications, req)
+        await attempt_env().run(stack.activities().send_notifications, req)
         nid = f"{req.journey_id}/{req.milestone_key}/email/C0002"
         row = await record(sample, nid)
     [entry] = stack.sandbox.outbox.entries
@@ -167,7 +166,7 @@ async def test_the_letters_in_docs_are_the_letters_we_send(sample, name, policy,
     req = preview_request(bundle, plan, trigger, milestone, slot, scope).model_copy(
         update={"limit": 1})
     async with sandbox_stack(sample) as stack:
-        out = await ActivityEnvironment().run(stack.activities().send_notifications, req)
+        out = await attempt_env().run(stack.activities().send_notifications, req)
         if channel is Channel.EMAIL:
             pdf = stack.sandbox.outbox.entries[0].attachments[0].content
         else:
