@@ -11,7 +11,16 @@ import asyncpg
 # --- keys pressed during calls -----------------------------------------------------------
 
 NOTIFICATION_BY_REF = """
-SELECT notification_id, policy_number, template_id FROM notifications WHERE provider_ref = $1
+SELECT notification_id, journey_id, policy_number, template_id, recipient_role
+FROM notifications WHERE provider_ref = $1
+"""
+
+# An elderly caller who asks for an agent may need a visit (the article: 必要时上门协助办理).
+INSERT_HOME_VISIT = """
+INSERT INTO agent_tasks (task_id, policy_number, journey_id, kind, priority, due_at,
+                         branch_code, notification_id)
+VALUES ($1, $2, $3, 'home_visit', 2, now() + interval '1 day', $4, $5)
+ON CONFLICT (task_id) DO NOTHING
 """
 
 INSERT_CALL_CHOICE = """
@@ -27,8 +36,10 @@ WHERE notification_id = $1 ORDER BY pressed_at, choice_id
 @dataclass(frozen=True)
 class CalledNotification:
     notification_id: str
+    journey_id: str
     policy_number: str
     template_id: str | None
+    recipient_role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,14 @@ class CallChoiceRecord:
 async def called_notification(conn: asyncpg.Connection, ref: str) -> CalledNotification | None:
     row = await conn.fetchrow(NOTIFICATION_BY_REF, ref)
     return CalledNotification(**dict(row)) if row else None
+
+
+async def open_home_visit(conn: asyncpg.Connection, called: CalledNotification,
+                          branch_code: str) -> None:
+    """One home-visit task per journey for a caller who asked for help."""
+    await conn.execute(INSERT_HOME_VISIT, f"{called.journey_id}/home_visit/asked",
+                       called.policy_number, called.journey_id, branch_code,
+                       called.notification_id)
 
 
 async def record_call_choice(conn: asyncpg.Connection, notification_id: str, call_sid: str,

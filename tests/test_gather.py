@@ -140,3 +140,15 @@ async def test_callee_rules_are_validated_and_listed_over_http(sample):
         async with http.delete(f"{stack.url}/sandbox/callees") as r:
             assert r.status == 204
     assert stack.sandbox.callees.rules == []
+
+
+ELDERLY, ELDERLY_MOBILE = "P2026000006", "+8613800000006"  # the policyholder is 76
+
+
+async def test_an_elderly_caller_who_asks_for_an_agent_gets_a_home_visit(sample):
+    async with sandbox_stack(sample) as stack:
+        await call(stack, sample, keys="1", policy=ELDERLY, number=ELDERLY_MOBILE)
+        await call(stack, sample, keys="1")  # 39 years old: connected, no visit
+        visits = await sample.fetch(
+            "SELECT policy_number, branch_code FROM agent_tasks WHERE kind = 'home_visit'")
+    assert [(v["policy_number"], bool(v["branch_code"])) for v in visits] == [(ELDERLY, True)]

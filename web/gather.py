@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 
 import asyncpg
 from aiohttp import web
@@ -17,7 +18,9 @@ from activities.twilio_sender import (
     hangup_twiml,
     menu_twiml,
 )
+from domain.branches import nearest_branch
 from domain.content.config import InsurerContact
+from domain.plan import TZ
 from domain.voice_menu import (
     CONNECTING,
     GOODBYE,
@@ -28,7 +31,8 @@ from domain.voice_menu import (
     menu_for,
 )
 from infra import store
-from infra.outreach import called_notification, record_call_choice
+from infra.branches import load_branches
+from infra.outreach import called_notification, open_home_visit, record_call_choice
 
 log = logging.getLogger("lapse.gather")
 
@@ -56,10 +60,26 @@ class CallChoices:
         self._pool = pool
         self._twilio = RequestValidator(twilio_auth_token) if twilio_auth_token else None
         self._agent = agent_number
+        self._branches = None  # loaded on the first elderly caller who asks for help
         self._public_url = public_url.rstrip("/") if public_url else None
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post(GATHER_PATH, self.gathered)
+
+    async def _visit_if_elderly(self, conn, called) -> None:
+        """An elderly policyholder who asks for an agent gets a home-visit task for the
+        branch nearest the postal address, besides being connected."""
+        if called.recipient_role != "policyholder":
+            return
+        bundle = await store.load_policy(conn, called.policy_number, with_members=False)
+        holder = bundle.policyholder
+        if holder.is_organisation or holder.age_on(datetime.now(TZ).date()) < \
+                bundle.product.rules.elderly_age:
+            return
+        if self._branches is None:
+            self._branches = load_branches()
+        branch = nearest_branch(holder.postal_address, self._branches)
+        await open_home_visit(conn, called, branch.code)
 
     async def gathered(self, request: web.Request) -> web.Response:
         signature = request.headers.get("X-Twilio-Signature")
@@ -85,6 +105,7 @@ class CallChoices:
             await record_call_choice(conn, called.notification_id, sid, digits, choice.value)
             action = gather_url(self._public_url or str(request.url.origin()), ref)
             if choice is CallChoice.AGENT:
+                await self._visit_if_elderly(conn, called)
                 return _twiml(dial_twiml(CONNECTING, self._agent))
             if choice is CallChoice.REPEAT_AMOUNT:
                 bundle = await store.load_policy(conn, called.policy_number, with_members=False)
