@@ -84,6 +84,9 @@ SEND_CALL = {"start_to_close_timeout": timedelta(minutes=2),
 MEMBER_BATCH = 500
 # A message outside the plan (a confirmation, a resend) is worth this long of journey time.
 EVENT_MESSAGE_LIFETIME = timedelta(days=1)
+# However compressed the journey's time, a send keeps retrying at least this long of wall
+# time (a deadline a day of journey time away is a fraction of a second at high scales).
+MIN_SEND_RETRYING = timedelta(minutes=2)
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -336,6 +339,9 @@ class PolicyLapseWorkflow:
         holder_failed: list[Channel] = []
         at = slot_groups[0][0]
         until = until or at + EVENT_MESSAGE_LIFETIME
+        if until <= self._journey_now():
+            # Late (caught up after a hold, or a worker down for long): still worth a day.
+            until = self._journey_now() + EVENT_MESSAGE_LIFETIME
         for at, channels in slot_groups:
             # A later slot (a channel with later quiet hours) waits; signals are served.
             while not self._settling and not await self._sleep_until(_Event(
@@ -432,7 +438,7 @@ class PolicyLapseWorkflow:
             follow_up_month=milestone.index if milestone else None, quote=self._quote(),
             paid_amount=self._payment.amount if self._payment else None,
             paid_on=self._payment.paid_at.astimezone(TZ).date() if self._payment else None,
-            give_up_at=self._wall_time(until))
+            give_up_at=max(self._wall_time(until), workflow.now() + MIN_SEND_RETRYING))
         if scope == "members" and only is None:
             batches = [base.model_copy(update={"offset": o, "limit": MEMBER_BATCH})
                        for o in range(0, s.prep.recipients - 1, MEMBER_BATCH)]
