@@ -89,9 +89,15 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
                 fallback = await eventually(
                     lambda: _sent(pool, "first_reminder-fallback", None), within=120)
                 await stack.sandbox.settle()
-            [settled] = await outbox_rows(pool)
+                settled = await eventually(lambda: pool.fetchrow(
+                    "SELECT * FROM signal_outbox WHERE delivered_at IS NOT NULL"))
             history = await handle.fetch_history()
             await handle.terminate("test done")
+            # A failure reported after the journey closed: settled, not retried for ever.
+            async with pool.acquire() as conn:
+                await enqueue(conn, handle.id, "delivery_failed", failure(1))
+            after_close = await OutboxDrainer(pool, JourneySignals(client)).drain()
+            late = (await outbox_rows(pool))[-1]
             fallback_ids = {r["provider_message_id"] for r in await pool.fetch(
                 "SELECT provider_message_id FROM notifications WHERE milestone = "
                 "'first_reminder-fallback'")}
@@ -104,7 +110,8 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
     assert tried["delivered_at"] is None
     assert fallback
     assert in_outbox  # the fallback message reached the provider
-    assert settled["outcome"] == "signalled" and settled["delivered_at"] is not None
+    assert settled["outcome"] == "signalled" and settled["attempts"] > tried["attempts"]
+    assert (after_close, late["outcome"], late["attempts"]) == (1, "not_running", 1)
     signalled = [e for e in history.events
                  if e.HasField("workflow_execution_signaled_event_attributes")
                  and e.workflow_execution_signaled_event_attributes.signal_name
