@@ -51,11 +51,12 @@ def _channels(ax, report: MonthlyReport) -> None:
     ax.bar_label(delivered, [_percent(r.delivered_rate) if r.confirms_delivery else "不适用"
                              for r in rows], fontsize=8)
     ax.set_xticks(list(xs), [f"{CHANNEL_NAMES.get(r.channel or '', r.channel)}\n"
-                             f"发出 {r.attempted} 条" for r in rows])
+                             f"{r.attempted:,} 条" for r in rows])
     ax.set_ylim(0, 1.15)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.legend(loc="upper right", fontsize=8, ncols=2)
-    ax.set_xlabel("受理率以交给服务商发送的条数为基数（无地址、内容不合规而未发出的不计入）；\n"
+    ax.set_xlabel("渠道下方为交给服务商发送的条数，即受理率的基数（无地址、内容不合规而未发出的"
+                  "不计入）；\n"
                   "“不适用”：该渠道不回传送达确认（微信、企业微信、纸质信函、坐席外呼）",
                   fontsize=8, color="#555555")
     if not rows:
