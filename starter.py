@@ -24,11 +24,12 @@ from commands import (
     scan,
     schema,
     task,
+    temporal_cli,
     verify,
 )
 
 COMMANDS = (demo, dev, load, schema, calendar, plan, scan, bind_card, journey, listing, inquiry,
-            report, task, sandbox, codec_server, console, verify, evidence)
+            report, task, sandbox, codec_server, console, verify, evidence, temporal_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

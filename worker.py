@@ -23,7 +23,7 @@ from activities.scan import ScanActivities
 from activities.senders import build_senders, close_senders
 from domain.branches import Branches
 from domain.models import Channel
-from infra import logging as json_logging
+from infra import logging as log_lines
 from infra.branches import load_branches
 from infra.db import connect_pool
 from infra.embedded import StackError, read_stack_file, resolve_endpoints
@@ -70,6 +70,7 @@ def build_worker(client: Client, pool: asyncpg.Pool, task_queue: str,
         task_queue=task_queue,
         workflows=[PolicyLapseWorkflow, DailyScanWorkflow, BindCardCampaignWorkflow],
         activities=[*activities.all(), *scan.all(), *campaign.all(), *extra_activities],
+        interceptors=[log_lines.SendProgress()],  # a log line for every message sent
         **settings,
     )
 
@@ -98,8 +99,11 @@ async def run(settings: Settings, metrics: int | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Before the client, which takes the default runtime: the core's logs go through ours.
     if metrics is not None:
-        install_runtime(metrics)  # before the client: it takes the default runtime
+        install_runtime(metrics, logging=log_lines.core_logging())
+    else:
+        log_lines.route_core_logs()
     async with resolve_endpoints(settings) as endpoints:
         client = await connect_client(settings, endpoints.require_temporal())
         # A missing search attribute is a clear message now, not a failing workflow task
@@ -139,11 +143,12 @@ async def run(settings: Settings, metrics: int | None = None) -> int:
 
 
 def main() -> None:
-    json_logging.configure()
     try:
+        log_lines.configure()
         settings = Settings.from_env()
         code = asyncio.run(run(settings, metrics_port()))
-    except (SettingsError, StackError, MetricsConfigError, SearchAttributesError) as err:
+    except (SettingsError, StackError, MetricsConfigError, SearchAttributesError,
+            log_lines.LogFormatError) as err:
         print(f"lapse-worker: {err}", file=sys.stderr)
         code = 2
     sys.exit(code)

@@ -126,8 +126,11 @@ def _print_addresses(stack: Stack, json_output: bool, sandbox_url: str | None,
         ("Temporal gRPC", f"{stack.temporal_address}  (namespace {stack.namespace})"),
         ("Temporal Web UI", stack.ui_url or "-  (TEMPORAL_ADDRESS is set)"),
         ("PostgreSQL", f"DATABASE_URL={addresses['database_url']}"),
+        ("Temporal CLI", "./run temporal workflow list  (this address and codec server)"),
         ("Sandbox outbox", f"{sandbox_url}/outbox" if sandbox_url
          else "-  (every provider has credentials)"),
+        *([("Sandbox faults", f"curl {sandbox_url}/sandbox/faults  (README: The sandbox)")]
+          if sandbox_url else []),
         *(codec_lines(codec, stack.settings) if codec else []),
         ("Agent console", f"{console_url}  (accounts: lapse console add-agent NAME)"),
         ("Data folder", addresses["data_dir"]),

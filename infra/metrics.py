@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 
 from temporalio.common import MetricCounter
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig
 
 METRICS_PORT_ENV = "LAPSE_METRICS_PORT"
 
@@ -37,11 +37,12 @@ def metrics_port(environ=os.environ) -> int | None:
     return int(raw)
 
 
-def install_runtime(port: int, host: str = "0.0.0.0") -> Runtime:
+def install_runtime(port: int, host: str = "0.0.0.0",
+                    logging: LoggingConfig | None = LoggingConfig.default) -> Runtime:
     """A runtime serving Prometheus on host:port, made the default for clients created
-    after this call, with the channel counters on its meter."""
+    after this call, with the channel counters on its meter (and the core's `logging`)."""
     global _sent, _failed
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+    runtime = Runtime(telemetry=TelemetryConfig(logging=logging, metrics=PrometheusConfig(
         bind_address=f"{host}:{port}", counters_total_suffix=True)))
     Runtime.set_default(runtime, error_if_already_set=False)
     meter = runtime.metric_meter

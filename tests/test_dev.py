@@ -140,6 +140,18 @@ async def test_lapse_dev_serves_is_found_and_stops_cleanly(short_tmp):
 
         # Other commands find this stack through DATA_DIR/stack.json.
         assert read_stack_file(data_dir).pid == process.pid
+        # `./run temporal` is Temporal's CLI on this stack, reading payloads through its
+        # codec server: a summary sealed by a client reads in clear.
+        await client.start_workflow("NoWorkerHere", id="dev-cli", task_queue="dev-cli-none",
+                                    static_summary="sealed summary 密封")
+        env = {k: v for k, v in os.environ.items() if k not in _CONFIGURED}
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "starter.py", "temporal", "workflow", "describe", "-w", "dev-cli",
+            "-o", "json", cwd=ROOT, env={**env, "LAPSE_DATA_DIR": str(data_dir)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(cli.communicate(), 30)
+        assert cli.returncode == 0, err.decode()
+        assert "sealed summary 密封" in out.decode()
         settings = Settings.from_env({"LAPSE_DATA_DIR": str(data_dir)})
         async with resolve_endpoints(settings) as endpoints:
             assert endpoints.database_url == addresses["database_url"]

@@ -6,19 +6,24 @@ import asyncio
 import io
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 import urllib.request
 import uuid
-from datetime import date
+from datetime import date, datetime
 
 from temporalio.service import RPCError
 
 from activities.scan import scan_policies
+from domain.plan import TZ
+from domain.triggers import detect_trigger
 from infra import logging as json_logging
-from infra import metrics
+from infra import metrics, store
 from infra.embedded import free_ports
 from infra.journeys import Journeys
+from tests.channel_helpers import sandbox_alone
 from tests.journey_helpers import ProviderDouble, journey_worker
 from tests.ops_helpers import ROOT, clean_env, eventually, load_sample_as, unique_prefix
 
@@ -121,3 +126,135 @@ def test_a_bad_metrics_port_is_one_clear_error():
         assert "LAPSE_METRICS_PORT" in str(err)
     else:
         raise AssertionError("expected an error")
+
+
+def test_text_lines_for_a_person_carry_the_same_facts_and_no_personal_data():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_logging.TextFormatter())
+    log = logging.getLogger(f"test.{uuid.uuid4().hex}")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info("P2026000001 first_reminder sms: 1 sent to +8613800000001",
+             extra={"policy_number": "P2026000001", "mobile": "+8613800000001",
+                    "task_queue": "policy-lapse",
+                    "temporal_activity": {"workflow_id": "lapse-P2026000001", "attempt": 1}})
+    line = stream.getvalue().strip()
+    assert line.split()[1:3] == ["info", log.name]
+    assert "P2026000001 first_reminder sms: 1 sent to [number]" in line
+    assert "task_queue=policy-lapse" in line and "workflow_id=lapse-P2026000001" in line
+    assert "+8613800000001" not in line and not line.startswith("{")
+
+
+def test_the_log_format_is_text_on_a_terminal_json_otherwise_or_as_asked():
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+    assert json_logging.log_format({}, Tty()) == "text"
+    assert json_logging.log_format({}, io.StringIO()) == "json"
+    assert json_logging.log_format({"LAPSE_LOG_FORMAT": "json"}, Tty()) == "json"
+    assert json_logging.log_format({"LAPSE_LOG_FORMAT": "TEXT"}, io.StringIO()) == "text"
+    try:
+        json_logging.log_format({"LAPSE_LOG_FORMAT": "xml"}, io.StringIO())
+    except json_logging.LogFormatError as err:
+        assert str(err) == "LAPSE_LOG_FORMAT: expected one of auto, json, text, got 'xml'"
+    else:
+        raise AssertionError("a bad format was accepted")
+
+
+# A workflow whose result is over the core's payload warning limit (512 KiB): the core
+# warns, as it did for a journey's plan. Run in a process of its own: the runtime is global.
+_CORE_WARNS = """
+import asyncio, os, sys, uuid
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+from infra import logging as log_lines
+
+@workflow.defn(sandboxed=False)
+class Big:
+    @workflow.run
+    async def run(self) -> str:
+        return "x" * 600_000
+
+async def main():
+    log_lines.configure()
+    log_lines.route_core_logs()
+    client = await Client.connect(sys.argv[1])
+    queue = uuid.uuid4().hex
+    async with Worker(client, task_queue=queue, workflows=[Big]):
+        await client.execute_workflow(Big.run, id=queue, task_queue=queue)
+    await asyncio.sleep(1)  # the core hands its logs over in batches
+
+asyncio.run(main())
+sys.stderr.flush()
+os._exit(0)
+"""
+
+
+async def test_the_temporal_core_logs_as_json_lines_like_everything_else(dev_server):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CORE_WARNS, dev_server, cwd=ROOT, env=clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-2000:]
+    text = err.decode()
+    assert "\x1b[" not in text  # none of the core's coloured text
+    lines = [json.loads(x) for x in text.splitlines()]  # every line is JSON
+    core = [x for x in lines if x["logger"] == json_logging.CORE_LOGGER]
+    assert any(x["level"] == "warning" and "TMPRL1103" in x["msg"] for x in core), lines
+
+
+async def test_a_worker_on_a_terminal_says_in_plain_lines_what_it_sends(dev_env, pool, db_url):
+    prefix = unique_prefix()
+    await load_sample_as(pool, prefix)
+    number = f"{prefix}-P2026000001"
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    tty, terminal = os.openpty()  # the worker's stderr is a terminal
+    seen: list[str] = []
+    reader = threading.Thread(target=_read_all, args=(tty, seen), daemon=True)
+    reader.start()
+    async with sandbox_alone() as box:
+        env = clean_env(TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+                        DATABASE_URL=db_url, TEMPORAL_TASK_QUEUE=queue,
+                        LAPSE_SANDBOX_URL=box.url, LAPSE_TIME_SCALE="20000")
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "worker.py", cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=terminal)
+        os.close(terminal)
+        try:
+            journeys = Journeys(dev_env.client, queue)
+            async with pool.acquire() as conn:
+                bundle = await store.load_policy(conn, number, with_members=False)
+            trigger = detect_trigger(bundle.policy, bundle.product, date(2026, 11, 21))
+            await journeys.start(trigger, "long_term", time_scale=20_000,
+                                 journey_start=datetime(2026, 11, 21, 8, tzinfo=TZ))
+            wanted = f"{number} first_reminder sms: 1 sent"
+
+            async def said() -> bool:
+                return wanted in "".join(seen)
+            assert await eventually(said, 40), "".join(seen)[-2000:]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(worker.wait(), 40)
+            await dev_env.client.get_workflow_handle(f"lapse-{number}").terminate("test over")
+    reader.join(5)
+    text = "".join(seen)
+    lines = [x for x in text.splitlines() if x.strip()]
+    assert any(f"{number} first_reminder wechat: 1 sent" in x for x in lines)
+    assert not [x for x in lines if x.lstrip().startswith("{")]  # readable, not JSON
+    assert "\x1b[" not in text and "+86" not in text and "@example.com" not in text
+    assert worker.returncode == 0
+
+
+def _read_all(fd: int, into: list[str]) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the terminal's other side closed: the worker is gone
+            break
+        if not chunk:
+            break
+        into.append(chunk.decode(errors="replace"))
+    os.close(fd)

@@ -94,6 +94,7 @@ class Stack:
             namespace=self.namespace,
             pid=os.getpid(),
             started_at=psutil.Process().create_time(),
+            codec_endpoint=self.codec_endpoint,
         )
         write_stack_file(self.data_dir, self._info)
         self._published = True

@@ -23,6 +23,7 @@ class StackInfo:
     pid: int
     started_at: float  # the process's start time, so a reused pid is not mistaken for it
     sandbox_url: str | None = None  # the sandbox providers `lapse dev` serves, if any
+    codec_endpoint: str | None = None  # the codec server the embedded Web UI decodes with
 
     def is_live(self) -> bool:
         try:
