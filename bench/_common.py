@@ -80,6 +80,20 @@ def run(main: Callable[[], Awaitable[int]]) -> None:
     sys.exit(code)
 
 
+class StackDied(RuntimeError):
+    pass
+
+
+def _dev_servers() -> list[psutil.Process]:
+    """The Temporal dev server among this process's children (the only `temporal`)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if p.name() == "temporal" and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+    return found
+
+
 class Child:
     """A process the bench started (worker, sandbox), its output in a log file."""
 
@@ -91,6 +105,7 @@ class Child:
                                           stderr=subprocess.STDOUT, start_new_session=True,
                                           preexec_fn=_die_with_parent)
         self.process = psutil.Process(self.popen.pid)
+        self.ended_by_bench = False
 
     @property
     def alive(self) -> bool:
@@ -105,11 +120,13 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL, as a crashed machine or the OOM killer would end it."""
+        self.ended_by_bench = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
 
     async def stop(self, grace: float = 5.0) -> None:
+        self.ended_by_bench = True
         if not self.alive:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -152,6 +169,7 @@ class BenchStack:
         self._http: aiohttp.ClientSession | None = None
         self._socket_dir: Path | None = None
         self._restarted = False
+        self._postgres_down = False
 
     async def __aenter__(self) -> BenchStack:
         try:
@@ -236,11 +254,10 @@ class BenchStack:
     def dev_server_cpu(self) -> float:
         """CPU seconds of the Temporal dev server (the only `temporal` child of this one)."""
         total = 0.0
-        for p in psutil.Process().children(recursive=True):
+        for p in _dev_servers():
             with contextlib.suppress(psutil.Error):
-                if p.name() == "temporal":
-                    t = p.cpu_times()
-                    total += t.user + t.system
+                t = p.cpu_times()
+                total += t.user + t.system
         return total
 
     # --- PostgreSQL outage: the product has no such hook, the package's pg_ctl does it ---
@@ -257,6 +274,7 @@ class BenchStack:
 
         info = PostmasterInfo.read_from_pgdata(self.postgres.directory)
         self._socket_dir = info.socket_dir
+        self._postgres_down = True
         self._pg_ctl(["-w", "-m", "fast", "stop"])
 
     def start_postgres(self) -> None:
@@ -264,6 +282,19 @@ class BenchStack:
         self._restarted = True
         self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}",
                       "-l", str(self.postgres.directory / "log"), "start"])
+        self._postgres_down = False
+
+    def check_alive(self) -> None:
+        """Raise StackDied when a process of the stack ended that the bench did not end
+        (the machine is shared: a broad `pkill` elsewhere ends ours too)."""
+        dead = [c.name for c in self.children if not c.alive and not c.ended_by_bench]
+        if not _dev_servers():
+            dead.append("the Temporal dev server")
+        if not self._postgres_down and not _postgres_running(self.postgres.directory):
+            dead.append("PostgreSQL")
+        if dead:
+            raise StackDied(f"{', '.join(dead)} ended while the bench ran (not by the bench): "
+                            "its figures would mean nothing")
 
     # --- the sandbox ----------------------------------------------------------------------
 
@@ -312,6 +343,7 @@ class BenchStack:
         deadline = time.monotonic() + within
         open_ = list(numbers)
         while open_ and time.monotonic() < deadline:
+            self.check_alive()
             states = await gather_limited((self._running(n) for n in open_), 32)
             open_ = [n for n, running in zip(open_, states, strict=True) if running]
             if on_tick is not None:

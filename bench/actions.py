@@ -131,8 +131,8 @@ async def bench(args: argparse.Namespace) -> int:
                                  time_scale=args.time_scale)
         journeys = stack.journeys()
         try:
-            await asyncio.wait_for(asyncio.gather(*(_play(p, journeys, payments)
-                                                    for p in players)), args.timeout)
+            async with asyncio.timeout(args.timeout):
+                await asyncio.gather(*(_play(p, journeys, payments) for p in players))
         except TimeoutError:
             print(f"actions: not every journey closed within {args.timeout:.0f} s",
                   file=sys.stderr)

@@ -103,7 +103,7 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     queue = f"{stack.task_queue}-{workers}w"
     procs: list[Child] = [await stack.start_worker(queue) for _ in range(workers)]
     await stack.clear_outbox()
-    lead = args.lead_seconds or max(60.0, n / 8)
+    lead = args.lead_seconds or max(60.0, n / 4)
     journey_start = fr_at - timedelta(seconds=lead * args.time_scale)
     began = time.monotonic()
     due = began + lead  # when the first reminders fall due, if the clock starts at the scan
@@ -127,6 +127,7 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     wall_due = time.time()
     deadline = time.monotonic() + args.timeout
     while True:  # the records are in PostgreSQL: nothing to await but a query
+        stack.check_alive()
         result.attempted = await count_rows(stack, _ATTEMPTED, numbers)
         if result.attempted >= len(CHANNELS) * n:
             break
@@ -216,7 +217,7 @@ def main() -> None:
     parser.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")],
                         default=[1, 2], help="worker processes per phase (default 1,2)")
     parser.add_argument("--lead-seconds", type=float, default=None,
-                        help="from the scan to the due instant (default journeys/8, >= 60)")
+                        help="from the scan to the due instant (default journeys/4, >= 60)")
     parser.add_argument("--time-scale", type=float, default=60,
                         help="journey seconds per wall-clock second (low: the second "
                         "reminder stays weeks away)")

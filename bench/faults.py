@@ -265,9 +265,11 @@ async def scenario(args: argparse.Namespace, name: str) -> Count:
         finally:
             fault.cancel()
         await asyncio.sleep(3)  # the last delivery callbacks
-        statuses = await gather_limited((stack.journeys().status(x) for x in numbers), 16)
-        journey_now = {x: s.journey_now for x, s in zip(numbers, statuses, strict=True)
-                       if x not in still_running}
+        # The journey's own last status is its result: read from the close event, no replay.
+        closed = [x for x in numbers if x not in still_running]
+        statuses = await gather_limited((stack.journeys().handle(x).result() for x in closed),
+                                        16)
+        journey_now = {x: s.journey_now for x, s in zip(closed, statuses, strict=True)}
         records = await stack.pool.fetch(_RECORDS)
         tasks = await stack.pool.fetch(
             "SELECT kind, count(*) AS n FROM agent_tasks GROUP BY kind")
@@ -284,34 +286,40 @@ async def scenario(args: argparse.Namespace, name: str) -> Count:
     return c
 
 
-def report(results: dict[str, Count], args: argparse.Namespace) -> None:
+def summary(results: dict[str, Count | str], args: argparse.Namespace) -> None:
     print(f"\n{args.journeys} journeys per scenario, time x{args.time_scale:,.0f}, fault from "
           f"the middle of the first-reminder burst ({machine()})\n")
     rows = []
     for name, c in results.items():
+        if isinstance(c, str):
+            rows.append([name, "-", "-", "-", "-", "-", "-", "-", f"ERROR: {c}"])
+            continue
         rows.append([name, c.journeys - c.still_running, c.planned, sum(c.delivered.values()),
                      sum(c.failed.values()), sum(c.silent.values()), c.sent_twice, c.unknown,
                      "ok" if c.ok else "FAILS"])
     print(table(["scenario", "journeys", "planned", "delivered", "failed", "silent",
                  "sent twice", "unknown", "goal: 0 silent, 0 twice"], rows))
-    for name, c in results.items():
-        print(f"\n{name} ({c.seconds:.0f} s; fault {c.fault_window})")
-        print(f"  delivered   {_counts(c.delivered)}")
-        print(f"  failed      {_counts(c.failed)}"
-              + (f"; of them {c.failed_reached_otherwise} reached on another channel"
-                 if c.failed else ""))
-        print(f"  silent      {_counts(c.silent)}"
-              + (f"; by message: {_counts(c.silent_by_milestone, 6)}" if c.silent else ""))
-        print(f"  unknown     {c.unknown}"
-              + (f" ({c.unknown_not_at_provider} never reached the provider)"
-                 if c.unknown else "")
-              + f"; {c.ever_unknown} records were unknown at some point")
-        print(f"  sent twice  {c.sent_twice}")
-        print(f"  beyond plan {_counts(c.extra)} (fallbacks, emergency contacts)")
-        print(f"  tasks       {_counts(c.tasks)}")
-        if c.still_running:
-            print(f"  NOT CLOSED  {c.still_running} journeys still running after "
-                  f"{args.timeout:.0f} s (left out of the counts)")
+
+
+def details(name: str, c: Count, args: argparse.Namespace) -> None:
+    print(f"\n{name} ({c.journeys} journeys, {c.seconds:.0f} s; fault {c.fault_window})")
+    print(f"  planned     {c.planned}")
+    print(f"  delivered   {_counts(c.delivered)}")
+    print(f"  failed      {_counts(c.failed)}"
+          + (f"; of them {c.failed_reached_otherwise} reached on another channel"
+             if c.failed else ""))
+    print(f"  silent      {_counts(c.silent)}"
+          + (f"; by message: {_counts(c.silent_by_milestone, 6)}" if c.silent else ""))
+    print(f"  unknown     {c.unknown}"
+          + (f" ({c.unknown_not_at_provider} never reached the provider)" if c.unknown else "")
+          + f"; {c.ever_unknown} records were unknown at some point")
+    print(f"  sent twice  {c.sent_twice}")
+    print(f"  beyond plan {_counts(c.extra)} (fallbacks, emergency contacts)")
+    print(f"  tasks       {_counts(c.tasks)}")
+    if c.still_running:
+        print(f"  NOT CLOSED  {c.still_running} journeys still running after "
+              f"{args.timeout:.0f} s (left out of the counts)")
+    sys.stdout.flush()
 
 
 def _counts(counter: Counter, most: int | None = None) -> str:
@@ -323,12 +331,18 @@ def _counts(counter: Counter, most: int | None = None) -> str:
 
 
 async def bench(args: argparse.Namespace) -> int:
-    results = {}
+    results: dict[str, Count | str] = {}
     for name in args.scenarios:
         print(f"scenario {name}...", file=sys.stderr, flush=True)
-        results[name] = await scenario(args, name)
-    report(results, args)
-    return 0 if all(c.ok for c in results.values()) else 1
+        try:
+            results[name] = await scenario(args, name)
+        except Exception as err:  # one broken scenario must not hide the others' figures
+            results[name] = f"{type(err).__name__}: {err}"[:200]
+            print(f"\n{name}: {results[name]}", flush=True)
+            continue
+        details(name, results[name], args)  # each as it ends: a long run shows as it goes
+    summary(results, args)
+    return 0 if all(isinstance(c, Count) and c.ok for c in results.values()) else 1
 
 
 def main() -> None:

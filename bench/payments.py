@@ -76,6 +76,7 @@ async def first_reminders_out(stack: BenchStack, expected: int, within: float) -
     journeys that are sleeping towards their next milestone, not a start-up burst."""
     deadline = time.monotonic() + within
     while True:
+        stack.check_alive()
         done = await stack.pool.fetchval(
             "SELECT count(*) FROM notifications WHERE milestone = 'first_reminder' "
             "AND status NOT IN ('queued', 'sending')")
