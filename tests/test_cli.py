@@ -361,14 +361,16 @@ async def test_taking_a_task_of_a_closed_journey_says_so_and_reads_out_no_script
             await journeys.pay(number, _payment("T-K1", str(status.outstanding),
                                                 "2026-12-25 10:30"))
             await journeys.handle(number).result()
-            code, listed, _ = await run_lapse("task", "list", "--policy", number, env=env)
+            # Closing the journey cancelled its task: it is listed only among the cancelled.
+            code, listed, _ = await run_lapse("task", "list", "--policy", number,
+                                              "--status", "cancelled", env=env)
             code_take, out, err = await run_lapse("task", "take", task_id, "--agent", "wang",
                                                   env=env)
     finally:
         await terminate_journeys(dev_env.client, [number])
     assert code == 0 and "JOURNEY CLOSED (paid)" in listed
     assert code_take == 2 and out == ""
-    assert f"task {task_id} is not offered: its journey closed as paid on " in err
+    assert f"task {task_id} was cancelled: journey closed: paid" in err
     assert script and script[:20] not in out + err
     assert await pool.fetchval("SELECT status FROM agent_tasks WHERE task_id = $1",
-                               task_id) == "open"
+                               task_id) == "cancelled"

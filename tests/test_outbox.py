@@ -86,8 +86,10 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
             worker_drainer = OutboxDrainer(pool, JourneySignals(client))  # the worker's own
             async with (build_worker(client, pool, queue, senders=stack.senders),
                         worker_drainer.running()):
+                # The formal demand must reach the policyholder provably: WeChat had it,
+                # so the fallback goes on to e-mail, under the milestone's own key.
                 fallback = await eventually(
-                    lambda: _sent(pool, "first_reminder-fallback", None), within=120)
+                    lambda: _sent(pool, "first_reminder", "email"), within=120)
                 await stack.sandbox.settle()
                 settled = await eventually(lambda: pool.fetchrow(
                     "SELECT * FROM signal_outbox WHERE delivered_at IS NOT NULL"))
@@ -100,7 +102,7 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
             late = (await outbox_rows(pool))[-1]
             fallback_ids = {r["provider_message_id"] for r in await pool.fetch(
                 "SELECT provider_message_id FROM notifications WHERE milestone = "
-                "'first_reminder-fallback'")}
+                "'first_reminder' AND channel = 'email'")}
             in_outbox = [e for e in stack.sandbox.outbox.entries if e.id in fallback_ids]
     finally:
         await server.shutdown()
