@@ -128,8 +128,9 @@ async def main() -> None:
                              "of each side counts")
     args = parser.parse_args()
     # A start the scan could not make is logged with its error's type (no personal data).
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(name)s: %(message)s %(policy_number)s %(error)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s %(policy_number)s %(error)s"))
+    logging.getLogger("lapse.scan").addHandler(handler)
     parent = Path(tempfile.mkdtemp(prefix="lapse-bench-scan-"))
     try:
         await run(args, parent)
