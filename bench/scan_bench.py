@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
 import os
 import shutil
 import sys
@@ -126,6 +127,10 @@ async def main() -> None:
                         help="pairs of runs per concurrency, in alternating order; the best "
                              "of each side counts")
     args = parser.parse_args()
+    # A start the scan could not make is logged with its error's type (no personal data).
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s %(policy_number)s %(error)s"))
+    logging.getLogger("lapse.scan").addHandler(handler)
     parent = Path(tempfile.mkdtemp(prefix="lapse-bench-scan-"))
     try:
         await run(args, parent)
