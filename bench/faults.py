@@ -292,11 +292,14 @@ def summary(results: dict[str, Count | str], args: argparse.Namespace) -> None:
     rows = []
     for name, c in results.items():
         if isinstance(c, str):
-            rows.append([name, "-", "-", "-", "-", "-", "-", "-", f"ERROR: {c}"])
+            rows.append([name, "-", "-", "-", "-", "-", "-", "-", "ERROR (above)"])
             continue
+        verdict = "ok" if c.ok else "FAILS"
+        if c.unknown_not_at_provider:
+            verdict += f" ({c.unknown_not_at_provider} unknown never sent)"
         rows.append([name, c.journeys - c.still_running, c.planned, sum(c.delivered.values()),
                      sum(c.failed.values()), sum(c.silent.values()), c.sent_twice, c.unknown,
-                     "ok" if c.ok else "FAILS"])
+                     verdict])
     print(table(["scenario", "journeys", "planned", "delivered", "failed", "silent",
                  "sent twice", "unknown", "goal: 0 silent, 0 twice"], rows))
 
