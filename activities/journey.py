@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 
@@ -19,9 +20,11 @@ from domain.evidence import Anchored
 from domain.ids import task_id
 from domain.journey import (
     DialRequest,
+    InquiryClosed,
     InquiryRequest,
     InquiryView,
-    NoteRequest,
+    MilestoneSend,
+    MilestoneSent,
     PaymentRecord,
     PaymentStored,
     PolicyCheck,
@@ -33,6 +36,7 @@ from domain.journey import (
     StageChange,
     TaskRequest,
 )
+from domain.journey_rules import recheck_outcome
 from domain.models import Channel, PolicyStatus, Segment, TriggerKind
 from domain.plan import TZ, CompanyRules
 from domain.planner import plan_journey
@@ -41,6 +45,19 @@ from domain.verification import RECENT_PAYMENT_DAYS, DataFacts, check_data
 from infra import evidence, notes, payments, store
 from infra.branches import load_branches
 from infra.deliveries import clear_suppression
+
+
+def _one_retry(errors: list[BaseException]) -> BaseException:
+    """An attempt's one failure for Temporal: a database or other error as it is (the
+    retry policy retries it), else the channels' retry after the longest of their delays,
+    so that every channel's backoff, and a provider's Retry-After, is respected."""
+    other = [e for e in errors
+             if not (isinstance(e, ApplicationError) and e.type == "TransientSendError")]
+    if other:
+        return other[0]
+    delays = [e.next_retry_delay for e in errors if e.next_retry_delay]
+    return ApplicationError("; ".join(e.message for e in errors), type="TransientSendError",
+                            next_retry_delay=max(delays) if delays else None)
 
 
 class JourneyActivities:
@@ -114,7 +131,32 @@ class JourneyActivities:
                           company.send_windows[Channel.VOICE].end))
 
     @activity.defn
-    async def check_policy(self, policy_number: str) -> PolicyCheck:
+    async def send_notifications(self, req: SendRequest) -> SendOutcome:
+        """Send one message on one channel to a batch of recipients, each on its own record
+        (activities/delivery.py): retried until `req.give_up_at`, then failed on record."""
+        return await Delivery(self._pool, self._senders).send(req)
+
+    @activity.defn
+    async def send_milestone(self, req: MilestoneSend) -> MilestoneSent:
+        """A milestone in one activity: re-check the policy (paid, terminated or reinstated
+        meanwhile: nothing goes out, the answer says how the journey ends), then send on
+        every channel at once. Each channel keeps its own records; an attempt that leaves a
+        channel to try again is retried as a whole, and what a channel already settled is
+        read back from its records, never sent twice."""
+        if req.recheck_stage is not None:
+            check = await self._check(req.sends[0].policy_number)
+            stop = recheck_outcome(req.recheck_stage, check.status, check.outstanding)
+            if stop is not None:
+                return MilestoneSent(stop=stop, check=check)
+        delivery = Delivery(self._pool, self._senders)
+        results = await asyncio.gather(*(delivery.send(s) for s in req.sends),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise _one_retry(errors)
+        return MilestoneSent(outcomes=list(results))
+
+    async def _check(self, policy_number: str) -> PolicyCheck:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT p.status, p.premium, "
@@ -125,14 +167,7 @@ class JourneyActivities:
             raise ApplicationError(f"unknown policy {policy_number}", type="UnknownPolicy",
                                    non_retryable=True)
         owed = row["owed"] if row["owed"] is not None else row["premium"]
-        return PolicyCheck(in_force=row["status"] == "in_force", outstanding=owed,
-                           status=row["status"])
-
-    @activity.defn
-    async def send_notifications(self, req: SendRequest) -> SendOutcome:
-        """Send one message on one channel to a batch of recipients, each on its own record
-        (activities/delivery.py): retried until `req.give_up_at`, then failed on record."""
-        return await Delivery(self._pool, self._senders).send(req)
+        return PolicyCheck(outstanding=owed, status=row["status"])
 
     @activity.defn
     async def record_payment(self, rec: PaymentRecord) -> PaymentStored:
@@ -187,7 +222,13 @@ class JourneyActivities:
         """One task per journey, kind and reason; asking again can only raise its priority
         (a held journey's check grows urgent as the grace end nears)."""
         tid = task_id(task.journey_id, task.kind, task.reference)
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if task.kind == "inquiry_escalation":
+                # The inquiry's record says it was escalated, and when (the review counts it).
+                await conn.execute(
+                    "UPDATE inquiries SET escalated_at = $3 WHERE inquiry_id = $1 "
+                    "AND policy_number = $2 AND escalated_at IS NULL",
+                    task.reference, task.policy_number, task.raised_at or task.due_at)
             branch = None
             if task.nearest_branch:
                 bundle = await store.load_policy(conn, task.policy_number, with_members=False)
@@ -219,11 +260,23 @@ class JourneyActivities:
         return dialled < req.max_per_day
 
     @activity.defn
-    async def keep_note(self, req: NoteRequest) -> int:
-        """Keep a note or reason that came with a signal; the journey keeps only its id."""
-        async with self._pool.acquire() as conn:
-            return await notes.keep_note(conn, req.policy_number, req.kind, req.reference,
-                                         req.text, journey_id=req.journey_id)
+    async def close_inquiry(self, req: InquiryClosed) -> None:
+        """An inquiry or a reinstatement application answered: its record says when (once;
+        the evidence chain forbids changing it), the note that came with it is kept, and
+        its escalation task, if any, is done."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE inquiries SET handled_at = $3 WHERE inquiry_id = $1 "
+                "AND policy_number = $2 AND handled_at IS NULL",
+                req.inquiry_id, req.policy_number, req.handled_at)
+            await conn.execute(
+                "UPDATE agent_tasks SET status = 'done', outcome = 'handled', "
+                "  closed_reason = 'inquiry answered', completed_at = now() "
+                "WHERE task_id = $1 AND status IN ('open', 'taken')",
+                task_id(req.journey_id, "inquiry_escalation", req.inquiry_id))
+            if req.note:
+                await notes.keep_note(conn, req.policy_number, req.kind, req.inquiry_id,
+                                      req.note, journey_id=req.journey_id)
 
     @activity.defn
     async def contact_updated(self, policy_number: str) -> None:
@@ -263,9 +316,10 @@ class JourneyActivities:
                     policy_number)
 
     def all(self) -> list:
-        return [self.prepare_journey, self.check_policy, self.send_notifications,
+        return [self.prepare_journey, self.send_milestone, self.send_notifications,
                 self.record_payment, self.change_stage, self.create_task, self.open_inquiry,
-                self.set_public_notice, self.keep_note, self.contact_updated, self.may_dial]
+                self.close_inquiry, self.set_public_notice, self.contact_updated,
+                self.may_dial]
 
 
 __all__ = ["JourneyActivities", "Stage"]

@@ -12,10 +12,10 @@ from pydantic import Field, ValidationError
 from domain.ids import REFERENCE_PATTERN
 from domain.models import (
     Channel,
-    Currency,
     DebitFailure,
     Model,
     Moment,
+    PolicyStatus,
     Segment,
     Trigger,
 )
@@ -261,9 +261,10 @@ class Preparation(Model):
 
 
 class PolicyCheck(Model):
-    in_force: bool
+    """The policy as the database has it when a milestone is about to go out."""
+
     outstanding: Decimal
-    status: str
+    status: PolicyStatus
 
 
 RecipientScope = Literal["policyholder", "members", "emergency_contact"]
@@ -311,6 +312,36 @@ class SendOutcome(Model):
     reasons: dict[str, str] = Field(default_factory=dict)
 
 
+class MilestoneSend(Model):
+    """A milestone's sends in one activity: the policy re-checked first when `recheck_stage`
+    is given (the journey's stage, which decides what the check means), then every request
+    at once, each channel on its own records and retries."""
+
+    sends: list[SendRequest] = Field(min_length=1)
+    recheck_stage: Stage | None = None
+
+
+class MilestoneSent(Model):
+    """What a milestone's activity did: `stop` when the re-check ended the journey (nothing
+    was sent), else one outcome per request, in order."""
+
+    stop: Outcome | None = None
+    check: PolicyCheck | None = None
+    outcomes: list[SendOutcome] = Field(default_factory=list)
+
+
+class InquiryClosed(Model):
+    """An inquiry (or a reinstatement application) answered: when, on the journey's clock,
+    and the free text that came with the answer, kept in PostgreSQL."""
+
+    journey_id: str
+    policy_number: str
+    inquiry_id: str
+    handled_at: datetime
+    kind: Literal["inquiry_handled", "reinstatement_decided"]
+    note: str = Field("", max_length=500)
+
+
 class TaskRequest(Model):
     journey_id: str
     policy_number: str
@@ -321,6 +352,8 @@ class TaskRequest(Model):
     reference: str  # milestone key or inquiry id: makes the task id deterministic
     rules: list[str] = Field(default_factory=list)  # a data check's failed rules (names)
     nearest_branch: bool = False  # a home visit: given to the branch nearest the address
+    # When the journey raised it (journey time): an inquiry's escalation is dated by it.
+    raised_at: datetime | None = None
 
 
 class DialRequest(Model):
@@ -330,16 +363,6 @@ class DialRequest(Model):
     policy_number: str
     day: date
     max_per_day: int
-
-
-class NoteRequest(Model):
-    """Free text that came with a signal, kept in PostgreSQL instead of the state."""
-
-    journey_id: str
-    policy_number: str
-    kind: Literal["inquiry_handled", "reinstatement_decided"]
-    reference: str
-    text: str = Field(max_length=500)
 
 
 class InquiryRequest(Model):
@@ -352,7 +375,6 @@ class InquiryRequest(Model):
 class PaymentRecord(Model):
     policy_number: str
     payment: Payment
-    currency: Currency = "CNY"
 
 
 class StageChange(Model):
@@ -361,8 +383,7 @@ class StageChange(Model):
     stage: Stage
     at: datetime
     outcome: Outcome | None = None
-    policy_status: str | None = None  # set the policy's status in the database too
-    trigger: str | None = None
+    policy_status: PolicyStatus | None = None  # the policy's status in the database too
 
 
 # --- workflow input ----------------------------------------------------------------------

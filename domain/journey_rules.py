@@ -7,10 +7,11 @@ one that failed, and which messages must reach the policyholder provably.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 
-from domain.journey import Outcome
-from domain.models import Channel, MilestoneKind, ProductKind, Segment, TriggerKind
+from domain.journey import Outcome, Stage
+from domain.models import Channel, MilestoneKind, PolicyStatus, ProductKind, Segment, TriggerKind
 
 
 class ChannelRole(StrEnum):
@@ -62,6 +63,21 @@ def end_outcome(trigger: TriggerKind, product_kind: str) -> Outcome:
     if is_short_term(trigger, product_kind):
         return Outcome.NOT_RENEWED
     return Outcome.FOLLOW_UP_ENDED
+
+
+def recheck_outcome(stage: Stage, status: PolicyStatus, outstanding: Decimal) -> Outcome | None:
+    """What the policy as stored, re-read before a milestone goes out, does to a journey at
+    `stage`: paid through another route (nothing more is owed), terminated or rescinded
+    meanwhile, or reinstated after the lapse end it; None: the milestone goes out."""
+    if stage is Stage.AT_RISK:
+        if outstanding <= 0:
+            return Outcome.PAID
+        if status is not PolicyStatus.IN_FORCE:
+            return Outcome.CANCELLED
+        return None
+    if status is PolicyStatus.IN_FORCE:
+        return Outcome.REINSTATED
+    return None
 
 
 def fallback_segment(segments: list[Segment]) -> Segment:

@@ -168,28 +168,43 @@ class SendProgress(Interceptor):
         return _SendProgressInbound(next)
 
 
-_SEND_ACTIVITY = "send_notifications"
+_SEND_ACTIVITIES = ("send_notifications", "send_milestone")
 _log = logging.getLogger("lapse.sends")
+
+
+def _what(req: Any) -> dict[str, Any]:
+    return {"policy_number": getattr(req, "policy_number", None),
+            "milestone": getattr(req, "milestone_key", None),
+            "channel": str(getattr(getattr(req, "channel", None), "value", ""))}
 
 
 class _SendProgressInbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        if activity.info().activity_type != _SEND_ACTIVITY or not input.args:
+        if activity.info().activity_type not in _SEND_ACTIVITIES or not input.args:
             return await super().execute_activity(input)
-        req = input.args[0]
-        what = {"policy_number": getattr(req, "policy_number", None),
-                "milestone": getattr(req, "milestone_key", None),
-                "channel": str(getattr(getattr(req, "channel", None), "value", ""))}
-        head = f"{what['policy_number']} {what['milestone']} {what['channel']}"
+        # A milestone's activity carries its channels' requests; a single send is one.
+        reqs = getattr(input.args[0], "sends", None) or [input.args[0]]
+        first = _what(reqs[0])
+        channels = ",".join(_what(r)["channel"] for r in reqs)
+        head = f"{first['policy_number']} {first['milestone']} {channels}"
         try:
             result = await super().execute_activity(input)
         except ApplicationError as err:
             # The activity's errors name the channel and the provider's code, nothing else.
             later = "" if err.non_retryable else " yet, will be retried"
             _log.warning("%s: not sent%s (%s)", head, later, err.message,
-                         extra={**what, "error": err.type, "attempt": activity.info().attempt})
+                         extra={**first, "channel": channels, "error": err.type,
+                                "attempt": activity.info().attempt})
             raise
-        sent, failed = getattr(result, "sent", 0), len(getattr(result, "failed", []) or [])
-        _log.info("%s: %d sent%s", head, sent, f", {failed} failed for good" if failed else "",
-                  extra={**what, "sent": sent, "failed": failed})
+        stop = getattr(result, "stop", None)
+        if stop is not None:
+            _log.info("%s: not sent, the journey ends (%s)", head, stop,
+                      extra={**first, "channel": channels, "stop": str(stop)})
+            return result
+        for req, out in zip(reqs, getattr(result, "outcomes", None) or [result], strict=False):
+            what = _what(req)
+            sent, failed = getattr(out, "sent", 0), len(getattr(out, "failed", []) or [])
+            _log.info("%s %s %s: %d sent%s", what["policy_number"], what["milestone"],
+                      what["channel"], sent, f", {failed} failed for good" if failed else "",
+                      extra={**what, "sent": sent, "failed": failed})
         return result

@@ -175,6 +175,9 @@ async def test_lapsed_then_reinstated(time_skipping_env, sample):
     assert await policy_status(sample, STANDARD) == "in_force"
     sent = await sent_records(sample, STANDARD)
     assert sent[("reinstatement_approved", "sms")] == 1
+    # The application is answered by the decision: the monthly review counts it so.
+    assert await sample.fetchval(
+        "SELECT handled_at IS NOT NULL FROM inquiries WHERE inquiry_id = 'R-1'")
     assert not any(m.startswith("follow_up") for m, _ in sent)
 
 
@@ -204,6 +207,10 @@ async def test_reinstatement_refused_resumes_follow_up(time_skipping_env, sample
     assert result.outcome is Outcome.FOLLOW_UP_ENDED
     sent = await sent_records(sample, STANDARD)
     assert sent[("reinstatement_refused-application:R-2", "sms")] == 1
+    # The reason is kept in PostgreSQL with the application's answer.
+    assert await sample.fetchval(
+        "SELECT i.handled_at IS NOT NULL AND n.text = 'health' FROM inquiries i "
+        "JOIN journey_notes n ON n.reference = i.inquiry_id WHERE i.inquiry_id = 'R-2'")
     assert sum(n for (m, _), n in sent.items() if m.startswith("follow_up")) == 8
     assert await policy_status(sample, STANDARD) == "lapsed"
 
@@ -281,6 +288,17 @@ async def test_inquiry_escalated_after_one_business_day(time_skipping_env, sampl
     tasks = await sample.fetch("SELECT kind, priority FROM agent_tasks WHERE policy_number = $1",
                                STANDARD)
     assert [(t["kind"], t["priority"]) for t in tasks] == [("inquiry_escalation", 1)]
+    # The records say what the monthly review counts: Q-2 answered on time, Q-1 escalated
+    # at its deadline and still unanswered.
+    rows = {r["inquiry_id"]: r for r in await sample.fetch(
+        "SELECT inquiry_id, respond_by, handled_at, escalated_at FROM inquiries "
+        "WHERE policy_number = $1", STANDARD)}
+    assert rows["Q-2"]["handled_at"] is not None
+    assert rows["Q-2"]["handled_at"] <= rows["Q-2"]["respond_by"]
+    assert rows["Q-2"]["escalated_at"] is None
+    assert rows["Q-1"]["handled_at"] is None
+    assert rows["Q-1"]["respond_by"] <= rows["Q-1"]["escalated_at"] \
+        < rows["Q-1"]["respond_by"] + timedelta(hours=1)
 
 
 async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sample):

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         DebitFailedSignal,
         DeliveryFailed,
         DialRequest,
+        InquiryClosed,
         InquiryHandled,
         InquiryKind,
         InquiryReceived,
@@ -33,15 +34,15 @@ with workflow.unsafe.imports_passed_through():
         JourneyInput,
         JourneyState,
         JourneyStatus,
+        MilestoneSend,
+        MilestoneSent,
         NextMilestone,
-        NoteRequest,
         NotificationView,
         Outcome,
         Payment,
         PaymentAnswer,
         PaymentRecord,
         PaymentStored,
-        PolicyCheck,
         Preparation,
         PrepareRequest,
         RecipientScope,
@@ -77,7 +78,7 @@ DB_CALL = {"start_to_close_timeout": timedelta(seconds=30),
 # Sends: providers fail transiently, for as long as an outage lasts. The activity retries
 # (backoff capped, a provider's Retry-After as the next delay) until the message's
 # `give_up_at`, then records the give-up and answers: it never fails for a provider.
-SEND_CALL = {"start_to_close_timeout": timedelta(minutes=2),
+SEND_CALL = {"start_to_close_timeout": timedelta(minutes=5),
              "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=2),
                                          maximum_interval=timedelta(minutes=5),
                                          non_retryable_error_types=["PermanentSendError"])}
@@ -86,7 +87,7 @@ MEMBER_BATCH = 500
 EVENT_MESSAGE_LIFETIME = timedelta(days=1)
 # However compressed the journey's time, a send keeps retrying at least this long of wall
 # time (a deadline a day of journey time away is a fraction of a second at high scales).
-MIN_SEND_RETRYING = timedelta(minutes=2)
+MIN_SEND_RETRYING = timedelta(minutes=10)
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -104,7 +105,10 @@ class PolicyLapseWorkflow:
     def __init__(self) -> None:
         self._input: JourneyInput | None = None
         self._s: JourneyState | None = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # the journey's steps, one at a time
+        # Payments, one at a time, but never behind a milestone that waits for a provider:
+        # a payment is answered once it is stored and its effect decided.
+        self._pay_lock = asyncio.Lock()
         self._woken = False
         self._pending: list[object] = []  # signals that need activities, in arrival order
         self._upserted: dict[str, object] = {}
@@ -137,7 +141,8 @@ class PolicyLapseWorkflow:
                     await self._handle(event)
             async with self._lock:
                 await self._drain_pending()
-            self._publish()
+            if not self._due_now():  # what is due at once changes the attributes again
+                self._publish()
         async with self._lock:
             await self._settle_close()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -298,21 +303,10 @@ class PolicyLapseWorkflow:
         if m.kind in FOLLOW_UPS and s.stage is Stage.REINSTATING:
             self._note(m.key, m.channels[0], "skipped", m.at)  # paused while underwriting decides
             return
-        if m.kind is not MilestoneKind.RESCISSION_NOTICE:
-            check: PolicyCheck = await workflow.execute_activity_method(
-                JourneyActivities.check_policy, self._input.trigger.policy_number,
-                summary=f"re-check the policy before {m.key}", **DB_CALL)
-            if s.stage is Stage.AT_RISK and check.outstanding <= 0:
-                self._close(Outcome.PAID)  # paid through another route: nothing more
-                return
-            if s.stage is Stage.AT_RISK and check.status != "in_force":
-                self._close(Outcome.CANCELLED)  # terminated or rescinded meanwhile
-                return
-            if s.stage is not Stage.AT_RISK and check.status == "in_force":
-                self._close(Outcome.REINSTATED)
-                return
+        # The policy is re-checked by the milestone's own activity, right before it sends.
         await self._deliver(MilestoneKey(m.key), m.kind.value, m.slots_by_time(),
-                            until=m.until, formal=m.kind in FORMAL_NOTICES)
+                            until=m.until, formal=m.kind in FORMAL_NOTICES,
+                            recheck=m.kind is not MilestoneKind.RESCISSION_NOTICE)
 
     # --- sending ----------------------------------------------------------------------
 
@@ -327,9 +321,10 @@ class PolicyLapseWorkflow:
     async def _deliver(self, key: MilestoneKey, message: str,
                        slot_groups: list[tuple[datetime, list[Channel]]],
                        members: bool = True, until: datetime | None = None,
-                       formal: bool = False) -> None:
+                       formal: bool = False, recheck: bool = False) -> None:
         """Send a message on its channels, fall back per recipient and per role, and
-        handle the unreachable. `formal`: the policyholder must be reached provably."""
+        handle the unreachable. `formal`: the policyholder must be reached provably;
+        `recheck`: the policy is re-read first, and what it says may end the journey."""
         s = self._s
         unreached: dict[RecipientScope, set[str] | None] = {"policyholder": None}
         if members and s.prep.recipients > 1:
@@ -350,9 +345,12 @@ class PolicyLapseWorkflow:
                 await self._drain_pending()
                 if s.stage is Stage.CLOSED:
                     return
-            results = await asyncio.gather(*(self._send(key, message, ch, scope, at=at,
-                                                        until=until)
-                                             for ch in channels for scope in unreached))
+            stop, results = await self._send_slot(key, message, channels, list(unreached),
+                                                  at=at, until=until, recheck=recheck)
+            recheck = False  # once, before the first slot
+            if stop is not None:
+                self._close(stop)  # paid, terminated or reinstated meanwhile: nothing more
+                return
             tried.update(channels)
             self._merge(unreached, results)
             self._holder(results, holder_ok, holder_failed)
@@ -416,8 +414,17 @@ class PolicyLapseWorkflow:
         """Send to one scope on one channel; `at` is the journey moment the send belongs to
         (its slot), which dates the message even when compressed time runs on meanwhile;
         `until` (journey time) is when retrying stops and the give-up is recorded."""
-        s = self._s
         at = at or self._journey_now()
+        batches = self._requests(key, message, channel, scope, only, at, until)
+        outcomes = await asyncio.gather(*(self._send_batch(b, at) for b in batches))
+        return scope, list(outcomes)
+
+    def _requests(self, key: MilestoneKey, message: str, channel: Channel,
+                  scope: RecipientScope, only: list[str] | None, at: datetime,
+                  until: datetime | None) -> list[SendRequest]:
+        """The send requests for one scope on one channel: one, or a group's members in
+        batches."""
+        s = self._s
         until = until or at + EVENT_MESSAGE_LIFETIME
         plan = s.prep.plan
         trigger = self._input.trigger
@@ -440,12 +447,43 @@ class PolicyLapseWorkflow:
             paid_on=self._payment.paid_at.astimezone(TZ).date() if self._payment else None,
             give_up_at=max(self._wall_time(until), workflow.now() + MIN_SEND_RETRYING))
         if scope == "members" and only is None:
-            batches = [base.model_copy(update={"offset": o, "limit": MEMBER_BATCH})
-                       for o in range(0, s.prep.recipients - 1, MEMBER_BATCH)]
-        else:
-            batches = [base]
-        outcomes = await asyncio.gather(*(self._send_batch(b, at) for b in batches))
-        return scope, list(outcomes)
+            return [base.model_copy(update={"offset": o, "limit": MEMBER_BATCH})
+                    for o in range(0, s.prep.recipients - 1, MEMBER_BATCH)]
+        return [base]
+
+    async def _send_slot(self, key: MilestoneKey, message: str, channels: list[Channel],
+                         scopes: list[RecipientScope], at: datetime, until: datetime | None,
+                         recheck: bool,
+                         ) -> tuple[Outcome | None, list[tuple[RecipientScope,
+                                                               list[SendOutcome]]]]:
+        """A slot's channels for the policyholder in one activity, which first re-checks
+        the policy when `recheck` (and may answer that the journey ends: nothing sent);
+        then a group's members, in batches of their own."""
+        reqs = [r for ch in channels for r in self._requests(key, message, ch,
+                                                             "policyholder", None, at, until)]
+        try:
+            sent: MilestoneSent = await workflow.execute_activity_method(
+                JourneyActivities.send_milestone,
+                MilestoneSend(sends=reqs, recheck_stage=self._s.stage if recheck else None),
+                summary=("re-check the policy, then " if recheck else "")
+                        + f"{message} by {', '.join(c.value for c in channels)}", **SEND_CALL)
+        except ActivityError as err:
+            self._send_failed(reqs[0], err)
+            sent = MilestoneSent(outcomes=[
+                SendOutcome(channel=r.channel, sent=0, failed=[self._s.prep.policyholder_id])
+                for r in reqs])
+        if sent.stop is not None:
+            return sent.stop, []
+        results: list[tuple[RecipientScope, list[SendOutcome]]] = []
+        for req, out in zip(reqs, sent.outcomes, strict=True):
+            self._noted(req, out, at)
+            results.append(("policyholder", [out]))
+        others = [scope for scope in scopes if scope != "policyholder"]
+        if others:
+            results += await asyncio.gather(*(
+                self._send(key, message, ch, scope, at=at, until=until)
+                for ch in channels for scope in others))
+        return None, results
 
     async def _send_batch(self, req: SendRequest, at: datetime) -> SendOutcome:
         try:
@@ -458,19 +496,25 @@ class PolicyLapseWorkflow:
             # Only a failure the send could not record ends here (the activity records
             # its give-ups and answers): these recipients count as failed on this
             # channel, the fallback order takes over and a person looks at the batch.
-            workflow.logger.warning("send failed without an answer", extra={
-                "milestone": req.milestone_key, "channel": req.channel.value,
-                "error": type(err.cause).__name__ if err.cause else "unknown"})
+            self._send_failed(req, err)
             everyone = ([self._s.prep.policyholder_id] if req.scope == "policyholder"
                         else list(req.only or []))
             out = SendOutcome(channel=req.channel, sent=0, failed=everyone)
             if req.scope == "members" and req.only is None:
                 await self._task("contact_repair", f"{req.milestone_key}-batch{req.offset}", 3)
-        status = "sent" if out.sent else "failed"
-        if out.sent or out.failed:
-            self._note(req.milestone_key, req.channel, status, at,
-                       out.first_notification_id, out.sent + len(out.failed))
+        self._noted(req, out, at)
         return out
+
+    @staticmethod
+    def _send_failed(req: SendRequest, err: ActivityError) -> None:
+        workflow.logger.warning("send failed without an answer", extra={
+            "milestone": req.milestone_key, "channel": req.channel.value,
+            "error": type(err.cause).__name__ if err.cause else "unknown"})
+
+    def _noted(self, req: SendRequest, out: SendOutcome, at: datetime) -> None:
+        if out.sent or out.failed:
+            self._note(req.milestone_key, req.channel, "sent" if out.sent else "failed", at,
+                       out.first_notification_id, out.sent + len(out.failed))
 
     @staticmethod
     def _merge(unreached: dict[RecipientScope, set[str] | None],
@@ -535,7 +579,7 @@ class PolicyLapseWorkflow:
                         policy_number=self._input.trigger.policy_number, kind=kind,
                         priority=priority, due_at=self._journey_now() + timedelta(days=1),
                         reference=reference, rules=rules or [],
-                        nearest_branch=nearest_branch),
+                        nearest_branch=nearest_branch, raised_at=self._journey_now()),
             summary=f"agent task: {kind} ({reference})", **DB_CALL)
 
     async def _escalate(self, inquiry_id: str) -> None:
@@ -570,7 +614,9 @@ class PolicyLapseWorkflow:
             return
         self._settling = True
         outcome = s.outcome
-        if outcome is Outcome.PAID:
+        if outcome is Outcome.PAID and self._payment is not None:
+            # What the journey took is confirmed; a premium paid through another route
+            # (the counter, a bank) is confirmed by that route, which knows the amount.
             await self._deliver(MilestoneKey("payment_confirmation"), "payment_confirmation",
                                 [(self._journey_now(), [Channel.SMS])], members=False)
         await self._change_stage(Stage.CLOSED, f"close the journey: {outcome.value}",
@@ -604,7 +650,7 @@ class PolicyLapseWorkflow:
             try:
                 self._validate_payment(signal)
                 await self._wait_ready()
-                async with self._lock:
+                async with self._pay_lock:
                     await self._apply_payment(signal)
             except ApplicationError as err:
                 workflow.logger.warning("payment signal ignored",
@@ -620,7 +666,7 @@ class PolicyLapseWorkflow:
     async def on_update(self, name: str, args: Sequence[RawValue]) -> PaymentAnswer:
         payment = read_payload(name, self._decode(args), UPDATES)
         await self._wait_ready()
-        async with self._lock:
+        async with self._pay_lock:
             answer = await self._apply_payment(payment)
         self._wake()
         return answer
@@ -681,28 +727,35 @@ class PolicyLapseWorkflow:
             elif isinstance(item, InquiryReceived):
                 await self._open_inquiry(item)
             elif isinstance(item, InquiryHandled):
-                await self._keep_note(item.inquiry_id, "inquiry_handled", item.note)
-                s.inquiries = [i for i in s.inquiries if i.inquiry_id != item.inquiry_id]
+                await self._inquiry_handled(item)
             elif isinstance(item, ReinstatementApplied):
                 await self._reinstatement_applied(item)
             elif isinstance(item, ReinstatementDecided):
-                await self._keep_note(item.application_id, "reinstatement_decided",
-                                      item.reason)
                 await self._reinstatement_decided(item)
             elif isinstance(item, DeliveryFailed):
                 await self._delivery_failed(item)
             elif isinstance(item, DataVerified):
                 await self._data_verified(item)
 
-    async def _keep_note(self, reference: str, kind: str, text: str) -> None:
-        """Free text that came with a signal goes to PostgreSQL, never into the state."""
-        if text:
-            await workflow.execute_activity_method(
-                JourneyActivities.keep_note,
-                NoteRequest(journey_id=self._journey_id(),
-                            policy_number=self._input.trigger.policy_number, kind=kind,
-                            reference=reference, text=text),
-                summary=f"keep the note of {kind} {reference}", **DB_CALL)
+    async def _close_inquiry(self, inquiry_id: str, kind: str, note: str) -> None:
+        """The inquiry's record says when it was answered, on the journey's clock (the one
+        its response deadline is on); free text that came with the answer goes to
+        PostgreSQL, never into the state."""
+        s = self._s
+        s.inquiries = [i for i in s.inquiries if i.inquiry_id != inquiry_id]
+        await workflow.execute_activity_method(
+            JourneyActivities.close_inquiry,
+            InquiryClosed(journey_id=self._journey_id(),
+                          policy_number=self._input.trigger.policy_number,
+                          inquiry_id=inquiry_id, handled_at=self._journey_now(), kind=kind,
+                          note=note),
+            summary=f"inquiry {inquiry_id} answered", **DB_CALL)
+
+    async def _inquiry_handled(self, handled: InquiryHandled) -> None:
+        if all(i.inquiry_id != handled.inquiry_id for i in self._s.inquiries):
+            workflow.logger.info("inquiry_handled ignored: no such open inquiry")
+            return
+        await self._close_inquiry(handled.inquiry_id, "inquiry_handled", handled.note)
 
     # --- what the signals do ----------------------------------------------------------------
 
@@ -785,7 +838,8 @@ class PolicyLapseWorkflow:
         if s.stage is not Stage.REINSTATING or decided.application_id != s.application_id:
             workflow.logger.info("reinstatement decision ignored: no such open application")
             return
-        s.inquiries = [i for i in s.inquiries if i.inquiry_id != decided.application_id]
+        await self._close_inquiry(decided.application_id, "reinstatement_decided",
+                                  decided.reason)
         if decided.approved:
             await self._deliver(MilestoneKey("reinstatement_approved"), "reinstatement_approved",
                                 [(self._journey_now(), [Channel.SMS])], members=False)
@@ -949,6 +1003,16 @@ class PolicyLapseWorkflow:
         except TimeoutError:
             return True
         return False
+
+    def _due_now(self) -> bool:
+        """Whether the journey's next step is due already (a lapse and its notice at one
+        moment, the end after the last follow-up): then the search attributes are upserted
+        once after it, not once per step."""
+        s = self._s
+        if s.stage is Stage.CLOSED or self._pending:
+            return False
+        event = self._next_event()
+        return event.kind != "held" and event.at <= self._journey_now()
 
     def _wake(self) -> None:
         self._woken = True

@@ -1,0 +1,133 @@
+"""A milestone is one activity (issue 14): the policy re-read and every channel sent in one
+go, each channel on its own record; and a payment is answered whatever the milestone in
+flight is waiting for. On the Temporal servers with the real activities and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+
+from activities.channels import Outgoing
+from domain.journey import Outcome, Payment, PaymentAnswer, Stage
+from domain.journey_rules import recheck_outcome
+from domain.models import PolicyStatus
+from tests.journey_helpers import (
+    ProviderDouble,
+    at,
+    journey_worker,
+    load_sample,
+    sent_records,
+    start_journey,
+)
+from workflows.policy_lapse import PolicyLapseWorkflow
+
+STANDARD = "P2026000001"  # long-term, due 2026-11-20, ¥3,600.00, every channel known
+
+
+@pytest.fixture
+async def sample(pool):
+    await load_sample(pool)
+    return pool
+
+
+def pay(amount: str) -> Payment:
+    return Payment(transaction_id=f"T{uuid.uuid4().hex[:10]}", amount=Decimal(amount),
+                   currency="CNY", paid_at=at("2026-11-25 12:00"))
+
+
+@pytest.mark.parametrize(("stage", "status", "owed", "outcome"), [
+    (Stage.AT_RISK, PolicyStatus.IN_FORCE, "3600.00", None),
+    (Stage.AT_RISK, PolicyStatus.IN_FORCE, "0", Outcome.PAID),
+    (Stage.AT_RISK, PolicyStatus.TERMINATED, "3600.00", Outcome.CANCELLED),
+    (Stage.AT_RISK, PolicyStatus.RESCINDED, "3600.00", Outcome.CANCELLED),
+    (Stage.LAPSED, PolicyStatus.LAPSED, "3600.00", None),
+    (Stage.LAPSED, PolicyStatus.IN_FORCE, "0", Outcome.REINSTATED),
+    (Stage.REINSTATING, PolicyStatus.IN_FORCE, "0", Outcome.REINSTATED),
+])
+def test_what_the_policy_as_stored_does_to_a_journey(stage, status, owed, outcome):
+    assert recheck_outcome(stage, status, Decimal(owed)) is outcome
+
+
+async def _after_the_first_reminder(env, journeys, sample):
+    handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+    while True:
+        status = await handle.query(PolicyLapseWorkflow.status)
+        if status.next_milestone and status.next_milestone.name == "second_reminder":
+            return handle
+        await env.sleep(60)
+
+
+async def test_a_premium_paid_through_another_route_ends_the_journey_before_it_sends(
+        time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await _after_the_first_reminder(time_skipping_env, journeys, sample)
+        # The counter settles the premium: the ledger says nothing is owed any more.
+        await sample.execute("UPDATE premium_dues SET paid_amount = amount "
+                             "WHERE policy_number = $1", STANDARD)
+        result = await handle.result()
+        history = await handle.fetch_history()
+    assert result.outcome is Outcome.PAID
+    sent = await sent_records(sample, STANDARD)
+    assert not any(m == "second_reminder" for m, _ in sent)
+    # The route that took the premium confirms it; the journey does not know the amount.
+    assert not any(m == "payment_confirmation" for m, _ in sent)
+    # The re-check is the milestone's own activity: there is no other.
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert "check_policy" not in scheduled
+    assert scheduled.count("send_milestone") == 2  # the first reminder, the second's check
+
+
+async def test_a_policy_terminated_meanwhile_is_cancelled_and_sent_nothing_more(
+        time_skipping_env, sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await _after_the_first_reminder(time_skipping_env, journeys, sample)
+        await sample.execute("UPDATE policies SET status = 'terminated' "
+                             "WHERE policy_number = $1", STANDARD)
+        result = await handle.result()
+    assert result.outcome is Outcome.CANCELLED
+    assert {m for m, _ in await sent_records(sample, STANDARD)} == {"first_reminder"}
+
+
+class NeverAnswers(ProviderDouble):
+    """A provider that keeps every request waiting until released: a send in flight for as
+    long as the test wants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, message: Outgoing) -> str:
+        self.waiting.set()
+        await self.release.wait()
+        return await super().send(message)
+
+
+async def test_a_payment_is_answered_while_the_milestone_waits_for_its_provider(
+        dev_env, sample):
+    provider = NeverAnswers()
+    async with journey_worker(dev_env.client, sample, provider) as journeys:
+        # The first reminder is due at once (Monday, inside every channel's window).
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 10:00"))
+        await provider.waiting.wait()  # the first reminder is with the provider
+        # Bounded so that a payment stuck behind the send fails the test instead of hanging
+        # it; with the send holding the journey, the answer never comes while it waits.
+        answer = await asyncio.wait_for(handle.execute_update(
+            "record_payment", pay("3600.00"), result_type=PaymentAnswer), timeout=60)
+        status = await handle.query(PolicyLapseWorkflow.status)
+        assert not provider.release.is_set()
+        provider.release.set()
+        result = await handle.result()
+    assert (answer.outcome, answer.outstanding) == ("paid_in_full", Decimal("0"))
+    assert status.stage is Stage.CLOSED
+    assert result.outcome is Outcome.PAID
+    sent = await sent_records(sample, STANDARD)
+    assert sent[("payment_confirmation", "sms")] == 1
