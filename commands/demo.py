@@ -77,10 +77,15 @@ def stage(value: str) -> Check:
     return lambda p, s, now: s.stage.value == value
 
 
+def paid_back(p: Player, s: JourneyStatus, now: datetime) -> bool:
+    """The reinstatement payment is on the journey's books (the update answered)."""
+    return s.amount_paid >= s.amount_due
+
+
 @dataclass(frozen=True)
 class Step:
     when: Check
-    action: str  # pay, apply, approve, refuse, contact_updated, verify
+    action: str  # pay, pay_reinstatement, apply, approve, refuse, contact_updated, verify
     label: str  # what the table shows once done
 
 
@@ -92,8 +97,11 @@ class Role:
 
 PAY_IN_GRACE = Role("pays in grace", (Step(sent("first_reminder"), "pay", "paid"),))
 PAY_AFTER_SECOND = Role("pays after 2nd", (Step(due("second_reminder"), "pay", "paid"),))
+# The customer pays what the lapse notice quotes (back premium and interest), is told that
+# a payment alone does not restore cover, applies, and underwriting approves.
 REINSTATED = Role("reinstated", (
-    Step(sent("lapse_notice"), "apply", "applied"),
+    Step(sent("lapse_notice"), "pay_reinstatement", "paid back"),
+    Step(paid_back, "apply", "applied"),
     Step(stage(Stage.REINSTATING.value), "approve", "approved")))
 REFUSED = Role("refused", (
     Step(sent("lapse_notice"), "apply", "applied"),
@@ -393,6 +401,13 @@ async def _act(player: Player, step: Step, s: JourneyStatus, at: datetime,
     if step.action == "pay":
         await payments.payment_received(number, Payment(
             transaction_id=f"T-{number}-{uuid.uuid4().hex[:6]}", amount=s.outstanding,
+            currency="CNY", paid_at=at))
+    elif step.action == "pay_reinstatement":
+        # Today's quote: every premium unpaid with its interest (the outstanding premium
+        # when the journey has no quote, e.g. outside the reinstatement window).
+        amount = s.reinstatement.total if s.reinstatement else s.outstanding
+        await payments.payment_received(number, Payment(
+            transaction_id=f"T-{number}-{uuid.uuid4().hex[:6]}", amount=amount,
             currency="CNY", paid_at=at))
     elif step.action == "apply":
         player.application_id = f"R-{number}"

@@ -111,6 +111,10 @@ async def test_demo_runs_three_journeys_to_their_end_and_stops_everything(short_
     assert "demo summary" in out
     for outcome in ("paid 1", "reinstated 1", "rescinded 1"):
         assert outcome in out
+    # The reinstated customer paid the back premium with its interest (P2026000008:
+    # ¥1,980.00 and interest) besides the ¥3,600.00 paid in grace.
+    collected = re.search(r"premium collected +¥([\d,.]+)", out)
+    assert collected and Decimal(collected[1].replace(",", "")) > Decimal("5580.00"), out[-2000:]
     assert not (short_tmp / "demo" / STACK_FILE).exists()
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert not left, f"processes left running: {left}"
