@@ -41,6 +41,7 @@ from domain.journey import (
 from domain.plan import TZ
 from domain.policy_file import parse_policy_file
 from domain.provider_codes import explain
+from infra import logging as log_lines
 from infra import store
 from infra.db import connect_pool
 from infra.embedded import Stack, read_stack_file
@@ -187,6 +188,13 @@ async def run_demo(args: argparse.Namespace, settings) -> int:
     if read_stack_file(data_dir) is not None:
         raise UserError(f"a demo is already running on {data_dir}: stop it first")
     shutil.rmtree(data_dir, ignore_errors=True)  # every demo starts from a clean slate
+    # The worker's lines (a line a send, the Temporal core's warnings) go to a file beside
+    # the demo's folder, kept after it stops: on the terminal they would push the live
+    # view away. JSON lines unless LAPSE_LOG_FORMAT=text.
+    log_path = settings.data_dir / DEMO_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path.open("w", encoding="utf-8")
+    log_lines.configure(stream=log_file)  # the core's logs come too (`command` routes them)
     scale = demo_time_scale(settings.time_scale)
     settings = settings.model_copy(update={"data_dir": data_dir, "time_scale": scale})
     main = asyncio.current_task()
@@ -215,6 +223,7 @@ async def run_demo(args: argparse.Namespace, settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         shutil.rmtree(data_dir, ignore_errors=True)
+        log_file.flush()
 
 
 async def _demo(args, settings, stack: Stack, client, pool: asyncpg.Pool,
@@ -274,6 +283,7 @@ async def _demo(args, settings, stack: Stack, client, pool: asyncpg.Pool,
 
 
 STAY_UP = ("Temporal Web UI", "Outbox", "Agent console")
+DEMO_LOG = "demo-worker.log"  # in LAPSE_DATA_DIR, beside the demo's own folder
 
 
 def _addresses(settings, stack: Stack, codec, console_url: str,
@@ -288,6 +298,7 @@ def _addresses(settings, stack: Stack, codec, console_url: str,
         rows.append(("Outbox", f"{outbox_url}/outbox"))
     rows.append(("Other terminals", f"LAPSE_DATA_DIR={_shown_path(settings.data_dir)} "
                  f"{lapse_command()} list   (or: status P2026000001)"))
+    rows.append(("Worker log", _shown_path(settings.data_dir.parent / DEMO_LOG)))
     return rows
 
 

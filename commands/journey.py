@@ -215,7 +215,8 @@ def status_card(s: JourneyStatus, sent: list[Delivery]) -> Table:
     # Dated by the journey moment each message belongs to, like "Journey time" above (not
     # when its record last changed, which under compressed time is months apart).
     for col in ("journey time", "milestone", "channel", "to", "status", "error"):
-        messages.add_column(col)
+        # On a narrow terminal a value wraps inside its column; none is cut short.
+        messages.add_column(col, overflow="fold")
     for d in sent:
         messages.add_row(_at(d.created_at or d.updated_at), d.milestone, d.channel,
                          d.recipient_role, d.status, explain(d.error_code, d.channel))
@@ -245,8 +246,10 @@ async def run_status(args: argparse.Namespace, settings) -> int:
     else:
         card = status_card(s, sent)
         console = Console()
-        # Piped or redirected: as wide as the card needs, so no line of it wraps.
-        width = (Console(width=10_000).measure(card).maximum if not console.is_terminal
-                 else console.width)
-        Console(width=max(100, width)).print(card)
+        # Piped or redirected: as wide as the card needs, so no line of it wraps; on a
+        # terminal its width (values wrap inside their columns).
+        if console.is_terminal:
+            console.print(card)
+        else:
+            Console(width=Console(width=10_000).measure(card).maximum).print(card)
     return 0
