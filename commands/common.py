@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from temporalio.client import Client
 
+from infra import logging as log_lines
 from infra.db import connect_pool
 from infra.embedded import StackError, resolve_endpoints
 from infra.migrate import MigrationError
@@ -29,6 +31,10 @@ def command(fn: Callable[[argparse.Namespace, Settings], Awaitable[int]]):
 
     def run(args: argparse.Namespace) -> int:
         try:
+            # Warnings and errors (the Temporal core's among them) as the worker writes
+            # them: readable on a terminal, JSON lines otherwise (LAPSE_LOG_FORMAT).
+            log_lines.configure(level=logging.WARNING)
+            log_lines.route_core_logs()
             settings = Settings.from_env()
             return asyncio.run(fn(args, settings))
         except NotFound as err:
@@ -37,7 +43,8 @@ def command(fn: Callable[[argparse.Namespace, Settings], Awaitable[int]]):
                   "with `lapse load FILE` (the samples: ./run lapse load "
                   "data/sample-policies.jsonl)", file=sys.stderr)
             return 2
-        except (SettingsError, UserError, StackError, MigrationError) as err:
+        except (SettingsError, UserError, StackError, MigrationError,
+                log_lines.LogFormatError) as err:
             print(f"lapse {args.command}: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -41,6 +41,7 @@ from domain.journey import (
 from domain.plan import TZ
 from domain.policy_file import parse_policy_file
 from domain.provider_codes import explain
+from infra import logging as log_lines
 from infra import store
 from infra.db import connect_pool
 from infra.embedded import Stack, read_stack_file
@@ -77,10 +78,15 @@ def stage(value: str) -> Check:
     return lambda p, s, now: s.stage.value == value
 
 
+def paid_back(p: Player, s: JourneyStatus, now: datetime) -> bool:
+    """The reinstatement payment is on the journey's books (the update answered)."""
+    return s.amount_paid >= s.amount_due
+
+
 @dataclass(frozen=True)
 class Step:
     when: Check
-    action: str  # pay, apply, approve, refuse, contact_updated, verify
+    action: str  # pay, pay_reinstatement, apply, approve, refuse, contact_updated, verify
     label: str  # what the table shows once done
 
 
@@ -92,8 +98,11 @@ class Role:
 
 PAY_IN_GRACE = Role("pays in grace", (Step(sent("first_reminder"), "pay", "paid"),))
 PAY_AFTER_SECOND = Role("pays after 2nd", (Step(due("second_reminder"), "pay", "paid"),))
+# The customer pays what the lapse notice quotes (back premium and interest), is told that
+# a payment alone does not restore cover, applies, and underwriting approves.
 REINSTATED = Role("reinstated", (
-    Step(sent("lapse_notice"), "apply", "applied"),
+    Step(sent("lapse_notice"), "pay_reinstatement", "paid back"),
+    Step(paid_back, "apply", "applied"),
     Step(stage(Stage.REINSTATING.value), "approve", "approved")))
 REFUSED = Role("refused", (
     Step(sent("lapse_notice"), "apply", "applied"),
@@ -179,6 +188,13 @@ async def run_demo(args: argparse.Namespace, settings) -> int:
     if read_stack_file(data_dir) is not None:
         raise UserError(f"a demo is already running on {data_dir}: stop it first")
     shutil.rmtree(data_dir, ignore_errors=True)  # every demo starts from a clean slate
+    # The worker's lines (a line a send, the Temporal core's warnings) go to a file beside
+    # the demo's folder, kept after it stops: on the terminal they would push the live
+    # view away. JSON lines unless LAPSE_LOG_FORMAT=text.
+    log_path = settings.data_dir / DEMO_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path.open("w", encoding="utf-8")
+    log_lines.configure(stream=log_file)  # the core's logs come too (`command` routes them)
     scale = demo_time_scale(settings.time_scale)
     settings = settings.model_copy(update={"data_dir": data_dir, "time_scale": scale})
     main = asyncio.current_task()
@@ -207,6 +223,7 @@ async def run_demo(args: argparse.Namespace, settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         shutil.rmtree(data_dir, ignore_errors=True)
+        log_file.flush()
 
 
 async def _demo(args, settings, stack: Stack, client, pool: asyncpg.Pool,
@@ -266,6 +283,7 @@ async def _demo(args, settings, stack: Stack, client, pool: asyncpg.Pool,
 
 
 STAY_UP = ("Temporal Web UI", "Outbox", "Agent console")
+DEMO_LOG = "demo-worker.log"  # in LAPSE_DATA_DIR, beside the demo's own folder
 
 
 def _addresses(settings, stack: Stack, codec, console_url: str,
@@ -280,6 +298,7 @@ def _addresses(settings, stack: Stack, codec, console_url: str,
         rows.append(("Outbox", f"{outbox_url}/outbox"))
     rows.append(("Other terminals", f"LAPSE_DATA_DIR={_shown_path(settings.data_dir)} "
                  f"{lapse_command()} list   (or: status P2026000001)"))
+    rows.append(("Worker log", _shown_path(settings.data_dir.parent / DEMO_LOG)))
     return rows
 
 
@@ -393,6 +412,13 @@ async def _act(player: Player, step: Step, s: JourneyStatus, at: datetime,
     if step.action == "pay":
         await payments.payment_received(number, Payment(
             transaction_id=f"T-{number}-{uuid.uuid4().hex[:6]}", amount=s.outstanding,
+            currency="CNY", paid_at=at))
+    elif step.action == "pay_reinstatement":
+        # Today's quote: every premium unpaid with its interest (the outstanding premium
+        # when the journey has no quote, e.g. outside the reinstatement window).
+        amount = s.reinstatement.total if s.reinstatement else s.outstanding
+        await payments.payment_received(number, Payment(
+            transaction_id=f"T-{number}-{uuid.uuid4().hex[:6]}", amount=amount,
             currency="CNY", paid_at=at))
     elif step.action == "apply":
         player.application_id = f"R-{number}"

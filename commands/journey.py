@@ -14,7 +14,7 @@ from rich.table import Table
 from temporalio.client import WorkflowQueryFailedError
 
 from commands.common import UserError, command, database, temporal
-from domain.journey import JourneyStatus, Payment
+from domain.journey import JourneyStatus, Outcome, Payment, Stage
 from domain.models import TriggerKind
 from domain.plan import TZ
 from domain.provider_codes import explain
@@ -132,8 +132,7 @@ async def run_pay(args: argparse.Namespace, settings) -> int:
     try:
         amount = Decimal(args.amount)
     except InvalidOperation:
-        raise UserError(f"--amount must be a decimal number such as 1234.50, got "
-                        f"{args.amount!r}") from None
+        raise UserError("--amount must be a decimal number such as 1234.50") from None
     paid_at = args.paid_at or datetime.now(TZ)
     if paid_at.tzinfo is None:
         paid_at = paid_at.replace(tzinfo=TZ)
@@ -165,6 +164,19 @@ def _at(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return value.astimezone(TZ).strftime(fmt) if value else "-"
 
 
+def money_text(s: JourneyStatus) -> str:
+    """Due, paid and outstanding. After a lapse a customer pays the back premium with its
+    interest (the reinstatement amount): what was paid beyond the premium due is that
+    interest, and the line says so."""
+    paid = f"paid ¥{s.amount_paid:,.2f}"
+    after_lapse = (s.outcome is Outcome.REINSTATED
+                   or s.stage in (Stage.LAPSED, Stage.REINSTATING))
+    if after_lapse and s.amount_paid > s.amount_due:
+        paid += (f" (back premium ¥{s.amount_due:,.2f} + interest "
+                 f"¥{s.amount_paid - s.amount_due:,.2f})")
+    return f"due ¥{s.amount_due:,.2f}   {paid}   outstanding ¥{s.outstanding:,.2f}"
+
+
 def status_card(s: JourneyStatus, sent: list[Delivery]) -> Table:
     """The agent's card: where the policy stands, what was sent, what comes next."""
     card = Table.grid(padding=(0, 2))
@@ -177,8 +189,7 @@ def status_card(s: JourneyStatus, sent: list[Delivery]) -> Table:
     card.add_row("Journey time", _at(s.journey_now))
     card.add_row("Key dates", f"due {s.due_date}   grace ends {s.grace_ends_at or '-'}   "
                  f"lapses {_at(s.lapses_at)}")
-    card.add_row("Money", f"due ¥{s.amount_due:,.2f}   paid ¥{s.amount_paid:,.2f}   "
-                 f"outstanding ¥{s.outstanding:,.2f}")
+    card.add_row("Money", money_text(s))
     for d in s.debit_failures:
         card.add_row("Debit failed", f"{_at(d.failed_at)}  ¥{d.amount:,.2f}  "
                      f"{d.reason_code.value}")
@@ -204,7 +215,8 @@ def status_card(s: JourneyStatus, sent: list[Delivery]) -> Table:
     # Dated by the journey moment each message belongs to, like "Journey time" above (not
     # when its record last changed, which under compressed time is months apart).
     for col in ("journey time", "milestone", "channel", "to", "status", "error"):
-        messages.add_column(col)
+        # On a narrow terminal a value wraps inside its column; none is cut short.
+        messages.add_column(col, overflow="fold")
     for d in sent:
         messages.add_row(_at(d.created_at or d.updated_at), d.milestone, d.channel,
                          d.recipient_role, d.status, explain(d.error_code, d.channel))
@@ -234,8 +246,10 @@ async def run_status(args: argparse.Namespace, settings) -> int:
     else:
         card = status_card(s, sent)
         console = Console()
-        # Piped or redirected: as wide as the card needs, so no line of it wraps.
-        width = (Console(width=10_000).measure(card).maximum if not console.is_terminal
-                 else console.width)
-        Console(width=max(100, width)).print(card)
+        # Piped or redirected: as wide as the card needs, so no line of it wraps; on a
+        # terminal its width (values wrap inside their columns).
+        if console.is_terminal:
+            console.print(card)
+        else:
+            Console(width=Console(width=10_000).measure(card).maximum).print(card)
     return 0

@@ -117,8 +117,7 @@ def log_format(environ=os.environ, stream=None) -> str:
     """`json` or `text`, from LAPSE_LOG_FORMAT (auto: text on a terminal)."""
     wanted = environ.get(LOG_FORMAT_ENV, "").strip().lower() or "auto"
     if wanted not in FORMATS:
-        raise LogFormatError(f"{LOG_FORMAT_ENV}: expected one of {', '.join(FORMATS)}, got "
-                             f"{wanted!r}")
+        raise LogFormatError(f"{LOG_FORMAT_ENV}: expected one of {', '.join(FORMATS)}")
     if wanted != "auto":
         return wanted
     isatty = getattr(stream or sys.stderr, "isatty", None)

@@ -10,7 +10,14 @@ import pytest
 
 from activities.agent_call import AgentCallQueue
 from commands.listing import visibility_query
-from domain.journey import DebitFailedSignal, Payment, Stage
+from domain.journey import (
+    DebitFailedSignal,
+    Outcome,
+    Payment,
+    ReinstatementApplied,
+    ReinstatementDecided,
+    Stage,
+)
 from domain.models import Channel, DebitFailureReason
 from domain.plan import SendWindow
 from domain.triggers import detect_trigger
@@ -295,6 +302,47 @@ async def test_start_shows_the_running_journey_even_after_it_lapsed_the_policy(
     assert code == 0, err
     assert f"journey lapse-{number} is already running" in out and "stage lapsed" in out
     assert code_json == 0 and json.loads(raw)["already_running"] is True
+
+
+async def test_status_of_a_reinstated_policy_shows_the_back_premium_and_interest_paid(
+        dev_env, pool, db_url):
+    prefix = unique_prefix()
+    await load_sample_as(pool, prefix)
+    number = f"{prefix}-P2026000008"  # ¥1,980.00, grace ends 2027-01-18
+    try:
+        async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
+            await _start_at(journeys, pool, number, "2027-01-18 23:00", FAST)
+
+            async def quoted():
+                s = await _status(journeys, number)
+                return s if s and s.stage is Stage.LAPSED and s.reinstatement else None
+            s = await eventually(quoted, 30)
+            assert s, "the journey did not lapse with a reinstatement quote"
+            quote = s.reinstatement
+            # What the customer pays: the quote, back premium and interest, as the demo's
+            # reinstated customer does before applying.
+            paid_at = s.journey_now
+            answer = await journeys.pay(number, Payment(
+                transaction_id=f"T-{prefix}-R", amount=quote.total, currency="CNY",
+                paid_at=paid_at))
+            assert answer.outcome == "after_lapse"
+            await journeys.reinstatement_applied(number, ReinstatementApplied(
+                application_id="R-1", applied_at=paid_at))
+            await journeys.reinstatement_decided(number, ReinstatementDecided(
+                application_id="R-1", approved=True, decided_at=paid_at))
+            closed = await journeys.handle(number).result()
+            assert closed.outcome is Outcome.REINSTATED
+            code, out, err = await run_lapse("status", number,
+                                             env=_env(dev_env, db_url, journeys))
+    finally:
+        await terminate_journeys(dev_env.client, [number])
+    assert code == 0, err
+    assert quote.interest > 0 and quote.back_premium == Decimal("1980.00")
+    [money] = [line for line in out.splitlines() if line.startswith("Money")]
+    assert (f"paid ¥{quote.total:,.2f} (back premium ¥1,980.00 + interest "
+            f"¥{quote.interest:,.2f})") in money, money
+    assert "outstanding ¥0.00" in money, money
+    assert "closed (reinstated)" in out
 
 
 async def _lapsed(journeys, number) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -9,7 +10,7 @@ from decimal import Decimal
 import psutil
 from rich.console import Console, Group
 
-from commands.demo import CAST, SAMPLE, Player, _grid, _table, demo_time_scale
+from commands.demo import CAST, DEMO_LOG, SAMPLE, Player, _grid, _table, demo_time_scale
 from domain.journey import JourneyStatus, NextMilestone, NotificationView, Outcome, Stage
 from domain.models import Channel
 from domain.plan import TZ
@@ -79,7 +80,8 @@ def test_the_live_view_fits_100_by_40_with_every_journey_sorted_and_the_addresse
                  ("Agent console", "http://127.0.0.1:45680  (sign in as demo / demo-console)"),
                  ("Outbox", "http://127.0.0.1:45681/outbox"),
                  ("Other terminals", "LAPSE_DATA_DIR=.lapse-data/demo ./run lapse list   "
-                  "(or: status P2026000001)")]
+                  "(or: status P2026000001)"),
+                 ("Worker log", ".lapse-data/demo-worker.log")]
     console = Console(width=100, height=40, record=True, force_terminal=True,
                       color_system=None)
     console.print(Group(_grid(addresses), _table(players)))
@@ -111,6 +113,16 @@ async def test_demo_runs_three_journeys_to_their_end_and_stops_everything(short_
     assert "demo summary" in out
     for outcome in ("paid 1", "reinstated 1", "rescinded 1"):
         assert outcome in out
+    # The reinstated customer paid the back premium with its interest (P2026000008:
+    # ¥1,980.00 and interest) besides the ¥3,600.00 paid in grace.
+    collected = re.search(r"premium collected +¥([\d,.]+)", out)
+    assert collected and Decimal(collected[1].replace(",", "")) > Decimal("5580.00"), out[-2000:]
     assert not (short_tmp / "demo" / STACK_FILE).exists()
+    # The worker's lines are in the log file, a JSON object a line, one per send among
+    # them; none on the terminal, where the core's coloured warnings used to break the view.
+    lines = [json.loads(line) for line in
+             (short_tmp / DEMO_LOG).read_text(encoding="utf-8").splitlines()]
+    assert any(line["logger"] == "lapse.sends" for line in lines)
+    assert "temporalio_sdk_core" not in out + err and "\x1b[33m" not in err
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before
     assert not left, f"processes left running: {left}"

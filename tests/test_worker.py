@@ -158,7 +158,7 @@ def test_the_log_format_is_text_on_a_terminal_json_otherwise_or_as_asked():
     try:
         json_logging.log_format({"LAPSE_LOG_FORMAT": "xml"}, io.StringIO())
     except json_logging.LogFormatError as err:
-        assert str(err) == "LAPSE_LOG_FORMAT: expected one of auto, json, text, got 'xml'"
+        assert str(err) == "LAPSE_LOG_FORMAT: expected one of auto, json, text"  # not the value
     else:
         raise AssertionError("a bad format was accepted")
 
