@@ -40,7 +40,7 @@ from commands.demo import (  # noqa: E402
     Player,
     _play,
 )
-from domain.journey import workflow_id  # noqa: E402
+from contract import workflow_id  # noqa: E402
 from infra.journeys import PaymentSystem  # noqa: E402
 
 # (kind, sample policy, how its customer behaves)
