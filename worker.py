@@ -27,10 +27,10 @@ from infra import logging as log_lines
 from infra.branches import load_branches
 from infra.db import connect_pool
 from infra.embedded import StackError, read_stack_file, resolve_endpoints
+from infra.journeys import Journeys
 from infra.metrics import MetricsConfigError, install_runtime, metrics_port
 from infra.outbox import OutboxDrainer
 from infra.settings import Settings, SettingsError
-from infra.signals import JourneySignals
 from infra.temporal import SearchAttributesError, connect_client, ensure_search_attributes
 from workflows.bind_card import BindCardCampaignWorkflow
 from workflows.policy_lapse import PolicyLapseWorkflow
@@ -130,7 +130,8 @@ async def run(settings: Settings, metrics: int | None = None) -> int:
                                                "metrics_port": metrics})
             # The worker delivers the signal outbox too (callbacks stored while Temporal
             # was down), beside the callback process: each row goes out once.
-            async with worker, OutboxDrainer(pool, JourneySignals(client)).running():
+            async with worker, OutboxDrainer(
+                    pool, Journeys(client, settings.temporal_task_queue)).running():
                 await stop.wait()
                 # Leaving the block stops polling, lets activities in flight finish (up
                 # to graceful_shutdown_timeout) and hands the rest back to the server.

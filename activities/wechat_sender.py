@@ -4,7 +4,6 @@ keeps the access token)."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -31,10 +30,6 @@ def server_signature(token: str, timestamp: str, nonce: str) -> str:
     """The `signature` WeChat puts in the query of every message to the account's server:
     SHA-1 of the account's token, the timestamp and the nonce, sorted and joined."""
     return hashlib.sha1("".join(sorted((token, timestamp, nonce))).encode()).hexdigest()
-
-
-def signed_by_wechat(token: str, signature: str, timestamp: str, nonce: str) -> bool:
-    return hmac.compare_digest(server_signature(token, timestamp, nonce), signature)
 
 
 class WeChatTemplate(TokenApi):

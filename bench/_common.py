@@ -9,6 +9,7 @@ started is stopped when the bench ends, fails, or is interrupted (Ctrl-C, SIGTER
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -467,6 +468,29 @@ def parse_at(value: str) -> datetime:
 
 def seconds(delta: timedelta) -> float:
     return delta.total_seconds()
+
+
+def arguments(doc: str, *, time_scale: float | None = None, time_scale_help: str = "",
+              concurrency: int | None = None, timeout: float | None = None,
+              timeout_help: str = "") -> argparse.ArgumentParser:
+    """A bench's parser, described by its docstring's first line, with the options the
+    journey benches share (each only when given a default)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if time_scale is not None:
+        parser.add_argument("--time-scale", type=float, default=time_scale,
+                            help=f"journey seconds per wall-clock second{time_scale_help}")
+    if concurrency is not None:
+        parser.add_argument("--concurrency", type=int, default=concurrency,
+                            help="the scan's concurrency")
+    if timeout is not None:
+        parser.add_argument("--timeout", type=float, default=timeout,
+                            help=f"seconds to wait for {timeout_help}")
+    return parser
+
+
+def verdict(met: bool) -> str:
+    """The last word of a bench's figure line."""
+    return "ok" if met else "ABOVE GOAL"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     BenchStack,
     Child,
+    arguments,
     at_shanghai,
     machine,
     parse_at,
@@ -210,7 +211,9 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, time_scale=60, time_scale_help=" (low: the second reminder "
+                       "stays weeks away)", concurrency=64, timeout=1800,
+                       timeout_help="the burst to drain, from the due instant")
     parser.add_argument("--journeys", type=int, default=2000, help="first reminders per phase")
     parser.add_argument("--rates", default="sms=100,wechat=100",
                         help="LAPSE_SEND_RATES for the workers")
@@ -218,12 +221,6 @@ def main() -> None:
                         default=[1, 2], help="worker processes per phase (default 1,2)")
     parser.add_argument("--lead-seconds", type=float, default=None,
                         help="from the scan to the due instant (default journeys/4, >= 60)")
-    parser.add_argument("--time-scale", type=float, default=60,
-                        help="journey seconds per wall-clock second (low: the second "
-                        "reminder stays weeks away)")
-    parser.add_argument("--concurrency", type=int, default=64, help="the scan's concurrency")
-    parser.add_argument("--timeout", type=float, default=1800,
-                        help="seconds from the due instant to wait for the burst to drain")
     args = parser.parse_args()
     if len(args.workers) > 6:
         parser.error("--workers: at most 6 phases")

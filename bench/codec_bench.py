@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import verdict  # noqa: E402
 from temporalio.api.common.v1 import Payload  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.converter import DataConverter  # noqa: E402
@@ -209,7 +210,7 @@ async def journey_share(runs: int, trigger, kind: str, parent: Path) -> None:
     print(f"  codec time per journey                 {codec_per_journey * 1000:8.2f} ms")
     print(f"  codec share of activity time: figure {share:.2%}, goal < {SHARE_GOAL:.0%}, "
           f"ratio to baseline activity time {codec_per_journey / base_activity:.2%}   "
-          f"{'ok' if share < SHARE_GOAL else 'ABOVE GOAL'}")
+          f"{verdict(share < SHARE_GOAL)}")
 
 
 async def main() -> None:

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     BenchStack,
     Child,
+    arguments,
     at_shanghai,
     gather_limited,
     machine,
@@ -349,7 +350,9 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, time_scale=86_400, time_scale_help=" (default: a day a "
+                       "second)", concurrency=20, timeout=3600,
+                       timeout_help="the journeys of a scenario to close")
     parser.add_argument("--journeys", type=int, default=300)
     parser.add_argument("--scenarios", type=lambda v: v.split(","), default=list(SCENARIOS),
                         help=f"comma-separated, of {', '.join(SCENARIOS)} (default all)")
@@ -366,11 +369,6 @@ def main() -> None:
                         help="worker_kill: seconds into the slow answers of the SIGKILL")
     parser.add_argument("--restart-after", type=float, default=2,
                         help="worker_kill: seconds from the kill to the new worker")
-    parser.add_argument("--time-scale", type=float, default=86_400,
-                        help="journey seconds per wall-clock second (default: a day a second)")
-    parser.add_argument("--concurrency", type=int, default=20, help="the scan's concurrency")
-    parser.add_argument("--timeout", type=float, default=3600,
-                        help="seconds to wait for the journeys of a scenario to close")
     args = parser.parse_args()
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     TZ,
     BenchStack,
+    arguments,
     at_shanghai,
     machine,
     percentile,
@@ -36,6 +37,7 @@ from _common import (  # noqa: E402
     synthetic_policies,
     table,
     today,
+    verdict,
 )
 
 from domain.journey import Payment, Stage  # noqa: E402
@@ -143,20 +145,16 @@ async def bench(args: argparse.Namespace) -> int:
     ok = burst_p99 < GOALS["burst"] and paced_p99 < GOALS["paced"]
     print(f"closed p99: burst {burst_p99:.2f} s (goal < {GOALS['burst']:g} s), paced "
           f"{paced_p99:.2f} s (goal < {GOALS['paced']:g} s); burst / paced (baseline) "
-          f"{burst_p99 / paced_p99:.1f}   {'ok' if ok else 'ABOVE GOAL'}")
+          f"{burst_p99 / paced_p99:.1f}   {verdict(ok)}")
     return 0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, time_scale=60, time_scale_help=" (the journeys must not "
+                       "reach their second reminder during the bench)", concurrency=20,
+                       timeout=1800, timeout_help="the first reminders")
     parser.add_argument("--payments", type=int, default=200, help="payments per mode")
     parser.add_argument("--rate", type=float, default=5.0, help="paced payments per second")
-    parser.add_argument("--time-scale", type=float, default=60,
-                        help="journey seconds per wall-clock second (the journeys must not "
-                        "reach their second reminder during the bench)")
-    parser.add_argument("--concurrency", type=int, default=20, help="the scan's concurrency")
-    parser.add_argument("--timeout", type=float, default=1800,
-                        help="seconds to wait for the first reminders")
     args = parser.parse_args()
     run(lambda: bench(args))
 

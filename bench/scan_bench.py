@@ -38,7 +38,8 @@ from temporalio.service import RPCError  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.scan import scan_policies  # noqa: E402
-from domain.journey import WORKFLOW_TYPE, JourneyInput  # noqa: E402
+from contract import WORKFLOW_TYPE  # noqa: E402
+from domain.journey import JourneyInput  # noqa: E402
 from domain.policy_file import parse_policy_file  # noqa: E402
 from domain.scan import SkipReason, classify  # noqa: E402
 from infra import store  # noqa: E402

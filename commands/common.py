@@ -87,8 +87,3 @@ async def until_stopped() -> None:
     await stop.wait()
 
 
-def today_in_shanghai():
-    from datetime import datetime
-
-    from domain.plan import TZ
-    return datetime.now(TZ)

@@ -30,13 +30,16 @@ from commands.codec_server import codec_lines, embedded_codec_server
 from commands.common import UserError, command
 from commands.console import DEMO_AGENT, DEMO_PASSWORD, local_console
 from commands.providers import local_providers
+from contract import CONTACT_UPDATED, DATA_VERIFIED
 from domain.journey import (
     ContactUpdated,
+    DataVerified,
     JourneyStatus,
     Payment,
     ReinstatementApplied,
     ReinstatementDecided,
     Stage,
+    VerificationOutcome,
 )
 from domain.plan import TZ
 from domain.policy_file import parse_policy_file
@@ -251,7 +254,7 @@ async def _demo(args, settings, stack: Stack, client, pool: asyncpg.Pool,
             started = await _running(journeys, [n for n, _ in cast])
             players = sorted((Player(n, role) for n, role in cast if n in started),
                              key=lambda p: p.policy_number)
-            payments = PaymentSystem(client, pool, queue, time_scale=settings.time_scale)
+            payments = PaymentSystem(journeys, pool, time_scale=settings.time_scale)
             head = _grid(addresses)
             if not console.is_terminal:
                 # No live view when piped: the addresses now (the journeys are running, so
@@ -429,12 +432,11 @@ async def _act(player: Player, step: Step, s: JourneyStatus, at: datetime,
             application_id=player.application_id, approved=step.action == "approve",
             decided_at=at, reason="" if step.action == "approve" else "health declaration"))
     elif step.action == "contact_updated":
-        await journeys.signal(number, "contact_updated", ContactUpdated(updated_at=at))
+        await journeys.signal(number, CONTACT_UPDATED, ContactUpdated(updated_at=at))
     elif step.action == "verify":
         await pool.execute(_CORRECT_BIRTH_DATE, number)
-        # The contract's payload (CONTRACT.md, Additions: `data_verified`).
-        await journeys.handle(number).signal("data_verified", {
-            "verified_by": DEMO_AGENT, "verified_at": at.isoformat(), "outcome": "proceed"})
+        await journeys.signal(number, DATA_VERIFIED, DataVerified(
+            verified_by=DEMO_AGENT, verified_at=at, outcome=VerificationOutcome.PROCEED))
 
 
 def _table(players: list[Player]) -> Table:

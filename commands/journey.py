@@ -27,7 +27,6 @@ from infra.journeys import (
     PaymentRefused,
     PaymentSystem,
     deliveries,
-    journey_key,
 )
 from infra.settings import Provider, Settings
 
@@ -143,7 +142,7 @@ async def run_pay(args: argparse.Namespace, settings) -> int:
         first = exc.errors(include_input=False, include_url=False)[0]
         raise UserError(f"{first['loc'][0]}: {first['msg']}") from None
     async with database(settings) as pool, temporal(settings) as client:
-        payments = PaymentSystem(client, pool, settings.temporal_task_queue,
+        payments = PaymentSystem(Journeys(client, settings.temporal_task_queue), pool,
                                  time_scale=settings.time_scale)
         try:
             result = await payments.payment_received(args.policy_number, payment)
@@ -234,11 +233,12 @@ def status_card(s: JourneyStatus, sent: list[Delivery]) -> Table:
 
 async def run_status(args: argparse.Namespace, settings) -> int:
     async with database(settings) as pool, temporal(settings) as client:
+        journeys = Journeys(client, settings.temporal_task_queue)
         try:
-            s = await Journeys(client, settings.temporal_task_queue).status(args.policy_number)
+            s = await journeys.status(args.policy_number)
         except JourneyNotRunning:
             raise UserError(f"no journey for policy {args.policy_number}") from None
-        sent = await deliveries(pool, await journey_key(client, args.policy_number))
+        sent = await deliveries(pool, await journeys.journey_key(args.policy_number))
     if args.json:
         print(json.dumps({**s.model_dump(mode="json"),
                           "deliveries": [d.model_dump(mode="json") for d in sent]}, indent=2,

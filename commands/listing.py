@@ -13,11 +13,12 @@ from rich.table import Table
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+import contract as sa  # the search-attribute keys
 from commands.common import command, temporal
-from domain.journey import WORKFLOW_TYPE, JourneyStatus, Stage
+from contract import WORKFLOW_TYPE
+from domain.journey import JourneyStatus, Stage
 from domain.models import Segment
 from domain.plan import TZ
-from workflows import search_attributes as sa
 
 MAX_ROWS = 1000
 # Closed journeys without a LapseOutcome (closed before the workflow set it): their outcome

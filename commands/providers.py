@@ -11,7 +11,7 @@ from temporalio.client import Client
 import sandbox as sb
 from activities.wechat_sender import WECHAT_EVENTS_PATH
 from infra.deliveries import policies_for_refs
-from infra.signals import JourneySignals
+from infra.journeys import Journeys
 from web import build_app, serve
 from web.callbacks import SENDGRID_EVENTS_PATH
 
@@ -26,7 +26,7 @@ async def local_providers(pool: asyncpg.Pool, client: Client) -> AsyncIterator[s
             return await policies_for_refs(conn, refs)
 
     box = sb.Sandbox(faults=list(sb.DEFAULT_FAULTS), describe=describe)
-    app = build_app(pool, JourneySignals(client), twilio_auth_token=sb.TWILIO_AUTH_TOKEN,
+    app = build_app(pool, Journeys(client), twilio_auth_token=sb.TWILIO_AUTH_TOKEN,
                     sendgrid_public_key=box.public_key, sandbox=box)
     async with serve(app) as url:
         box.event_webhook_url = url + SENDGRID_EVENTS_PATH

@@ -19,7 +19,7 @@ import sandbox as sb
 from activities.wechat_sender import WECHAT_EVENTS_PATH
 from commands.common import UserError, command, database, temporal, until_stopped
 from infra.deliveries import policies_for_refs
-from infra.signals import JourneySignals
+from infra.journeys import Journeys
 from web import build_app, serve
 from web.callbacks import SENDGRID_EVENTS_PATH
 
@@ -77,7 +77,7 @@ async def run_sandbox(args: argparse.Namespace, settings) -> int:
         twilio = settings.twilio
         grid = settings.sendgrid
         app = build_app(
-            pool, JourneySignals(client),
+            pool, Journeys(client, settings.temporal_task_queue),
             twilio_auth_token=twilio.auth_token.get_secret_value() if twilio
             else sb.TWILIO_AUTH_TOKEN,
             sendgrid_public_key=grid.webhook_public_key if grid else box.public_key,
@@ -102,7 +102,7 @@ async def run_callbacks(args: argparse.Namespace, settings) -> int:
     # Temporal connected lazily: the callbacks are stored and answered while it is down (or
     # not up yet), and the outbox delivers their signals once it answers.
     async with database(settings) as pool, temporal(settings, lazy=True) as client:
-        app = build_app(pool, JourneySignals(client),
+        app = build_app(pool, Journeys(client, settings.temporal_task_queue),
                         twilio_auth_token=twilio.auth_token.get_secret_value() if twilio
                         else None,
                         sendgrid_public_key=grid.webhook_public_key if grid else None,

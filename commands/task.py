@@ -8,7 +8,7 @@ import json
 
 from commands.common import UserError, command, database, temporal
 from domain.plan import TZ
-from infra.signals import JourneySignals
+from infra.journeys import Journeys
 from infra.tasks import OUTCOMES, TaskError, TaskView, complete_task, list_tasks, take_task
 
 
@@ -77,7 +77,8 @@ async def run_take(args: argparse.Namespace, settings) -> int:
 async def run_complete(args: argparse.Namespace, settings) -> int:
     async with database(settings) as pool, temporal(settings) as client:
         try:
-            done = await complete_task(pool, JourneySignals(client), args.task_id,
+            journeys = Journeys(client, settings.temporal_task_queue)
+            done = await complete_task(pool, journeys, args.task_id,
                                        args.outcome, args.agent, args.note)
         except TaskError as err:
             raise UserError(str(err)) from None

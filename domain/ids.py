@@ -14,12 +14,18 @@ from enum import StrEnum
 
 from domain.models import Channel
 
+_PREFIX = "lapse-"  # the workflow id of a policy's journey (CONTRACT.md)
 _POLICY = r"[A-Z0-9][A-Z0-9-]{5,31}"
 _RUN_ID = r"[0-9a-fA-F-]{8,64}"
-_JOURNEY = re.compile(rf"^lapse-(?P<policy>{_POLICY})@(?P<run>{_RUN_ID})$")
+_JOURNEY = re.compile(rf"^{_PREFIX}(?P<policy>{_POLICY})@(?P<run>{_RUN_ID})$")
 _BASE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 _REF = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _RECIPIENT = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
+
+
+def workflow_id(policy_number: str) -> str:
+    """`lapse-{policy_number}`: one running journey per policy (CONTRACT.md)."""
+    return f"{_PREFIX}{policy_number}"
 
 
 class IdError(ValueError):
@@ -36,12 +42,12 @@ class JourneyId:
     first_run_id: str
 
     def __str__(self) -> str:
-        return f"lapse-{self.policy_number}@{self.first_run_id}"
+        return f"{workflow_id(self.policy_number)}@{self.first_run_id}"
 
     @classmethod
     def of(cls, workflow_id: str, first_run_id: str) -> JourneyId:
-        if not workflow_id.startswith("lapse-"):
-            raise IdError("journey id: the workflow id must start with 'lapse-'")
+        if not workflow_id.startswith(_PREFIX):
+            raise IdError(f"journey id: the workflow id must start with '{_PREFIX}'")
         return cls.parse(f"{workflow_id}@{first_run_id}")
 
     @classmethod

@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from domain.ids import REFERENCE_PATTERN
 from domain.models import (
@@ -21,13 +21,6 @@ from domain.models import (
 )
 from domain.plan import JourneyPlan
 from domain.reinstatement import ReinstatementQuote
-
-TASK_QUEUE = "policy-lapse"
-WORKFLOW_TYPE = "PolicyLapseWorkflow"
-
-
-def workflow_id(policy_number: str) -> str:
-    return f"lapse-{policy_number}"
 
 
 class Stage(StrEnum):
@@ -142,42 +135,24 @@ class DataVerified(Signal):
     outcome: VerificationOutcome
 
 
-# Every signal of the contract and the model of its one payload.
-SIGNALS: dict[str, type[Signal]] = {
-    "payment_received": Payment,
-    "debit_failed": DebitFailedSignal,
-    "contact_updated": ContactUpdated,
-    "inquiry_received": InquiryReceived,
-    "inquiry_handled": InquiryHandled,
-    "reinstatement_applied": ReinstatementApplied,
-    "reinstatement_decided": ReinstatementDecided,
-    "delivery_failed": DeliveryFailed,
-    "data_verified": DataVerified,
-}
-UPDATES: dict[str, type[Signal]] = {"record_payment": Payment}
-
-
 class BadSignal(ValueError):
     """A signal or update whose payload cannot be taken. The message names the fields and
     the rules broken, never the values (they may be personal data)."""
 
 
-def read_payload(name: str, payloads: list[object],
-                 models: dict[str, type[Signal]] | None = None) -> Signal:
-    """The one payload of signal `name` as its model, or BadSignal saying why not."""
-    models = SIGNALS if models is None else models
-    model = models.get(name)
-    if model is None:
-        raise BadSignal("not a signal of the contract")
-    if len(payloads) != 1:
-        raise BadSignal(f"expected one payload, got {len(payloads)}")
-    try:
-        return model.model_validate(payloads[0])
-    except ValidationError as err:
-        broken = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or 'payload'}: {e['type']}"
-            for e in err.errors(include_input=False, include_url=False))
-        raise BadSignal(f"invalid payload ({broken})") from None
+# The contract's names (the workflow type, its id, the signal and update maps, the task
+# queue) and `read_payload` moved to contract.py. The workflow still imports SIGNALS,
+# UPDATES and read_payload from here: they resolve to contract.py's until it imports them
+# from there (contract.py imports this module's models, so no import at the top).
+_MOVED_TO_CONTRACT = frozenset({"SIGNALS", "UPDATES", "read_payload"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED_TO_CONTRACT:
+        import contract
+
+        return getattr(contract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- state that the query shows ----------------------------------------------------------

@@ -331,7 +331,9 @@ class Conversion(Model):
     rate: float | None = None
 
 
-class Journeys(Model):
+class JourneyEvents(Model):
+    """The month's journey events (the report section `journeys`)."""
+
     started: int = 0
     started_by_trigger: dict[str, int] = {}
     lapsed: int = 0  # grace ended unpaid (long-term lapse or short-term not renewed)
@@ -402,7 +404,7 @@ class MonthlyReport(Model):
     inquiries: list[InquiryVolume]  # per kind, reinstatement applications apart
     inquiries_total: InquiryVolume
     reinstatement_applications: Applications = Applications()
-    journeys: Journeys
+    journeys: JourneyEvents
     lapse_reasons: list[LapseReason]
     funnel: Funnel
     repeated_debit_failures: list[RepeatedDebitFailure]
@@ -518,7 +520,7 @@ def lapse_reason(trigger: str, debit_reason: str | None) -> str:
     return NO_PAYMENT
 
 
-def _journeys(month: date, records: ReportRecords) -> tuple[Journeys, list[LapseReason]]:
+def _journeys(month: date, records: ReportRecords) -> tuple[JourneyEvents, list[LapseReason]]:
     starts = [s for s in records.starts if s.month == month]
     paid = [p for p in records.paid_in_grace if p.month == month]
     lapses = [x for x in records.lapses if x.month == month]
@@ -536,7 +538,7 @@ def _journeys(month: date, records: ReportRecords) -> tuple[Journeys, list[Lapse
     cohort = sum(x.count for x in reinstatable)
     won_back = sum(x.count for x in reinstatable if x.reinstated)
     total = sum(reasons.values())
-    journeys = Journeys(
+    journeys = JourneyEvents(
         started=sum(by_trigger.values()),
         started_by_trigger=dict(sorted(by_trigger.items())),
         lapsed=total - rescinded, rescinded=rescinded,

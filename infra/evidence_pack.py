@@ -11,6 +11,7 @@ from datetime import datetime
 import asyncpg
 from temporalio.client import Client
 
+from contract import workflow_id
 from domain.content.config import InsurerContact
 from domain.content.masking import full_name
 from domain.evidence import DemandRecord, chain_label, formal_demand
@@ -32,7 +33,6 @@ from domain.evidence_pack import (
     code_words,
     on_time,
 )
-from domain.journey import workflow_id
 from domain.plan import TZ
 from infra import store
 from infra.evidence import chain_head, snapshot, verify

@@ -1,8 +1,9 @@
-"""A typed client for journeys by policy number: what the payment system and agents call.
+"""The one client for journeys, by policy number: start, signal, update and query.
 
-Other systems import `Journeys` (or `PaymentSystem` for payments and debit failures) and
-never need to know anything but the policy number. Workflows are addressed by their
-contract names (CONTRACT.md), so this module imports no workflow code.
+The CLI, the payment system's door (`PaymentSystem`, below), the delivery callbacks' outbox,
+the agents' tasks and console, the scan and the demo all reach journeys through `Journeys`,
+by the names of contract.py, so that none of them spells a signal name or a workflow id of
+its own and this module imports no workflow code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from decimal import Decimal
 
 import asyncpg
 from pydantic import BaseModel
+from temporalio.api.errordetails.v1 import NamespaceNotFoundFailure
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -25,11 +27,28 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.ids import JourneyId
-from domain.journey import (
+from contract import (
+    DEBIT_FAILED,
+    INQUIRY_HANDLED,
+    INQUIRY_RECEIVED,
+    LAPSE_STAGE,
+    LAPSE_TRIGGER,
+    POLICY_NUMBER,
+    PRODUCT_KIND,
+    RECORD_PAYMENT,
+    REINSTATEMENT_APPLIED,
+    REINSTATEMENT_DECIDED,
+    SIGNALS,
+    STATUS_QUERY,
+    TASK_QUEUE,
     WORKFLOW_TYPE,
+    JourneyId,
+    workflow_id,
+)
+from domain.journey import (
     DebitFailedSignal,
     InquiryHandled,
     InquiryReceived,
@@ -39,12 +58,11 @@ from domain.journey import (
     PaymentAnswer,
     ReinstatementApplied,
     ReinstatementDecided,
+    Signal,
     Stage,
-    workflow_id,
 )
 from domain.models import CURRENCY, Trigger, TriggerKind
 from infra import payments, store
-from workflows import search_attributes as sa
 
 
 class JourneyNotRunning(LookupError):
@@ -85,7 +103,15 @@ class DebitFailureResult(BaseModel):
 
 
 class Journeys:
-    def __init__(self, client: Client, task_queue: str):
+    """Journeys by policy number on one Temporal client and task queue.
+
+        journeys = Journeys(client, settings.temporal_task_queue)
+        await journeys.start(trigger, "long_term")
+        await journeys.signal("P2026000001", CONTACT_UPDATED, ContactUpdated(...))
+        status = await journeys.status("P2026000001")
+    """
+
+    def __init__(self, client: Client, task_queue: str = TASK_QUEUE):
         self._client = client
         self._task_queue = task_queue
 
@@ -93,16 +119,20 @@ class Journeys:
     def client(self) -> Client:
         return self._client
 
+    @property
+    def task_queue(self) -> str:
+        return self._task_queue
+
     def start_options(self, trigger: Trigger, product_kind: str) -> dict:
         return {
             "id": workflow_id(trigger.policy_number),
             "task_queue": self._task_queue,
             "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             "search_attributes": TypedSearchAttributes([
-                SearchAttributePair(sa.POLICY_NUMBER, trigger.policy_number),
-                SearchAttributePair(sa.LAPSE_STAGE, Stage.AT_RISK.value),
-                SearchAttributePair(sa.LAPSE_TRIGGER, trigger.kind.value),
-                SearchAttributePair(sa.PRODUCT_KIND, product_kind),
+                SearchAttributePair(POLICY_NUMBER, trigger.policy_number),
+                SearchAttributePair(LAPSE_STAGE, Stage.AT_RISK.value),
+                SearchAttributePair(LAPSE_TRIGGER, trigger.kind.value),
+                SearchAttributePair(PRODUCT_KIND, product_kind),
             ]),
             "static_summary": f"Lapse journey: policy {trigger.policy_number}, "
                               f"{trigger.kind.value}",
@@ -116,7 +146,7 @@ class Journeys:
     async def start(self, trigger: Trigger, product_kind: str, time_scale: float = 1.0,
                     journey_start: datetime | None = None,
                     wall_anchor: datetime | None = None) -> WorkflowHandle:
-        """Start the policy's journey, or return the one already running (USE_EXISTING)."""
+        """Start the policy's journey, or return the one already running."""
         return (await self.ensure(trigger, product_kind, time_scale, journey_start,
                                   wall_anchor)).handle
 
@@ -128,19 +158,40 @@ class Journeys:
         # so journeys started together by a scan share one clock under compressed time.
         # `wall_anchor`: the wall moment `journey_start` stands for (a scan's own start).
         wall_anchor = wall_anchor or datetime.now(UTC)
+        # The contract's USE_EXISTING, spelt as the server's own answer: FAIL says "already
+        # running" with the running run's id (the SDK does not tell a USE_EXISTING start
+        # that attached apart from one that started), and the handle is that run's.
+        try:
+            handle = await self._client.start_workflow(
+                WORKFLOW_TYPE,
+                JourneyInput(trigger=trigger, journey_start=journey_start or (
+                    wall_anchor if time_scale != 1 else None), wall_anchor=wall_anchor,
+                    time_scale=time_scale),
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                result_type=JourneyStatus,
+                **self.start_options(trigger, product_kind),
+            )
+        except WorkflowAlreadyStartedError as running:
+            return Started(self._client.get_workflow_handle(
+                running.workflow_id, run_id=running.run_id, result_type=JourneyStatus), False)
+        return Started(handle, True)
+
+    async def start_with_signal(self, trigger: Trigger, product_kind: str, name: str,
+                                payload: Signal, time_scale: float = 1.0) -> Started:
+        """Signal the policy's running journey, or start one with the signal as its first
+        event (signal-with-start: one atomic call, so two callers never start two)."""
+        _check_signal(name, payload)
+        if await self._signal(workflow_id(trigger.policy_number), name, payload):
+            return Started(self.handle(trigger.policy_number), False)
+        # No journey ran a moment ago. Should another caller start one in between, this
+        # call signals it (one journey still) and says `started` of it too: the server
+        # only refuses FAIL for signal-with-start, so that race cannot be told apart.
         handle = await self._client.start_workflow(
-            WORKFLOW_TYPE,
-            JourneyInput(trigger=trigger, journey_start=journey_start or (
-                wall_anchor if time_scale != 1 else None), wall_anchor=wall_anchor,
-                time_scale=time_scale),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            result_type=JourneyStatus,
-            **self.start_options(trigger, product_kind),
-        )
-        # The server answers `started=false` when USE_EXISTING found a running journey;
-        # the SDK keeps that response on the handle without a public accessor.
-        response = getattr(handle, "_start_workflow_response", None)
-        return Started(handle, bool(getattr(response, "started", True)))
+            WORKFLOW_TYPE, JourneyInput(trigger=trigger, time_scale=time_scale,
+                                        wall_anchor=datetime.now(UTC)),
+            start_signal=name, start_signal_args=[payload], result_type=JourneyStatus,
+            **self.start_options(trigger, product_kind))
+        return Started(handle, True)
 
     def handle(self, policy_number: str) -> WorkflowHandle:
         return self._client.get_workflow_handle(workflow_id(policy_number),
@@ -155,10 +206,18 @@ class Journeys:
             raise
         return desc.status is WorkflowExecutionStatus.RUNNING
 
+    async def journey_key(self, policy_number: str) -> str:
+        """The journey id the activities record under: `{workflow id}@{first run id}`."""
+        desc = await self.handle(policy_number).describe()
+        info = desc.raw_description.workflow_execution_info
+        first = info.first_run_id or desc.run_id
+        return str(JourneyId.of(desc.id, first))
+
     async def status(self, policy_number: str) -> JourneyStatus:
         """The latest journey's status (a closed one answers too, from its last state)."""
         try:
-            return await self.handle(policy_number).query("status", result_type=JourneyStatus)
+            return await self.handle(policy_number).query(STATUS_QUERY,
+                                                          result_type=JourneyStatus)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise JourneyNotRunning(policy_number) from None
@@ -170,33 +229,66 @@ class Journeys:
             raise JourneyNotRunning(policy_number)
         try:
             return await self.handle(policy_number).execute_update(
-                "record_payment", payment, result_type=PaymentAnswer)
+                RECORD_PAYMENT, payment, result_type=PaymentAnswer)
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if getattr(cause, "type", None) == "TransactionConflict":
                 raise PaymentRefused(CONFLICT) from None
             raise PaymentRefused(getattr(cause, "message", str(cause))) from None
 
-    async def signal(self, policy_number: str, name: str, payload: BaseModel) -> None:
-        """Send a contract signal to the running journey; JourneyNotRunning if none runs."""
-        if not await self.is_running(policy_number):
+    async def signal(self, policy_number: str, name: str, payload: Signal) -> None:
+        """Send contract signal `name` (contract.py) to the policy's running journey;
+        JourneyNotRunning when none runs (never started, or closed)."""
+        _check_signal(name, payload)
+        if not await self._signal(workflow_id(policy_number), name, payload):
             raise JourneyNotRunning(policy_number)
-        await self.handle(policy_number).signal(name, payload)
 
-    # Agents' doors, one per contract signal.
+    async def signal_workflow(self, journey_workflow_id: str, name: str,
+                              payload: Signal) -> bool:
+        """The same by workflow id, for the outbox whose rows keep it; False when the
+        journey is not running."""
+        _check_signal(name, payload)
+        return await self._signal(journey_workflow_id, name, payload)
+
+    async def _signal(self, journey_workflow_id: str, name: str, payload: Signal) -> bool:
+        # Only signal: describe() first would cost a call, and a journey that closed in
+        # between answers NOT_FOUND all the same.
+        try:
+            await self._client.get_workflow_handle(journey_workflow_id).signal(name, payload)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND and not namespace_missing(err):
+                return False
+            raise
+        return True
+
+    # Agents' doors, one per contract signal they send.
     async def inquiry_received(self, policy_number: str, inquiry: InquiryReceived) -> None:
-        await self.signal(policy_number, "inquiry_received", inquiry)
+        await self.signal(policy_number, INQUIRY_RECEIVED, inquiry)
 
     async def inquiry_handled(self, policy_number: str, handled: InquiryHandled) -> None:
-        await self.signal(policy_number, "inquiry_handled", handled)
+        await self.signal(policy_number, INQUIRY_HANDLED, handled)
 
     async def reinstatement_applied(self, policy_number: str,
                                     applied: ReinstatementApplied) -> None:
-        await self.signal(policy_number, "reinstatement_applied", applied)
+        await self.signal(policy_number, REINSTATEMENT_APPLIED, applied)
 
     async def reinstatement_decided(self, policy_number: str,
                                     decided: ReinstatementDecided) -> None:
-        await self.signal(policy_number, "reinstatement_decided", decided)
+        await self.signal(policy_number, REINSTATEMENT_DECIDED, decided)
+
+
+def _check_signal(name: str, payload: Signal) -> None:
+    """A signal of the contract with its own payload model: a misspelt name or a wrong
+    payload fails here, in the caller, not as a refusal logged by the workflow."""
+    if type(payload) is not SIGNALS.get(name):
+        raise ValueError(f"{name!r} is not a contract signal taking a "
+                         f"{type(payload).__name__} (see contract.SIGNALS)")
+
+
+def namespace_missing(err: RPCError) -> bool:
+    """NOT_FOUND for the namespace itself (a wrong TEMPORAL_NAMESPACE), not the journey."""
+    details = err.grpc_status.details if err.grpc_status is not None else []
+    return any(d.Is(NamespaceNotFoundFailure.DESCRIPTOR) for d in details)
 
 
 # --- the payment system's door --------------------------------------------------------------
@@ -206,17 +298,19 @@ INSERT INTO debit_attempts (policy_number, attempted_at, amount, succeeded, reas
                             reason_text)
 VALUES ($1, $2, $3, false, $4, $5) ON CONFLICT (policy_number, attempted_at) DO NOTHING
 """
-class PaymentSystem:
-    """What the payment system imports: payments and debit failures by policy number.
 
-        payments = PaymentSystem(client, pool, task_queue="policy-lapse")
+
+class PaymentSystem:
+    """What the payment system imports: payments and debit failures by policy number, on
+    the journey client and the database.
+
+        payments = PaymentSystem(Journeys(client, "policy-lapse"), pool)
         await payments.payment_received("P2026000001", Payment(...))
         await payments.debit_failed("P2026000002", DebitFailedSignal(...))
     """
 
-    def __init__(self, client: Client, pool: asyncpg.Pool, task_queue: str,
-                 time_scale: float = 1.0):
-        self.journeys = Journeys(client, task_queue)
+    def __init__(self, journeys: Journeys, pool: asyncpg.Pool, time_scale: float = 1.0):
+        self.journeys = journeys
         self._pool = pool
         self._time_scale = time_scale
 
@@ -251,8 +345,8 @@ class PaymentSystem:
 
     async def debit_failed(self, policy_number: str,
                            failure: DebitFailedSignal) -> DebitFailureResult:
-        """Record the failed attempt; signal the journey, starting one if none runs
-        (signal-with-start: one atomic call, so two failures never start two journeys)."""
+        """Record the failed attempt; signal the running journey, or start one with the
+        failure as its first signal (`Journeys.start_with_signal`)."""
         async with self._pool.acquire() as conn:
             await conn.execute(_INSERT_DEBIT_ATTEMPT, policy_number, failure.failed_at,
                                failure.amount, failure.reason_code.value, failure.reason_text)
@@ -265,14 +359,9 @@ class PaymentSystem:
                           amount_due=policy.outstanding if policy.outstanding > 0
                           else failure.amount,
                           debit_failure=failure)
-        options = self.journeys.start_options(trigger, bundle.product.kind.value)
-        handle = await self.journeys.client.start_workflow(
-            WORKFLOW_TYPE, JourneyInput(trigger=trigger, time_scale=self._time_scale,
-                                        wall_anchor=datetime.now(UTC)),
-            start_signal="debit_failed", start_signal_args=[failure], **options)
-        response = getattr(handle, "_start_workflow_response", None)
-        return DebitFailureResult(policy_number=policy_number,
-                                  journey_started=bool(getattr(response, "started", True)))
+        started = await self.journeys.start_with_signal(
+            trigger, bundle.product.kind.value, DEBIT_FAILED, failure, self._time_scale)
+        return DebitFailureResult(policy_number=policy_number, journey_started=started.started)
 
 
 def _check_payment(payment: Payment) -> None:
@@ -307,14 +396,6 @@ SELECT notification_id, milestone, channel, recipient_role, status, error_code, 
        attempts, created_at, updated_at
 FROM notifications WHERE journey_id = $1 ORDER BY created_at, notification_id
 """
-
-
-async def journey_key(client: Client, policy_number: str) -> str:
-    """The journey id the activities record under: `{workflow id}@{first run id}`."""
-    desc = await client.get_workflow_handle(workflow_id(policy_number)).describe()
-    info = desc.raw_description.workflow_execution_info
-    first = info.first_run_id or desc.run_id
-    return str(JourneyId.of(desc.id, first))
 
 
 async def deliveries(pool: asyncpg.Pool, journey_id: str) -> list[Delivery]:

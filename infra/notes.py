@@ -10,10 +10,6 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (policy_number, kind, reference, text) DO UPDATE SET text = EXCLUDED.text
 RETURNING note_id
 """
-_FOR_POLICY = """
-SELECT note_id, kind, reference, text, written_by, written_at FROM journey_notes
-WHERE policy_number = $1 ORDER BY written_at, note_id
-"""
 
 
 async def keep_note(conn: asyncpg.Connection, policy_number: str, kind: str, reference: str,
@@ -22,7 +18,3 @@ async def keep_note(conn: asyncpg.Connection, policy_number: str, kind: str, ref
     """Store the note once (the same text for the same reference is one note)."""
     return await conn.fetchval(_KEEP, policy_number, journey_id, kind, reference, text,
                                written_by)
-
-
-async def notes_for(conn: asyncpg.Connection, policy_number: str) -> list[asyncpg.Record]:
-    return await conn.fetch(_FOR_POLICY, policy_number)

@@ -23,13 +23,13 @@ import asyncpg
 from pydantic import BaseModel, ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.journey import DeliveryFailed
-from infra.signals import JourneySignals, namespace_missing
+from contract import DELIVERY_FAILED, SIGNALS
+from infra.journeys import Journeys, namespace_missing
 
 log = logging.getLogger("lapse.outbox")
 
-# The signals the outbox carries, by their contract name, and the model of each payload.
-SIGNALS: dict[str, type[BaseModel]] = {"delivery_failed": DeliveryFailed}
+# The contract's signals the outbox carries, and the model of each payload.
+CARRIED: dict[str, type[BaseModel]] = {name: SIGNALS[name] for name in (DELIVERY_FAILED,)}
 # Temporal is down, restarting or shedding load: back off as a whole, not row by row.
 _UNREACHABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED,
                           RPCStatusCode.RESOURCE_EXHAUSTED})
@@ -54,9 +54,9 @@ async def enqueue(conn: asyncpg.Connection, journey_id: str, name: str,
                   payload: BaseModel) -> int:
     """Store a signal for the workflow `journey_id`, inside the caller's transaction; the
     drainers deliver it after the commit. Returns the row's id."""
-    if type(payload) is not SIGNALS.get(name):
+    if type(payload) is not CARRIED.get(name):
         raise ValueError(f"the outbox carries no signal {name!r} with a "
-                         f"{type(payload).__name__} payload (see infra.outbox.SIGNALS)")
+                         f"{type(payload).__name__} payload (see infra.outbox.CARRIED)")
     return await conn.fetchval(
         "INSERT INTO signal_outbox (workflow_id, signal_name, payload) VALUES ($1, $2, $3) "
         "RETURNING outbox_id", journey_id, name, payload.model_dump_json())
@@ -84,10 +84,10 @@ class OutboxDrainer:
     """Delivers the outbox: at once when nudged (a row was enqueued in this process), else
     every `poll_every` seconds, and backing off while Temporal is unreachable."""
 
-    def __init__(self, pool: asyncpg.Pool, signals: JourneySignals, *,
+    def __init__(self, pool: asyncpg.Pool, journeys: Journeys, *,
                  poll_every: float = 2.0, backoff: Backoff = Backoff()):
         self._pool = pool
-        self._signals = signals
+        self._journeys = journeys
         self._poll_every = poll_every
         self._backoff = backoff
         self._wake = asyncio.Event()
@@ -123,7 +123,7 @@ class OutboxDrainer:
 
     async def _deliver(self, row: asyncpg.Record) -> _Attempt:
         outbox_id, name = row["outbox_id"], row["signal_name"]
-        model = SIGNALS.get(name)
+        model = CARRIED.get(name)
         try:
             if model is None:
                 raise ValueError(name)
@@ -133,7 +133,7 @@ class OutboxDrainer:
                       outbox_id, name)
             return _Attempt("invalid_payload")
         try:
-            running = await self._signals.send_to(row["workflow_id"], name, payload)
+            running = await self._journeys.signal_workflow(row["workflow_id"], name, payload)
         except RPCError as err:
             missing = namespace_missing(err)
             code = "NAMESPACE_NOT_FOUND" if missing else err.status.name

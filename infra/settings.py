@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
 
+from contract import TASK_QUEUE
+
 DEFAULT_NAMESPACE = "default"
-DEFAULT_TASK_QUEUE = "policy-lapse"
 DEFAULT_DATA_DIR = ".lapse-data"
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8025"
 MAX_TIME_SCALE = 10_000_000
@@ -96,7 +97,7 @@ class Settings(_Frozen):
     temporal_api_key: SecretStr | None = None
     temporal_tls_cert: Path | None = None
     temporal_tls_key: Path | None = None
-    temporal_task_queue: str = DEFAULT_TASK_QUEUE
+    temporal_task_queue: str = TASK_QUEUE
     # A URL may carry a password, so it is kept as a secret like the rest.
     database_url: SecretStr | None = None
     twilio: TwilioSettings | None = None
@@ -151,7 +152,7 @@ class Settings(_Frozen):
             temporal_tls_cert=tls_cert,
             temporal_tls_key=tls_key,
             temporal_task_queue=env.get("TEMPORAL_TASK_QUEUE", _check_task_queue)
-            or DEFAULT_TASK_QUEUE,
+            or TASK_QUEUE,
             database_url=env.secret("DATABASE_URL", _check_database_url),
             twilio=_twilio(env),
             sendgrid=_sendgrid(env),

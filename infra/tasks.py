@@ -10,6 +10,13 @@ from datetime import datetime
 import asyncpg
 from pydantic import BaseModel
 
+from contract import (
+    CONTACT_UPDATED,
+    DATA_VERIFIED,
+    DELIVERY_FAILED,
+    INQUIRY_HANDLED,
+    INQUIRY_RECEIVED,
+)
 from domain.journey import (
     ContactUpdated,
     DataVerified,
@@ -22,7 +29,7 @@ from domain.journey import (
 from domain.models import Channel
 from domain.plan import TZ
 from infra.deliveries import set_status
-from infra.signals import JourneySignals
+from infra.journeys import JourneyNotRunning, Journeys
 
 # What an agent may report per kind of task.
 OUTCOMES: dict[str, tuple[str, ...]] = {
@@ -129,7 +136,7 @@ class Completion:
     journey_running: bool
 
 
-async def complete_task(pool: asyncpg.Pool, signals: JourneySignals, task_id: str,
+async def complete_task(pool: asyncpg.Pool, journeys: Journeys, task_id: str,
                         outcome: str, agent: str, note: str = "",
                         now: datetime | None = None) -> Completion:
     """Close the task, settle its notification, and tell the journey what it needs to know.
@@ -162,25 +169,28 @@ async def complete_task(pool: asyncpg.Pool, signals: JourneySignals, task_id: st
                                       "failed" if failed else "delivered",
                                       outcome if failed else None, f"{task.kind}: {outcome}")
             if failed and record is not None:
-                signal, payload = "delivery_failed", DeliveryFailed(
+                signal, payload = DELIVERY_FAILED, DeliveryFailed(
                     notification_id=record.notification_id, channel=Channel(record.channel),
                     error_code=outcome, permanent=True)
         if outcome == "hardship":
-            signal, payload = "inquiry_received", InquiryReceived(
+            signal, payload = INQUIRY_RECEIVED, InquiryReceived(
                 inquiry_id=_inquiry_id(task_id), kind=InquiryKind.HARDSHIP, received_at=now)
         elif outcome == "contact_updated":
-            signal, payload = "contact_updated", ContactUpdated(updated_at=now)
+            signal, payload = CONTACT_UPDATED, ContactUpdated(updated_at=now)
         elif task.kind == "inquiry_escalation":
             # Task ids are "{journey}/{kind}/{reference}"; the reference is the inquiry id.
             # The note stays on the task row; the journey only learns that it is handled.
-            signal, payload = "inquiry_handled", InquiryHandled(
+            signal, payload = INQUIRY_HANDLED, InquiryHandled(
                 inquiry_id=task_id.split("/", 2)[-1], handled_at=now)
         elif task.kind == "data_verification":
-            signal, payload = "data_verified", DataVerified(
+            signal, payload = DATA_VERIFIED, DataVerified(
                 verified_by=agent, verified_at=now, outcome=VerificationOutcome(outcome))
         running = True
         if signal is not None:
-            running = await signals.send(task.policy_number, signal, payload)
+            try:
+                await journeys.signal(task.policy_number, signal, payload)
+            except JourneyNotRunning:
+                running = False
         return Completion(await get_task(conn, task_id), signal if running else None, running)
 
 

@@ -11,12 +11,9 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from contract import SEARCH_ATTRIBUTES
 from infra.codec import data_converter, payload_keys
 from infra.settings import Settings
-from workflows import search_attributes
-
-# One definition of the keys: the workflow upserts them, start-up registers them.
-SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = search_attributes.ALL
 
 
 class SearchAttributesError(RuntimeError):

@@ -28,9 +28,8 @@ from domain.plan import TZ
 from domain.planner import plan_journey
 from domain.triggers import detect_trigger, segments_for
 from infra import store
-from infra.journeys import Journeys
+from infra.journeys import JourneyNotRunning, Journeys
 from infra.settings import Settings
-from infra.signals import JourneySignals
 from web import build_app, serve
 from web.callbacks import SENDGRID_EVENTS_PATH
 from worker import build_worker
@@ -70,19 +69,21 @@ def fixed_clock(at: datetime = TEN_AM) -> Callable[[], datetime]:
 
 
 @dataclass
-class FakeSignals:
-    """Records the signals the callbacks and tasks would send to journeys."""
+class FakeJourneys:
+    """Records the signals the callbacks and tasks would send through the journey client
+    (infra.journeys.Journeys), where a test has no Temporal server: a stand-in for it."""
 
     sent: list[tuple[str, str, BaseModel]] = field(default_factory=list)
     sent_to: list[tuple[str, str, BaseModel]] = field(default_factory=list)  # the outbox's
     running: bool = True
 
-    async def send(self, policy_number: str, name: str, payload: BaseModel) -> bool:
+    async def signal(self, policy_number: str, name: str, payload: BaseModel) -> None:
         self.sent.append((policy_number, name, payload))
-        return self.running
+        if not self.running:
+            raise JourneyNotRunning(policy_number)
 
-    async def send_to(self, journey_id: str, name: str, payload: BaseModel) -> bool:
-        self.sent_to.append((journey_id, name, payload))
+    async def signal_workflow(self, workflow_id: str, name: str, payload: BaseModel) -> bool:
+        self.sent_to.append((workflow_id, name, payload))
         return self.running
 
 
@@ -98,12 +99,12 @@ class Stack:
 
 
 @asynccontextmanager
-async def sandbox_stack(pool: asyncpg.Pool, signals=None, *, faults: list[sb.Fault] = (),
+async def sandbox_stack(pool: asyncpg.Pool, journeys=None, *, faults: list[sb.Fault] = (),
                         clock: Callable[[], datetime] | None = None, client_timeout: float = 5.0,
                         settings: Settings | None = None) -> AsyncIterator[Stack]:
     """Sandbox, callbacks and public notice on one free port; senders built for them."""
     box = sb.Sandbox(faults=[*sb.DEFAULT_FAULTS, *faults])
-    app = build_app(pool, signals or FakeSignals(), twilio_auth_token=sb.TWILIO_AUTH_TOKEN,
+    app = build_app(pool, journeys or FakeJourneys(), twilio_auth_token=sb.TWILIO_AUTH_TOKEN,
                     sendgrid_public_key=box.public_key, sandbox=box)
     async with serve(app) as url:
         box.event_webhook_url = url + SENDGRID_EVENTS_PATH
@@ -173,7 +174,7 @@ async def eventually(check, within: float = 20.0):
 @asynccontextmanager
 async def journeys_with_sandbox(env, pool, faults=()):
     """A worker with the real senders against the sandbox, whose callbacks signal journeys."""
-    async with sandbox_stack(pool, JourneySignals(env.client), faults=list(faults)) as stack:
+    async with sandbox_stack(pool, Journeys(env.client), faults=list(faults)) as stack:
         queue = f"test-{uuid.uuid4().hex[:8]}"
         async with build_worker(env.client, pool, queue, senders=stack.senders):
             yield Journeys(env.client, queue), stack

@@ -22,7 +22,7 @@ from domain.plan import TZ
 from infra.settings import Settings, SettingsError
 from infra.tasks import complete_task, list_tasks
 from tests.channel_helpers import (
-    FakeSignals,
+    FakeJourneys,
     attempt_env,
     events,
     eventually,
@@ -312,7 +312,7 @@ async def test_rate_limit_counts_the_waits_per_channel(sample):
 
 
 async def test_agent_call_task_and_its_outcome_reach_the_journey(sample):
-    signals = FakeSignals()
+    signals = FakeJourneys()
     async with sandbox_stack(sample) as stack:
         req = await send_request(sample, ELDERLY, "second_reminder", Channel.AGENT_CALL, DAY)
         out = await send(stack, req)
@@ -331,7 +331,7 @@ async def test_agent_call_task_and_its_outcome_reach_the_journey(sample):
 
 
 async def test_hardship_reported_by_an_agent_opens_an_inquiry(sample):
-    signals = FakeSignals()
+    signals = FakeJourneys()
     async with sandbox_stack(sample) as stack:
         req = await send_request(sample, ELDERLY, "second_reminder", Channel.AGENT_CALL, DAY)
         await send(stack, req)

@@ -46,7 +46,7 @@ async def test_a_payment_without_a_journey_is_recorded_not_refused(dev_env, pool
     prefix = unique_prefix()
     await load_sample_as(pool, prefix)
     number = f"{prefix}-P2026000001"
-    payments = PaymentSystem(dev_env.client, pool, "test-no-worker")
+    payments = PaymentSystem(Journeys(dev_env.client, "test-no-worker"), pool)
     result = await payments.payment_received(number, _payment("T-A1", "1000.00"))
     assert not result.journey_running
     assert result.outcome == "recorded_without_journey"
@@ -71,7 +71,7 @@ async def test_a_debit_failure_starts_a_journey_with_signal_with_start(dev_env, 
     number = f"{prefix}-P2026000001"  # premium overdue, no journey yet
     try:
         async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
-            payments = PaymentSystem(dev_env.client, pool, journeys._task_queue)
+            payments = PaymentSystem(journeys, pool)
             failure = DebitFailedSignal(failed_at=at("2026-11-26 09:00"),
                                         amount=Decimal("3600.00"),
                                         reason_code=DebitFailureReason.CARD_EXPIRED,
@@ -118,7 +118,7 @@ async def test_status_card_list_and_inquiry_from_the_command_line(dev_env, pool,
     try:
         async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
             env = clean_env(TEMPORAL_ADDRESS=address, DATABASE_URL=db_url,
-                            TEMPORAL_TASK_QUEUE=journeys._task_queue)
+                            TEMPORAL_TASK_QUEUE=journeys.task_queue)
             for n in numbers:
                 await start_journey(journeys, pool, n, at("2026-11-27 09:00"))
             # The elderly one at a high time scale, so that messages exist soon.
@@ -195,7 +195,7 @@ async def _start_at(journeys, pool, number: str, start: str, time_scale: float =
 
 def _env(dev_env, db_url, journeys, **more) -> dict[str, str]:
     return clean_env(TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
-                     DATABASE_URL=db_url, TEMPORAL_TASK_QUEUE=journeys._task_queue, **more)
+                     DATABASE_URL=db_url, TEMPORAL_TASK_QUEUE=journeys.task_queue, **more)
 
 
 async def test_status_reads_provider_codes_and_dates_messages_by_journey_time(

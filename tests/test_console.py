@@ -27,7 +27,6 @@ from domain.plan import TZ
 from infra.db import connect_pool, create_database, drop_database, dsn_with_database
 from infra.journeys import Journeys, PaymentSystem
 from infra.migrate import migrate
-from infra.signals import JourneySignals
 from tests.channel_helpers import sandbox_stack
 from tests.codec_helpers import DATA_CONVERTER
 from tests.journey_helpers import load_sample, start_journey
@@ -72,7 +71,7 @@ async def world(postgres, dev_server) -> AsyncIterator[World]:
         elderly, other = f"{prefix}-P2026000006", f"{prefix}-P2026000018"
     queue = f"test-{uuid.uuid4().hex[:8]}"
     try:
-        async with sandbox_stack(pool, JourneySignals(client)) as stack:
+        async with sandbox_stack(pool, Journeys(client)) as stack:
             worker = build_worker(client, pool, queue, senders=stack.senders,
                                   graceful_shutdown_timeout=timedelta(seconds=1))
             async with worker:
@@ -93,7 +92,7 @@ async def world(postgres, dev_server) -> AsyncIterator[World]:
                 port = JourneyPort(client, queue, web_ui_url=WEB_UI)
                 key = (await port.link(elderly)).records_key
                 async with serve(build_console(pool, port)) as base:
-                    yield World(base, pool, journeys, PaymentSystem(client, pool, queue),
+                    yield World(base, pool, journeys, PaymentSystem(journeys, pool),
                                 elderly, other, key)
     finally:
         await terminate_journeys(client, [elderly, other])

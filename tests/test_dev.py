@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.worker import Worker
 
+from contract import POLICY_NUMBER
 from infra.embedded import (
     NO_TEMPORAL,
     STACK_FILE,
@@ -34,7 +35,6 @@ from infra.migrate import load_migrations
 from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES
 from tests.codec_helpers import DATA_CONVERTER
-from workflows.search_attributes import POLICY_NUMBER
 
 ROOT = Path(__file__).resolve().parents[1]
 _CONFIGURED = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS_CERT",

@@ -12,6 +12,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from contract import workflow_id
 from domain.journey import (
     ContactUpdated,
     DebitFailedSignal,
@@ -26,7 +27,6 @@ from domain.journey import (
     ReinstatementApplied,
     ReinstatementDecided,
     Stage,
-    workflow_id,
 )
 from domain.models import Channel, DebitFailureReason
 from domain.plan import TZ
@@ -470,7 +470,7 @@ async def test_a_long_history_continues_as_new_with_its_state(time_skipping_env,
             PolicyLapseWorkflow.run,
             JourneyInput(trigger=trigger, journey_start=at("2026-11-21 08:00"),
                          continue_as_new_after=50),
-            id=workflow_id(STANDARD), task_queue=journeys._task_queue)
+            id=workflow_id(STANDARD), task_queue=journeys.task_queue)
         await handle.signal("payment_received", pay("100.00", "T-C1"))
         result = await handle.result()
         first = time_skipping_env.client.get_workflow_handle(

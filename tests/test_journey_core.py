@@ -25,7 +25,7 @@ from domain.journey import (
 )
 from domain.models import Channel
 from infra import tasks
-from infra.journeys import PaymentRefused, PaymentSystem
+from infra.journeys import Journeys, PaymentRefused, PaymentSystem
 from tests.channel_helpers import eventually
 from tests.journey_helpers import (
     ProviderDouble,
@@ -70,7 +70,7 @@ async def sample(pool):
 
 async def test_another_policys_transaction_is_refused_with_and_without_a_journey(
         time_skipping_env, sample):
-    payments = PaymentSystem(time_skipping_env.client, sample, "unused")
+    payments = PaymentSystem(Journeys(time_skipping_env.client, "unused"), sample)
     taken = pay("3600.00", "T-SHARED")
     # No journey runs for OTHER: stored there, for the whole amount.
     first = await payments.payment_received(OTHER, taken)
@@ -79,7 +79,7 @@ async def test_another_policys_transaction_is_refused_with_and_without_a_journey
         await payments.payment_received(STANDARD, taken)  # no journey either
     async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
         handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
-        payments = PaymentSystem(time_skipping_env.client, sample, journeys._task_queue)
+        payments = PaymentSystem(journeys, sample)
         with pytest.raises(PaymentRefused, match="another policy"):
             await payments.payment_received(STANDARD, taken)
         status = await handle.query(PolicyLapseWorkflow.status)
@@ -199,8 +199,7 @@ async def test_a_held_journey_cancelled_sends_nothing(time_skipping_env, sample)
     sender = ProviderDouble()
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle, task = await _held(time_skipping_env, journeys, sample, sender)
-        signals = tasks.JourneySignals(time_skipping_env.client)
-        done = await tasks.complete_task(sample, signals, task.task_id, "cancel", "ops.wang")
+        done = await tasks.complete_task(sample, journeys, task.task_id, "cancel", "ops.wang")
         assert done.signal == "data_verified"
         result = await handle.result()
     assert result.outcome is Outcome.CANCELLED

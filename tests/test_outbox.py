@@ -28,7 +28,6 @@ from infra.embedded import TEMPORAL_BIN
 from infra.embedded._temporal import free_ports
 from infra.journeys import Journeys
 from infra.outbox import Backoff, OutboxDrainer, enqueue
-from infra.signals import JourneySignals
 from infra.temporal import SEARCH_ATTRIBUTES
 from tests.channel_helpers import eventually, sandbox_stack
 from tests.codec_helpers import DATA_CONVERTER
@@ -62,7 +61,7 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
     try:
         client = await Client.connect(f"127.0.0.1:{port}", data_converter=DATA_CONVERTER)
         # The callback app's drainer signals through this client, whose server goes away.
-        async with sandbox_stack(pool, JourneySignals(client), faults=[undelivered]) as stack:
+        async with sandbox_stack(pool, Journeys(client), faults=[undelivered]) as stack:
             stack.sandbox.pause_callbacks()  # Twilio reports the failure a little later
             queue = "test-outbox"
             async with build_worker(client, pool, queue, senders=stack.senders):
@@ -83,7 +82,7 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
             tried = await eventually(lambda: _tried(pool), within=60)
 
             server = await start_temporal(port, database)  # Temporal is back
-            worker_drainer = OutboxDrainer(pool, JourneySignals(client))  # the worker's own
+            worker_drainer = OutboxDrainer(pool, Journeys(client))  # the worker's own
             async with (build_worker(client, pool, queue, senders=stack.senders),
                         worker_drainer.running()):
                 # The formal demand must reach the policyholder provably: WeChat had it,
@@ -98,7 +97,7 @@ async def test_a_failure_reported_while_temporal_is_down_falls_back_once_it_is_b
             # A failure reported after the journey closed: settled, not retried for ever.
             async with pool.acquire() as conn:
                 await enqueue(conn, handle.id, "delivery_failed", failure(1))
-            after_close = await OutboxDrainer(pool, JourneySignals(client)).drain()
+            after_close = await OutboxDrainer(pool, Journeys(client)).drain()
             late = (await outbox_rows(pool))[-1]
             fallback_ids = {r["provider_message_id"] for r in await pool.fetch(
                 "SELECT provider_message_id FROM notifications WHERE milestone = "
@@ -141,12 +140,12 @@ async def _tried(pool):
 class Counting:
     """The real signals, counting what each row's workflow was sent."""
 
-    signals: JourneySignals
+    journeys: Journeys
     sent: Counter = field(default_factory=Counter)
 
-    async def send_to(self, journey_id: str, name: str, payload: BaseModel) -> bool:
+    async def signal_workflow(self, journey_id: str, name: str, payload: BaseModel) -> bool:
         self.sent[journey_id] += 1
-        return await self.signals.send_to(journey_id, name, payload)
+        return await self.journeys.signal_workflow(journey_id, name, payload)
 
 
 def failure(n: int) -> DeliveryFailed:
@@ -160,7 +159,7 @@ async def test_two_drainers_deliver_each_row_once_and_settle_journeys_not_runnin
     async with pool.acquire() as conn, conn.transaction():
         for n, journey in enumerate(ids):
             await enqueue(conn, journey, "delivery_failed", failure(n))
-    counting = Counting(JourneySignals(dev_env.client))
+    counting = Counting(Journeys(dev_env.client))
     first, second = OutboxDrainer(pool, counting), OutboxDrainer(pool, counting)
     settled = await asyncio.gather(first.drain(), second.drain())
     rows = await outbox_rows(pool)
@@ -176,7 +175,7 @@ async def test_while_temporal_is_unreachable_rows_wait_with_their_reason(pool):
     async with pool.acquire() as conn:
         await enqueue(conn, "lapse-P2026000001", "delivery_failed", failure(1))
         await enqueue(conn, "lapse-P2026000002", "delivery_failed", failure(2))
-    drainer = OutboxDrainer(pool, JourneySignals(client), backoff=Backoff(
+    drainer = OutboxDrainer(pool, Journeys(client), backoff=Backoff(
         first=timedelta(minutes=1)))
     assert await drainer.drain() == 0
     rows = await outbox_rows(pool)
@@ -191,7 +190,7 @@ async def test_the_drainer_keeps_going_in_the_background_until_stopped(pool):
     [port] = free_ports(1)
     client = await Client.connect(f"127.0.0.1:{port}", lazy=True,
                                   data_converter=DATA_CONVERTER)
-    drainer = OutboxDrainer(pool, JourneySignals(client), poll_every=0.05,
+    drainer = OutboxDrainer(pool, Journeys(client), poll_every=0.05,
                             backoff=Backoff(first=timedelta(milliseconds=10)))
     async with pool.acquire() as conn:
         await enqueue(conn, "lapse-P2026000001", "delivery_failed", failure(1))

@@ -240,7 +240,7 @@ async def test_the_scan_workflow_runs_the_pages_as_activities(dev_env, pool):
     numbers = await load_sample_as(pool, prefix)
     try:
         async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
-            queue = journeys._task_queue
+            queue = journeys.task_queue
             handle = await dev_env.client.start_workflow(
                 DailyScanWorkflow.run, ScanInput(as_of=AS_OF, concurrency=5, page_size=3),
                 id=f"test-scan-{uuid.uuid4().hex[:8]}", task_queue=queue,

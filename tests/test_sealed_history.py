@@ -15,6 +15,7 @@ from decimal import Decimal
 import pytest
 from temporalio.client import Client, WorkflowQueryFailedError
 
+from contract import workflow_id
 from domain.journey import (
     DebitFailedSignal,
     InquiryHandled,
@@ -23,7 +24,6 @@ from domain.journey import (
     Outcome,
     Payment,
     PaymentAnswer,
-    workflow_id,
 )
 from domain.models import Customer, DebitFailureReason
 from domain.policy_file import parse_policy_file

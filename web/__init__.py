@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from infra.signals import JourneySignals
+from infra.journeys import Journeys
 from web.callbacks import DeliveryCallbacks
 from web.gather import CallChoices, hotline_number
 from web.notice import PublicNotice
@@ -15,14 +15,14 @@ from web.server import serve
 __all__ = ["CallChoices", "DeliveryCallbacks", "PublicNotice", "build_app", "serve"]
 
 
-def build_app(pool: asyncpg.Pool, signals: JourneySignals, *, twilio_auth_token: str | None,
+def build_app(pool: asyncpg.Pool, journeys: Journeys, *, twilio_auth_token: str | None,
               sendgrid_public_key: str | None, public_url: str | None = None,
               sandbox=None, agent_number: str | None = None) -> web.Application:
     """Callbacks and the public notice, plus the sandbox's provider APIs and outbox when
     `sandbox` is given (`lapse sandbox` runs them all on one port). `agent_number`: where
     a caller who presses 1 is connected (LAPSE_AGENT_NUMBER; default the hotline)."""
     app = web.Application(client_max_size=32 * 1024 * 1024)
-    DeliveryCallbacks(pool, signals, twilio_auth_token=twilio_auth_token,
+    DeliveryCallbacks(pool, journeys, twilio_auth_token=twilio_auth_token,
                       sendgrid_public_key=sendgrid_public_key,
                       public_url=public_url).add_routes(app)
     CallChoices(pool, twilio_auth_token=twilio_auth_token, public_url=public_url,

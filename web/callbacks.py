@@ -31,11 +31,12 @@ from twilio.request_validator import RequestValidator
 
 from activities.sendgrid_sender import REFERENCE_ARG
 from activities.twilio_sender import STATUS_CALLBACK_PATH
-from domain.journey import DeliveryFailed, workflow_id
+from contract import DELIVERY_FAILED, workflow_id
+from domain.journey import DeliveryFailed
 from domain.models import Channel
 from infra.deliveries import Applied, apply_provider_event
+from infra.journeys import Journeys
 from infra.outbox import OutboxDrainer, enqueue
-from infra.signals import JourneySignals
 
 log = logging.getLogger("lapse.callbacks")
 
@@ -113,12 +114,12 @@ class DeliveryCallbacks:
     """The callback endpoint and its outbox drainer. `public_url` is the base URL providers
     were given (behind a proxy the request's own URL differs from what Twilio signed)."""
 
-    def __init__(self, pool: asyncpg.Pool, signals: JourneySignals, *,
+    def __init__(self, pool: asyncpg.Pool, journeys: Journeys, *,
                  twilio_auth_token: str | None, sendgrid_public_key: str | None,
                  public_url: str | None = None,
                  sendgrid_tolerance: timedelta = SENDGRID_TOLERANCE):
         self._pool = pool
-        self._outbox = OutboxDrainer(pool, signals)
+        self._outbox = OutboxDrainer(pool, journeys)
         self._twilio = RequestValidator(twilio_auth_token) if twilio_auth_token else None
         self._sendgrid = EventWebhook(sendgrid_public_key) if sendgrid_public_key else None
         self._public_url = public_url.rstrip("/") if public_url else None
@@ -255,7 +256,7 @@ class DeliveryCallbacks:
         if not applied.became_failed or not permanent:
             return False
         n = applied.notification
-        await enqueue(conn, workflow_id(n.policy_number), "delivery_failed", DeliveryFailed(
+        await enqueue(conn, workflow_id(n.policy_number), DELIVERY_FAILED, DeliveryFailed(
             notification_id=n.notification_id, channel=Channel(n.channel),
             error_code=error[:40], permanent=True))
         return True

@@ -1,17 +1,26 @@
-"""The search attributes of CONTRACT.md, typed, for the workflow and for registration."""
+"""The search attributes as the workflow imports them: defined once in contract.py.
 
-from temporalio.common import SearchAttributeKey
+Kept so that `from workflows import search_attributes as sa` in the workflow keeps working;
+new code imports the keys from `contract`.
+"""
 
-POLICY_NUMBER = SearchAttributeKey.for_keyword("PolicyNumber")
-LAPSE_STAGE = SearchAttributeKey.for_keyword("LapseStage")
-LAPSE_TRIGGER = SearchAttributeKey.for_keyword("LapseTrigger")
-PRODUCT_KIND = SearchAttributeKey.for_keyword("ProductKind")
-CUSTOMER_SEGMENT = SearchAttributeKey.for_keyword_list("CustomerSegment")
-GRACE_ENDS_AT = SearchAttributeKey.for_datetime("GraceEndsAt")
-NEXT_REMINDER_AT = SearchAttributeKey.for_datetime("NextReminderAt")
-OUTSTANDING_AMOUNT = SearchAttributeKey.for_float("OutstandingAmount")
-# The outcome of a closed journey (CONTRACT.md, Additions): paid, reinstated, ...
-LAPSE_OUTCOME = SearchAttributeKey.for_keyword("LapseOutcome")
+from temporalio import workflow
 
-ALL = (POLICY_NUMBER, LAPSE_STAGE, LAPSE_TRIGGER, PRODUCT_KIND, CUSTOMER_SEGMENT,
-       GRACE_ENDS_AT, NEXT_REMINDER_AT, OUTSTANDING_AMOUNT, LAPSE_OUTCOME)
+# contract.py imports the domain's pydantic models: pass them through the sandbox.
+with workflow.unsafe.imports_passed_through():
+    from contract import (
+        CUSTOMER_SEGMENT,
+        GRACE_ENDS_AT,
+        LAPSE_OUTCOME,
+        LAPSE_STAGE,
+        LAPSE_TRIGGER,
+        NEXT_REMINDER_AT,
+        OUTSTANDING_AMOUNT,
+        POLICY_NUMBER,
+        PRODUCT_KIND,
+    )
+    from contract import SEARCH_ATTRIBUTES as ALL
+
+__all__ = ["ALL", "CUSTOMER_SEGMENT", "GRACE_ENDS_AT", "LAPSE_OUTCOME", "LAPSE_STAGE",
+           "LAPSE_TRIGGER", "NEXT_REMINDER_AT", "OUTSTANDING_AMOUNT", "POLICY_NUMBER",
+           "PRODUCT_KIND"]

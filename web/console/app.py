@@ -510,7 +510,7 @@ async def finish_task(request: web.Request) -> web.Response:
         return _page(request, "confirm.j2", title="完成任务", rows=rows, target=request.path,
                      fields={"task_id": task_id, "outcome": outcome, "note": note}, back=back)
     try:
-        done = await complete_task(console.pool, console.port.signals, task_id, outcome,
+        done = await complete_task(console.pool, console.port.journeys, task_id, outcome,
                                    agent.name, note)
     except TaskError as err:
         return _refusal(request, 409, f"无法完成：{err}", back=back)

@@ -9,6 +9,13 @@ from urllib.parse import quote
 
 from temporalio.client import Client, WorkflowQueryFailedError
 
+from contract import (
+    CONTACT_UPDATED,
+    INQUIRY_HANDLED,
+    INQUIRY_RECEIVED,
+    REINSTATEMENT_APPLIED,
+    REINSTATEMENT_DECIDED,
+)
 from domain.journey import (
     ContactUpdated,
     InquiryHandled,
@@ -16,9 +23,9 @@ from domain.journey import (
     JourneyStatus,
     ReinstatementApplied,
     ReinstatementDecided,
+    Signal,
 )
-from infra.journeys import JourneyNotRunning, Journeys, journey_key
-from infra.signals import JourneySignals
+from infra.journeys import JourneyNotRunning, Journeys
 
 
 class JourneyBusy(RuntimeError):
@@ -35,13 +42,12 @@ class JourneyPort:
     def __init__(self, client: Client, task_queue: str, *, web_ui_url: str | None = None):
         self._client = client
         self._journeys = Journeys(client, task_queue)
-        self._signals = JourneySignals(client)
         self._web_ui_url = web_ui_url.rstrip("/") if web_ui_url else None
 
     @property
-    def signals(self) -> JourneySignals:
+    def journeys(self) -> Journeys:
         """What `infra.tasks.complete_task` signals the journey with."""
-        return self._signals
+        return self._journeys
 
     async def status(self, policy_number: str) -> JourneyStatus | None:
         """The policy's latest journey as it answers now; None when it never had one."""
@@ -59,23 +65,30 @@ class JourneyPort:
         if self._web_ui_url:
             ui = (f"{self._web_ui_url}/namespaces/{quote(self._client.namespace)}/workflows/"
                   f"{quote(handle.id, safe='')}/{quote(run_id, safe='')}/history")
-        return JourneyLink(records_key=await journey_key(self._client, policy_number),
+        return JourneyLink(records_key=await self._journeys.journey_key(policy_number),
                            web_ui_url=ui)
 
     # The agents' signals (CONTRACT.md); each is False when no journey is running.
     async def inquiry_received(self, policy_number: str, inquiry: InquiryReceived) -> bool:
-        return await self._signals.send(policy_number, "inquiry_received", inquiry)
+        return await self._signal(policy_number, INQUIRY_RECEIVED, inquiry)
 
     async def inquiry_handled(self, policy_number: str, handled: InquiryHandled) -> bool:
-        return await self._signals.send(policy_number, "inquiry_handled", handled)
+        return await self._signal(policy_number, INQUIRY_HANDLED, handled)
 
     async def reinstatement_applied(self, policy_number: str,
                                     applied: ReinstatementApplied) -> bool:
-        return await self._signals.send(policy_number, "reinstatement_applied", applied)
+        return await self._signal(policy_number, REINSTATEMENT_APPLIED, applied)
 
     async def reinstatement_decided(self, policy_number: str,
                                     decided: ReinstatementDecided) -> bool:
-        return await self._signals.send(policy_number, "reinstatement_decided", decided)
+        return await self._signal(policy_number, REINSTATEMENT_DECIDED, decided)
 
     async def contact_updated(self, policy_number: str, updated: ContactUpdated) -> bool:
-        return await self._signals.send(policy_number, "contact_updated", updated)
+        return await self._signal(policy_number, CONTACT_UPDATED, updated)
+
+    async def _signal(self, policy_number: str, name: str, payload: Signal) -> bool:
+        try:
+            await self._journeys.signal(policy_number, name, payload)
+        except JourneyNotRunning:
+            return False
+        return True
