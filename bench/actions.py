@@ -128,12 +128,12 @@ async def bench(args: argparse.Namespace) -> int:
         began = time.monotonic()
         await stack.scan(numbers, now.date(), now)
         players = [Player(number, role) for _, number, role in KINDS]
-        payments = PaymentSystem(stack.client, stack.pool, stack.task_queue,
-                                 time_scale=args.time_scale)
         journeys = stack.journeys()
+        payments = PaymentSystem(journeys, stack.pool, time_scale=args.time_scale)
         try:
             async with asyncio.timeout(args.timeout):
-                await asyncio.gather(*(_play(p, journeys, payments) for p in players))
+                await asyncio.gather(*(_play(p, journeys, payments, stack.pool, now,
+                                             args.time_scale) for p in players))
         except TimeoutError:
             print(f"actions: not every journey closed within {args.timeout:.0f} s",
                   file=sys.stderr)

@@ -109,9 +109,8 @@ async def bench(args: argparse.Namespace) -> int:
         await first_reminders_out(stack, 2 * len(numbers), args.timeout)
         print(f"{len(numbers)} journeys running, first reminders out, in "
               f"{time.monotonic() - began:.0f} s", flush=True)
-        payments = PaymentSystem(stack.client, stack.pool, stack.task_queue,
-                                 time_scale=args.time_scale)
         journeys = stack.journeys()
+        payments = PaymentSystem(journeys, stack.pool, time_scale=args.time_scale)
         paced_numbers, burst_numbers = numbers[:n], numbers[n:]
         start = time.perf_counter() + 1
         before = cpu_now()

@@ -141,20 +141,7 @@ class BadSignal(ValueError):
 
 
 # The contract's names (the workflow type, its id, the signal and update maps, the task
-# queue) and `read_payload` moved to contract.py. The workflow still imports SIGNALS,
-# UPDATES and read_payload from here: they resolve to contract.py's until it imports them
-# from there (contract.py imports this module's models, so no import at the top).
-_MOVED_TO_CONTRACT = frozenset({"SIGNALS", "UPDATES", "read_payload"})
-
-
-def __getattr__(name: str) -> object:
-    if name in _MOVED_TO_CONTRACT:
-        import contract
-
-        return getattr(contract, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+# queue) and `read_payload` are in contract.py, which imports these models.
 # --- state that the query shows ----------------------------------------------------------
 
 

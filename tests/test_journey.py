@@ -12,6 +12,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+import contract as sa
 from contract import workflow_id
 from domain.journey import (
     ContactUpdated,
@@ -42,7 +43,6 @@ from tests.journey_helpers import (
     sent_records,
     start_journey,
 )
-from workflows import search_attributes as sa
 from workflows.policy_lapse import PolicyLapseWorkflow
 
 STANDARD = "P2026000001"  # long-term, due Fri 2026-11-20, ¥3,600.00, every channel known

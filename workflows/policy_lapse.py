@@ -9,16 +9,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows import search_attributes as sa
-
 with workflow.unsafe.imports_passed_through():
+    import contract
+    import contract as sa
     from activities.journey import JourneyActivities
+    from contract import UPDATES, read_payload
     from domain.ids import IdError, JourneyId, MilestoneKey, NotificationId, Suffix
     from domain.journey import (
-        UPDATES,
         BadSignal,
         ContactUpdated,
         DataVerified,
@@ -54,7 +54,6 @@ with workflow.unsafe.imports_passed_through():
         StageChange,
         TaskRequest,
         VerificationOutcome,
-        read_payload,
     )
     from domain.journey_rules import (
         FOLLOW_UPS,
@@ -100,7 +99,7 @@ class _Event:
     ref: str = ""
 
 
-@workflow.defn(name="PolicyLapseWorkflow")
+@workflow.defn(name=contract.WORKFLOW_TYPE)
 class PolicyLapseWorkflow:
     def __init__(self) -> None:
         self._input: JourneyInput | None = None
@@ -120,7 +119,7 @@ class PolicyLapseWorkflow:
         self._input = inp
         # What the starter (or the previous run) set needs no upsert again.
         current = workflow.info().typed_search_attributes
-        self._upserted = {key.name: current.get(key) for key in sa.ALL
+        self._upserted = {key.name: current.get(key) for key in sa.SEARCH_ATTRIBUTES
                           if current.get(key) is not None}
         if inp.carry is not None:
             self._s = inp.carry
@@ -691,7 +690,7 @@ class PolicyLapseWorkflow:
                 raise BadSignal("a payload is not JSON") from None
         return values
 
-    @workflow.query(name="status")
+    @workflow.query(name=contract.STATUS_QUERY)
     def status(self) -> JourneyStatus:
         if self._s is None:
             raise ApplicationError("the journey is still being planned; ask again shortly")
@@ -1085,19 +1084,20 @@ class PolicyLapseWorkflow:
         s = self._s
         plan = s.prep.plan
         nxt = self._next_milestone()
-        wanted: dict[str, tuple] = {
-            "PolicyNumber": (sa.POLICY_NUMBER, plan.policy_number),
-            "LapseStage": (sa.LAPSE_STAGE, s.stage.value),
-            "LapseTrigger": (sa.LAPSE_TRIGGER, plan.trigger.value),
-            "ProductKind": (sa.PRODUCT_KIND, s.prep.product_kind),
-            "CustomerSegment": (sa.CUSTOMER_SEGMENT, sorted(x.value for x in s.segments)),
-            "GraceEndsAt": (sa.GRACE_ENDS_AT, plan.lapses_at),
-            "NextReminderAt": (sa.NEXT_REMINDER_AT, nxt.at if nxt else None),
-            "OutstandingAmount": (sa.OUTSTANDING_AMOUNT, float(self._outstanding())),
-            "LapseOutcome": (sa.LAPSE_OUTCOME, s.outcome.value if s.outcome else None),
-        }
+        wanted: list[tuple[SearchAttributeKey, object]] = [
+            (sa.POLICY_NUMBER, plan.policy_number),
+            (sa.LAPSE_STAGE, s.stage.value),
+            (sa.LAPSE_TRIGGER, plan.trigger.value),
+            (sa.PRODUCT_KIND, s.prep.product_kind),
+            (sa.CUSTOMER_SEGMENT, sorted(x.value for x in s.segments)),
+            (sa.GRACE_ENDS_AT, plan.lapses_at),
+            (sa.NEXT_REMINDER_AT, nxt.at if nxt else None),
+            (sa.OUTSTANDING_AMOUNT, float(self._outstanding())),
+            (sa.LAPSE_OUTCOME, s.outcome.value if s.outcome else None),
+        ]
         updates: list[SearchAttributeUpdate] = []
-        for name, (key, value) in wanted.items():
+        for key, value in wanted:
+            name = key.name
             if self._upserted.get(name) == value:
                 continue
             self._upserted[name] = value
