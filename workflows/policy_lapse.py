@@ -127,7 +127,8 @@ class PolicyLapseWorkflow:
             self._s = await self._prepare(inp)
             if self._s.prep.anomalies:
                 await self._hold()
-        self._publish()
+        if not self._due_now():  # a first reminder due at once: one upsert after it
+            self._publish()
         while self._s.stage is not Stage.CLOSED:
             if self._history_is_long() and not self._pending:
                 await workflow.wait_condition(workflow.all_handlers_finished)
