@@ -3,7 +3,8 @@
 Each monthly query counts one calendar month: $1 and $2 are its bounds (timestamptz, the
 end excluded), so it needs no time-zone arithmetic per row and its plan stays a range
 scan; the window's months are asked one by one. The definitions they implement are in
-domain/report.py; report_milestone() and the indexes are in migrations/0003_report.sql.
+domain/report.py; report_milestone() is in migrations/0003_report.sql, the indexes there
+and in 0010_scan_report.sql, the receipts per record in 0013_review_receipts.sql.
 """
 
 from __future__ import annotations

@@ -168,18 +168,16 @@ async def test_pool_round_trips_jsonb_as_python_values(db_url):
     assert stored[1]["rules"] == {"grace_days": 30}
 
 
-async def _migrated_before(dsn: str, tmp_path: Path, version: int) -> Path:
-    """The database as the migrations before `version` left it; returns that folder."""
+async def _one_policy_before(dsn: str, tmp_path: Path, version: int) -> asyncpg.Connection:
+    """A connection to the database as the migrations before `version` left it, with one
+    product, customer and policy stored."""
     directory = tmp_path / "before"
     directory.mkdir()
     for migration in load_migrations():
         if migration.version < version:
             shutil.copy(migration.path, directory)
     await migrate(dsn, directory)
-    return directory
-
-
-async def _one_policy(conn: asyncpg.Connection) -> None:
+    conn = await asyncpg.connect(dsn)
     await conn.execute(
         "INSERT INTO products (code, name, kind, rules) VALUES ('LT', 'Life', 'long_term', '{}');"
         "INSERT INTO customers (customer_id, name, birth_date) VALUES ('C1', 'Zhang', "
@@ -187,15 +185,14 @@ async def _one_policy(conn: asyncpg.Connection) -> None:
         "INSERT INTO policies (policy_number, product_code, policyholder_id, effective_date, "
         "premium, due_date, status, payment_method) VALUES ('P1', 'LT', 'C1', '2020-01-01', "
         "100, '2026-10-01', 'in_force', '{}')")
+    return conn
 
 
 async def test_0013_keeps_the_receipts_of_records_written_before_it(empty_db_url, tmp_path):
     """Who recorded a record's latest 'delivered' (the formal-demand proof) is read from
     notification_receipts after 0013: the events already stored are in it."""
-    await _migrated_before(empty_db_url, tmp_path, 13)
-    conn = await asyncpg.connect(empty_db_url)
+    conn = await _one_policy_before(empty_db_url, tmp_path, 13)
     try:
-        await _one_policy(conn)
         await conn.execute(
             "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
             "channel, recipient_id, recipient_role, status) VALUES "
@@ -220,10 +217,8 @@ async def test_0013_keeps_the_receipts_of_records_written_before_it(empty_db_url
 async def test_0013_refuses_to_drop_a_last_milestone_that_holds_a_value(empty_db_url, tmp_path):
     """journeys.last_milestone is dropped only while empty: a value is part of a chained
     row, so the migration stops, names the column, and leaves everything as it was."""
-    await _migrated_before(empty_db_url, tmp_path, 13)
-    conn = await asyncpg.connect(empty_db_url)
+    conn = await _one_policy_before(empty_db_url, tmp_path, 13)
     try:
-        await _one_policy(conn)
         await conn.execute(
             "INSERT INTO journeys (journey_id, policy_number, trigger, started_at, stage, "
             "last_milestone) VALUES ('J1', 'P1', 'premium_overdue', now(), 'at_risk', "
