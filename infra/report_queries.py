@@ -276,9 +276,8 @@ TREND = {"notifications": NOTIFICATIONS_COUNT, "paid_in_grace": PAID_IN_GRACE_CO
 # bound by the database's CPU: one connection uses one core).
 CONNECTIONS = 2
 # For the review's transactions only: a month's first reminders are grouped per journey in
-# memory (the default 4 MB spills that sort to disk), and no query asks for parallel
-# workers, which would only compete with the other connection for the same cores.
-REVIEW_SETTINGS = ("SET LOCAL work_mem = '32MB'", "SET LOCAL max_parallel_workers_per_gather = 0")
+# memory (the default 4 MB spills that sort to disk).
+REVIEW_SETTINGS = ("SET LOCAL work_mem = '32MB'",)
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 
