@@ -163,6 +163,7 @@ async def run(args: argparse.Namespace, parent: Path) -> None:
             print(f"loaded {len(parsed.policies):,} policies, {len(starts):,} at risk on "
                   f"{AS_OF}, in {time.perf_counter() - began:.1f} s")
             journeys = Journeys(env.client, QUEUE)
+            load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
             results = []
             for c in args.concurrency:
                 base_runs, scan_runs = [], []
@@ -192,6 +193,9 @@ async def run(args: argparse.Namespace, parent: Path) -> None:
                       f"  {'met' if ratio >= GOAL else 'NOT met'}")
             print(f"policies read by the scan: the at-risk set only ({len(starts):,} of "
                   f"{len(parsed.policies):,}); one query per page")
+            print(f"load average at the start {load_before} and now "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min; 2 cores "
+                  "shared: the ratio, both sides back to back, is what counts)")
         finally:
             await env.shutdown()
             await pool.close()

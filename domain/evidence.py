@@ -40,7 +40,7 @@ class Anchored(Model):
 _MUTABLE: dict[str, frozenset[str]] = {
     "notifications": frozenset({"status", "error_code", "attempts"}),
     "print_queue": frozenset({"status", "handed_over_at"}),
-    "journeys": frozenset({"stage", "outcome", "lapsed_at", "closed_at", "last_milestone"}),
+    "journeys": frozenset({"stage", "outcome", "lapsed_at", "closed_at"}),
     "inquiries": frozenset({"note"}),
 }
 # Fields that may be set once, from empty: (table, field) -> the fact that says it is set.

@@ -160,7 +160,7 @@ def window(month: date, count: int) -> tuple[datetime, datetime]:
 class NotificationCount(Model):
     month: date
     channel: str
-    milestone: str
+    milestone: str | None  # None: a trend month's count, over every milestone
     status: str
     error_code: str | None
     count: int

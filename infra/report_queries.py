@@ -3,7 +3,8 @@
 Each monthly query counts one calendar month: $1 and $2 are its bounds (timestamptz, the
 end excluded), so it needs no time-zone arithmetic per row and its plan stays a range
 scan; the window's months are asked one by one. The definitions they implement are in
-domain/report.py; report_milestone() and the indexes are in migrations/0003_report.sql.
+domain/report.py; report_milestone() is in migrations/0003_report.sql, the indexes there
+and in 0010_scan_report.sql, the receipts per record in 0013_review_receipts.sql.
 """
 
 from __future__ import annotations
@@ -47,12 +48,21 @@ FROM (
 ) stored
 GROUP BY 1, 2, 3, 4
 """
+# The trends read a month's delivery rates over every milestone: no milestone to work out.
+NOTIFICATIONS_COUNT = """
+SELECT channel, NULL::text AS milestone, status, error_code, count(*)::integer AS count
+FROM notifications
+WHERE created_at >= $1 AND created_at < $2
+GROUP BY 1, 3, 4
+"""
 
 # Per journey, the facts of its first reminders that the formal-demand rule reads
 # (domain/evidence.py), grouped: a month's journeys fall into a few dozen kinds. A fact is
 # "channel status receipt tracked" while grouping (text is cheap to sort, jsonb is not);
-# the kinds become records at the end. The receipt (where the latest delivered event came
-# from) is looked up for delivered records only, the tracking number for letters only.
+# the kinds become records at the end. The receipt (who recorded the latest delivered
+# event: a provider or we) comes from notification_receipts, read as the same month's range
+# and joined by hash (migrations/0013_review_receipts.sql), not looked up record by record;
+# the tracking number is looked up for letters only.
 FIRST_REMINDERS = """
 SELECT (SELECT jsonb_agg(jsonb_build_object(
                    'channel', split_part(f, ' ', 1), 'status', split_part(f, ' ', 2),
@@ -65,18 +75,17 @@ FROM (
     FROM (
         SELECT journey_id, array_agg(DISTINCT fact ORDER BY fact) AS facts
         FROM (
-            SELECT n.journey_id, concat_ws(' ', n.channel, n.status, COALESCE(
-                CASE WHEN n.status = 'delivered' THEN (
-                    SELECT CASE WHEN e.provider_event_id IS NULL THEN 'own' ELSE 'provider' END
-                    FROM notification_events e
-                    WHERE e.notification_id = n.notification_id AND e.status = 'delivered'
-                    ORDER BY e.event_id DESC
-                    LIMIT 1) END, '-'),
+            SELECT n.journey_id, concat_ws(' ', n.channel, n.status,
+                CASE WHEN n.status <> 'delivered' OR r.from_provider IS NULL THEN '-'
+                     WHEN r.from_provider THEN 'provider' ELSE 'own' END,
                 CASE WHEN n.channel = 'letter' THEN EXISTS (
                     SELECT 1 FROM print_queue q
                     WHERE q.letter_id = n.notification_id AND q.tracking_number IS NOT NULL)
                 ELSE false END::text) AS fact
             FROM notifications n
+            LEFT JOIN notification_receipts r
+                   ON r.notification_id = n.notification_id
+                  AND r.created_at >= $1 AND r.created_at < $2
             WHERE n.created_at >= $1 AND n.created_at < $2
               AND report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
               AND n.recipient_role IN ('policyholder', 'group_employer')
@@ -122,11 +131,9 @@ GROUP BY trigger
 """
 
 # Reminders stop when the premium is paid, so the journey's latest reminder record is the
-# last milestone reached before the payment (journeys.last_milestone, when set, wins).
+# last milestone reached before the payment.
 PAID_IN_GRACE = """
-SELECT COALESCE(report_milestone(j.last_milestone, NULL),
-                report_milestone(last.milestone, NULL)) AS milestone,
-       count(*) AS count
+SELECT report_milestone(last.milestone, NULL) AS milestone, count(*) AS count
 FROM journeys j
 LEFT JOIN LATERAL (
     SELECT n.milestone
@@ -140,8 +147,6 @@ WHERE j.closed_at >= $1 AND j.closed_at < $2 AND j.outcome = 'paid'
 GROUP BY 1
 """
 
-# The month's lapses by their index; each one's product through its policy (a key look-up
-# a lapse: LIMIT keeps the planner from reading the policies whole), products joined last.
 # The months before the report month are read for the trends only, which need counts, not
 # the last reminder before each payment.
 PAID_IN_GRACE_COUNT = """
@@ -150,26 +155,23 @@ FROM journeys
 WHERE closed_at >= $1 AND closed_at < $2 AND outcome = 'paid'
 """
 
-LAPSES = """
+# The month's lapses by their index; each one's product through its policy (a key look-up
+# a lapse: LIMIT keeps the planner from reading the policies whole), products joined last.
+# LAPSES adds the reason of each failed-debit lapse's last failed debit before it (one more
+# look-up a lapse); the trends count lapses without their reasons (LAPSES_COUNT), so the
+# months before the report month skip it.
+_LAPSES = """
 SELECT l.trigger, l.debit_reason,
        COALESCE((pr.rules ->> 'reinstatable')::boolean, true) AND pr.kind = 'long_term'
            AS reinstatable,
        l.reinstated, sum(l.count)::integer AS count
 FROM (
-    SELECT j.trigger, debit.reason_code AS debit_reason, p.product_code,
+    SELECT j.trigger, {debit_reason} AS debit_reason, p.product_code,
            j.outcome IS NOT DISTINCT FROM 'reinstated' AS reinstated, count(*) AS count
     FROM journeys j
     CROSS JOIN LATERAL (
         SELECT product_code FROM policies WHERE policy_number = j.policy_number LIMIT 1
-    ) p
-    LEFT JOIN LATERAL (
-        SELECT a.reason_code
-        FROM debit_attempts a
-        WHERE a.policy_number = j.policy_number AND NOT a.succeeded
-          AND a.attempted_at <= j.lapsed_at
-        ORDER BY a.attempted_at DESC
-        LIMIT 1
-    ) debit ON j.trigger = 'debit_failed'
+    ) p{debit}
     WHERE j.lapsed_at >= $1 AND j.lapsed_at < $2
     GROUP BY 1, 2, 3, 4
 ) l
@@ -181,6 +183,16 @@ FROM journeys
 WHERE trigger = 'rescission' AND started_at >= $1 AND started_at < $2
 GROUP BY trigger
 """
+LAPSES = _LAPSES.format(debit_reason="debit.reason_code", debit="""
+    LEFT JOIN LATERAL (
+        SELECT a.reason_code
+        FROM debit_attempts a
+        WHERE a.policy_number = j.policy_number AND NOT a.succeeded
+          AND a.attempted_at <= j.lapsed_at
+        ORDER BY a.attempted_at DESC
+        LIMIT 1
+    ) debit ON j.trigger = 'debit_failed'""")
+LAPSES_COUNT = _LAPSES.format(debit_reason="NULL::text", debit="")
 
 REINSTATED = """
 SELECT count(*) AS count
@@ -258,10 +270,14 @@ MONTHLY = {
 }
 # For the trends' months: a lighter query where the trends need less than the month's
 # review, none where they need nothing (domain/report.py `_trend` says what they read).
-TREND = {"paid_in_grace": PAID_IN_GRACE_COUNT, "applications": None, "bind_card": None}
+TREND = {"notifications": NOTIFICATIONS_COUNT, "paid_in_grace": PAID_IN_GRACE_COUNT,
+         "lapses": LAPSES_COUNT, "applications": None, "bind_card": None}
 # The queries run side by side on this many connections of one snapshot (the review is
 # bound by the database's CPU: one connection uses one core).
 CONNECTIONS = 2
+# For the review's transactions only: a month's first reminders are grouped per journey in
+# memory (the default 4 MB spills that sort to disk).
+REVIEW_SETTINGS = ("SET LOCAL work_mem = '32MB'",)
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 
@@ -323,6 +339,8 @@ async def fetch_records(pool: asyncpg.Pool, month: date,
         lead = conns[0]
         await stack.enter_async_context(lead.transaction(isolation="repeatable_read",
                                                          readonly=True))
+        for setting in REVIEW_SETTINGS:
+            await lead.execute(setting)
         snapshot = await lead.fetchval("SELECT pg_export_snapshot()")
         if not _SNAPSHOT_ID.match(snapshot):
             raise RuntimeError("PostgreSQL exported a snapshot id of an unknown form")
@@ -331,6 +349,8 @@ async def fetch_records(pool: asyncpg.Pool, month: date,
                                                              readonly=True))
             # A statement, not a query: the id cannot be a parameter (checked above).
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            for setting in REVIEW_SETTINGS:
+                await conn.execute(setting)
         await asyncio.gather(*(drain(c) for c in conns))
     for rows in found.values():
         rows.sort(key=lambda r: r.month)

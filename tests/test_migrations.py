@@ -166,3 +166,69 @@ async def test_pool_round_trips_jsonb_as_python_values(db_url):
         await pool.close()
     assert stored[0]["rules"] == {"grace_days": 60, "rate": "0.05", "since": "2026-01-01"}
     assert stored[1]["rules"] == {"grace_days": 30}
+
+
+async def _one_policy_before(dsn: str, tmp_path: Path, version: int) -> asyncpg.Connection:
+    """A connection to the database as the migrations before `version` left it, with one
+    product, customer and policy stored."""
+    directory = tmp_path / "before"
+    directory.mkdir()
+    for migration in load_migrations():
+        if migration.version < version:
+            shutil.copy(migration.path, directory)
+    await migrate(dsn, directory)
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "INSERT INTO products (code, name, kind, rules) VALUES ('LT', 'Life', 'long_term', '{}');"
+        "INSERT INTO customers (customer_id, name, birth_date) VALUES ('C1', 'Zhang', "
+        "'1980-01-01');"
+        "INSERT INTO policies (policy_number, product_code, policyholder_id, effective_date, "
+        "premium, due_date, status, payment_method) VALUES ('P1', 'LT', 'C1', '2020-01-01', "
+        "100, '2026-10-01', 'in_force', '{}')")
+    return conn
+
+
+async def test_0013_keeps_the_receipts_of_records_written_before_it(empty_db_url, tmp_path):
+    """Who recorded a record's latest 'delivered' (the formal-demand proof) is read from
+    notification_receipts after 0013: the events already stored are in it."""
+    conn = await _one_policy_before(empty_db_url, tmp_path, 13)
+    try:
+        await conn.execute(
+            "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
+            "channel, recipient_id, recipient_role, status) VALUES "
+            "('N1', 'J1', 'P1', 'first_reminder', 'sms', 'C1', 'policyholder', 'delivered'), "
+            "('N2', 'J1', 'P1', 'first_reminder', 'email', 'C1', 'policyholder', 'delivered');"
+            "INSERT INTO notification_events (notification_id, status, provider_event_id, "
+            "occurred_at) VALUES ('N1', 'delivered', NULL, now()), "
+            "('N1', 'delivered', 'cb:1', now()), ('N2', 'delivered', 'cb:2', now()), "
+            "('N2', 'delivered', NULL, now()), ('N2', 'sent', NULL, now())")
+        assert "0013_review_receipts" in await migrate(empty_db_url)
+        receipts = await conn.fetch(
+            "SELECT notification_id, from_provider FROM notification_receipts "
+            "ORDER BY notification_id")
+        columns = await conn.fetch("SELECT column_name FROM information_schema.columns "
+                                   "WHERE table_name = 'journeys'")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in receipts] == [("N1", True), ("N2", False)]
+    assert "last_milestone" not in {r["column_name"] for r in columns}
+
+
+async def test_0013_refuses_to_drop_a_last_milestone_that_holds_a_value(empty_db_url, tmp_path):
+    """journeys.last_milestone is dropped only while empty: a value is part of a chained
+    row, so the migration stops, names the column, and leaves everything as it was."""
+    conn = await _one_policy_before(empty_db_url, tmp_path, 13)
+    try:
+        await conn.execute(
+            "INSERT INTO journeys (journey_id, policy_number, trigger, started_at, stage, "
+            "last_milestone) VALUES ('J1', 'P1', 'premium_overdue', now(), 'at_risk', "
+            "'first_reminder')")
+        with pytest.raises(MigrationError, match=r"^0013_review_receipts\.sql failed: "
+                           r"journeys\.last_milestone holds values"):
+            await migrate(empty_db_url)
+        kept = await conn.fetchval("SELECT last_milestone FROM journeys")
+        receipts = await conn.fetchval("SELECT to_regclass('notification_receipts')")
+    finally:
+        await conn.close()
+    assert kept == "first_reminder" and receipts is None
+    assert (13, "0013_review_receipts") not in await recorded(empty_db_url)

@@ -67,22 +67,22 @@ POLICIES = [("P1", "LT", "C1", "6789"), ("P2", "LT", "C2", "6789"), ("P3", "LT",
             ("P12", "LT", "C12", "1313"), ("P13", "LT", "C3", "1111"),
             ("P14", "ST", "C5", "2222"), ("P15", "LT", "C1", "6789")]
 
-# journey, policy, trigger, started, lapsed, closed, outcome, last_milestone
+# journey, policy, trigger, started, lapsed, closed, outcome
 JOURNEYS = [
-    ("J0", "P1", "premium_overdue", at(5, 10), None, at(5, 20), "paid", None),  # before window
-    ("J1", "P1", "premium_overdue", at(11, 3), None, at(11, 10), "paid", None),
-    ("J2", "P2", "debit_failed", at(11, 2), None, at(11, 25), "paid", None),
-    ("J3", "P3", "premium_overdue", at(9, 1), at(11, 2, 0), at(11, 20), "reinstated", None),
-    ("J4", "P4", "debit_failed", at(9, 5), at(11, 5, 0), None, None, None),
-    ("J5", "P5", "renewal_unpaid", at(10, 1), at(11, 1, 0), None, None, None),
-    ("J6", "P6", "rescission", at(11, 12), None, None, None, None),
-    ("J7", "P7", "premium_overdue", at(11, 15), None, None, None, None),
-    ("J8", "P8", "premium_overdue", at(11, 20), None, None, None, None),
-    ("J9", "P9", "premium_overdue", at(11, 1, 0), None, None, None, None),
-    ("J10", "P10", "premium_overdue", at(11, 5), None, at(11, 6), "paid", None),
-    ("J11", "P11", "premium_overdue", at(11, 7), None, at(11, 8), "cancelled", None),
-    ("J12", "P12", "premium_overdue", at(11, 4), None, at(11, 19), "paid", "second_reminder"),
-    ("J13", "P13", "premium_overdue", at(12, 1, 0), None, None, None, None),  # after
+    ("J0", "P1", "premium_overdue", at(5, 10), None, at(5, 20), "paid"),  # before window
+    ("J1", "P1", "premium_overdue", at(11, 3), None, at(11, 10), "paid"),
+    ("J2", "P2", "debit_failed", at(11, 2), None, at(11, 25), "paid"),
+    ("J3", "P3", "premium_overdue", at(9, 1), at(11, 2, 0), at(11, 20), "reinstated"),
+    ("J4", "P4", "debit_failed", at(9, 5), at(11, 5, 0), None, None),
+    ("J5", "P5", "renewal_unpaid", at(10, 1), at(11, 1, 0), None, None),
+    ("J6", "P6", "rescission", at(11, 12), None, None, None),
+    ("J7", "P7", "premium_overdue", at(11, 15), None, None, None),
+    ("J8", "P8", "premium_overdue", at(11, 20), None, None, None),
+    ("J9", "P9", "premium_overdue", at(11, 1, 0), None, None, None),
+    ("J10", "P10", "premium_overdue", at(11, 5), None, at(11, 6), "paid"),
+    ("J11", "P11", "premium_overdue", at(11, 7), None, at(11, 8), "cancelled"),
+    ("J12", "P12", "premium_overdue", at(11, 4), None, at(11, 19), "paid"),
+    ("J13", "P13", "premium_overdue", at(12, 1, 0), None, None, None),  # after
 ]
 
 # journey, milestone key, channel, recipient, role, status, error code, created
@@ -170,8 +170,8 @@ async def seed_parties(conn) -> None:
 async def seed_journeys(conn, journeys, notifications) -> None:
     await conn.executemany(
         "INSERT INTO journeys (journey_id, policy_number, trigger, started_at, stage, "
-        "lapsed_at, closed_at, outcome, last_milestone) "
-        "VALUES ($1, $2, $3, $4, 'at_risk', $5, $6, $7, $8)", journeys)
+        "lapsed_at, closed_at, outcome) "
+        "VALUES ($1, $2, $3, $4, 'at_risk', $5, $6, $7)", journeys)
     policy_of = {j[0]: j[1] for j in journeys}
     await conn.executemany(
         "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
@@ -300,9 +300,10 @@ async def test_formal_demand_inquiries_and_journeys(seeded):
     assert j.started_by_trigger == {"debit_failed": 1, "premium_overdue": 7, "rescission": 1}
     assert j.paid_in_grace == 4
     # J10 paid before any reminder; J1 after the first (its confirmation does not count);
-    # J2 after the second; J12's own last_milestone wins over its records.
-    assert j.paid_in_grace_by_milestone == {"none": 1, "first_reminder": 1,
-                                            "second_reminder": 2}
+    # J12 after the first too (its records say so: no column says otherwise any more);
+    # J2 after the second, its latest reminder on record.
+    assert j.paid_in_grace_by_milestone == {"none": 1, "first_reminder": 2,
+                                            "second_reminder": 1}
     assert list(j.paid_in_grace_by_milestone) == ["none", "first_reminder", "second_reminder"]
     assert (j.lapsed, j.rescinded, j.reinstated) == (3, 1, 1)
     # J3 and J4 could be reinstated (J5 is short-term); J3 was.
@@ -380,7 +381,7 @@ async def test_a_month_of_failures_only(pool):
     async with pool.acquire() as conn:
         await seed_parties(conn)
         await seed_journeys(
-            conn, [("J20", "P7", "premium_overdue", at(1, 5, year=2027), None, None, None, None)],
+            conn, [("J20", "P7", "premium_overdue", at(1, 5, year=2027), None, None, None)],
             [("J20", "first_reminder", "sms", "C7", "policyholder", "failed", "invalid_number",
               at(1, 6, year=2027)),
              ("J20", "first_reminder", "wechat", "C7", "policyholder", "failed",
@@ -406,7 +407,7 @@ async def test_records_not_sent_are_not_provider_failures(pool):
     async with pool.acquire() as conn:
         await seed_parties(conn)
         await seed_journeys(
-            conn, [("J40", "P7", "premium_overdue", at(2, 1, year=2027), None, None, None, None)],
+            conn, [("J40", "P7", "premium_overdue", at(2, 1, year=2027), None, None, None)],
             [("J40", "first_reminder", "sms", "C7", "policyholder", "delivered", None, feb),
              ("J40", "first_reminder", "wechat", "C7", "policyholder", "failed", "no_address",
               feb),
@@ -428,6 +429,55 @@ async def test_records_not_sent_are_not_provider_failures(pool):
     assert report.overall.top_errors == [ErrorCount(error_code="provider_unavailable", count=1)]
 
 
+async def _delivered_again(conn, notification_id: str, provider_event_id: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO notification_events (notification_id, status, provider_event_id, "
+        "occurred_at) VALUES ($1, 'delivered', $2, now())", notification_id, provider_event_id)
+
+
+async def test_formal_demand_follows_the_latest_delivered_event(pool):
+    """The proof is the latest 'delivered' event of a first reminder: a provider's receipt
+    that our own word came after proves nothing; one that came after our word does."""
+    feb = at(2, 3, year=2027)
+    async with pool.acquire() as conn:
+        await seed_parties(conn)
+        await seed_journeys(
+            conn, [("J60", "P1", "premium_overdue", at(2, 1, year=2027), None, None, None),
+                   ("J61", "P2", "premium_overdue", at(2, 1, year=2027), None, None, None)],
+            [("J60", "first_reminder", "sms", "C1", "policyholder", "delivered", None, feb),
+             ("J61", "first_reminder", "sms", "C2", "policyholder", "delivered", None, feb)])
+        # Both have their provider's receipt (seeded); then an operator marks J60's and
+        # J61's delivered by hand, and J61's provider sends its receipt once more.
+        await _delivered_again(conn, "J60/first_reminder/sms/C1", None)
+        await _delivered_again(conn, "J61/first_reminder/sms/C2", None)
+        await _delivered_again(conn, "J61/first_reminder/sms/C2", "cb:again")
+    fd = (await report_for(pool, date(2027, 2, 1))).formal_demand
+    assert (fd.first_reminders, fd.delivered, fd.accepted_unconfirmed) == (2, 1, 1)
+
+
+async def test_the_latest_delivered_event_wins_whatever_order_writers_commit_in(pool):
+    """Two writers of one record's events: ours draws its event id first but commits last,
+    after the provider's receipt. The latest event is still the receipt (the higher id, as
+    the evidence pack reads it), and the review says so."""
+    record = "J62/first_reminder/sms/C1"
+    async with pool.acquire() as conn:
+        await seed_parties(conn)
+        await seed_journeys(
+            conn, [("J62", "P1", "premium_overdue", at(2, 1, year=2027), None, None, None)],
+            [("J62", "first_reminder", "sms", "C1", "policyholder", "delivered", None,
+              at(2, 3, year=2027))])  # seeded with its receipt
+        draw = "SELECT nextval(pg_get_serial_sequence('notification_events', 'event_id'))"
+        ours = await conn.fetchval(draw)
+        theirs = await conn.fetchval(draw)
+        for event_id, provider_event_id in ((theirs, "cb:again"), (ours, None)):
+            await conn.execute(
+                "INSERT INTO notification_events (event_id, notification_id, status, "
+                "provider_event_id, occurred_at) VALUES ($1, $2, 'delivered', $3, now())",
+                event_id, record, provider_event_id)
+    fd = (await report_for(pool, date(2027, 2, 1))).formal_demand
+    assert (fd.first_reminders, fd.delivered) == (1, 1)
+
+
 def test_failure_codes_are_sorted_by_one_rule():
     for code in ("no_address", "no_postal_address", "suppressed"):
         assert failure_kind(code) is FailureKind.NO_ADDRESS
@@ -445,9 +495,9 @@ async def test_reinstatement_applications_wait_for_a_decision_not_an_answer(pool
         await seed_journeys(
             conn,
             [("J50", "P3", "premium_overdue", at(11, 1), at(1, 2, year=2027),
-              at(2, 20, year=2027), "reinstated", None),
-             ("J51", "P4", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None, None),
-             ("J52", "P6", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None, None)],
+              at(2, 20, year=2027), "reinstated"),
+             ("J51", "P4", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None),
+             ("J52", "P6", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None)],
             [("J51", "reinstatement_refused-R51", "sms", "C4", "policyholder", "delivered",
               None, at(2, 12, year=2027))])
         await conn.executemany(
@@ -543,7 +593,7 @@ async def test_lapse_report_prints_tables_and_writes_csv_and_a_chart(seeded, cli
     assert rows[-1]["channel"] == "all" and rows[-1]["attempted"] == "21"
     summary = {(r["section"], r["item"]): r["value"] for r in read_csv(out_dir / "summary.csv")}
     assert summary["formal_demand", "evidence_rate"] == "0.5714"
-    assert summary["paid_in_grace", "second_reminder"] == "2"
+    assert summary["paid_in_grace", "second_reminder"] == "1"
     assert summary["conversion", "rate"] == "0.5"
     assert summary["funnel", "lapsed"] == "3"
     failures = read_csv(out_dir / "repeated_debit_failures.csv")

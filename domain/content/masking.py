@@ -15,6 +15,7 @@ COMPOUND_SURNAMES = frozenset({
     "亓官", "司寇", "子车", "颛孙", "壤驷", "公良", "漆雕", "乐正", "宰父", "谷梁",
     "梁丘", "左丘", "东门", "羊舌", "微生", "公西", "南门", "贺兰", "完颜", "爱新觉罗",
 })
+_COMPOUND_LENGTHS = sorted({len(c) for c in COMPOUND_SURNAMES}, reverse=True)
 _HONORIFIC = {Gender.MALE: "先生", Gender.FEMALE: "女士"}
 NEUTRAL_HONORIFIC = "先生/女士"
 _MASK = "****"
@@ -54,9 +55,9 @@ def surname(name: str) -> str:
         return name.replace("•", "·").split("·")[0]
     if name.isascii():
         return name.split()[-1]
-    for compound in sorted(COMPOUND_SURNAMES, key=len, reverse=True):
-        if name.startswith(compound) and len(name) > len(compound):
-            return compound
+    for size in _COMPOUND_LENGTHS:  # the longest compound first
+        if len(name) > size and name[:size] in COMPOUND_SURNAMES:
+            return name[:size]
     return name[0]
 
 
