@@ -20,7 +20,7 @@ from activities.bind_card import BindCardActivities
 from activities.channels import LocalOutbox, Sender
 from activities.journey import JourneyActivities
 from activities.scan import ScanActivities
-from activities.senders import build_senders, close_senders
+from activities.senders import build_senders, close_senders, rate_shares
 from domain.branches import Branches
 from domain.models import Channel
 from infra import logging as log_lines
@@ -128,9 +128,10 @@ async def run(settings: Settings, metrics: int | None = None) -> int:
                                   senders=senders, time_scale=settings.time_scale)
             log.info("worker started", extra={"task_queue": settings.temporal_task_queue,
                                                "metrics_port": metrics})
-            # The worker delivers the signal outbox too (callbacks stored while Temporal
-            # was down), beside the callback process: each row goes out once.
-            async with worker, OutboxDrainer(
+            # The send rates are shared with the other workers before the first send and
+            # until the last. The worker delivers the signal outbox too (callbacks stored
+            # while Temporal was down), beside the callback process: each row goes out once.
+            async with rate_shares(pool, senders).running(), worker, OutboxDrainer(
                     pool, Journeys(client, settings.temporal_task_queue)).running():
                 await stop.wait()
                 # Leaving the block stops polling, lets activities in flight finish (up

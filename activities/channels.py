@@ -69,7 +69,8 @@ class Sender(Protocol):
     used by the send path (activities/delivery.py) when present:
     - `idempotent = True`: sending the same notification id again cannot make a second
       message (our own queues), so an interrupted send is simply repeated;
-    - `async def ready()`: awaited before the record says 'sending' (the rate limit);
+    - `async def ready(message)`: awaited before the record says 'sending' (the rate
+      limit; `message` is the message kind, which decides the priority);
     - `slot()`: an async context manager held around `send`, inside which the request
       leaves at once (a free client thread or connection): the record says 'sending'
       only inside it;

@@ -281,7 +281,7 @@ class Delivery:
         for (the rate limit, then a free thread or connection), then its answer."""
         ready = getattr(sender, "ready", None)
         if ready is not None:
-            await ready()
+            await ready(req.message)  # formal notices first
         recorded = False
         try:
             async with _slot(sender):

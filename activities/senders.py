@@ -12,7 +12,7 @@ import sandbox as sb
 from activities.agent_call import AgentCallQueue
 from activities.channels import Sender
 from activities.letters import PrintQueue
-from activities.rate_limit import RateLimited, TokenBucket
+from activities.rate_limit import RateLimited, RateShares, TokenBucket
 from activities.sendgrid_sender import SendGridEmail
 from activities.twilio_sender import DialGuard, TwilioSms, TwilioVoice
 from activities.wechat_sender import WeChatTemplate
@@ -21,7 +21,8 @@ from domain.models import Channel
 from domain.plan import TZ, CompanyRules
 from infra.settings import Settings
 
-# Messages per second per worker process, unless LAPSE_SEND_RATES says otherwise. Twilio
+# Messages per second per channel, unless LAPSE_SEND_RATES says otherwise, shared by the
+# worker processes alive (rate_shares). Twilio
 # sends about 1 SMS a second per long code (more on short codes and Messaging Services),
 # SendGrid takes far more; calls are few and slow.
 DEFAULT_RATES: dict[Channel, float] = {
@@ -87,6 +88,12 @@ def build_senders(settings: Settings, sandbox_url: str | None, pool: asyncpg.Poo
     rates = {**DEFAULT_RATES, **{Channel(k): v for k, v in settings.send_rates.items()}}
     return {channel: RateLimited(sender, TokenBucket(rates[channel])) if channel in rates
             else sender for channel, sender in senders.items()}
+
+
+def rate_shares(pool: asyncpg.Pool, senders: dict[Channel, Sender]) -> RateShares:
+    """This process's share of the rate-limited channels' rates (run it beside the worker)."""
+    return RateShares(pool, {channel: sender.bucket for channel, sender in senders.items()
+                             if isinstance(sender, RateLimited)})
 
 
 async def close_senders(senders: dict[Channel, Sender]) -> None:

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 import sandbox as sb
 from activities.channels import Outgoing, TransientSendError
 from activities.lookup import CANNOT_TELL, Lookup
-from activities.rate_limit import RateLimited, TokenBucket
+from activities.rate_limit import FORMAL, RateLimited, TokenBucket
 from activities.senders import build_senders, close_senders
 from domain.models import Channel
 from domain.plan import TZ
@@ -290,6 +290,17 @@ async def test_voice_calls_only_in_the_call_window_and_six_a_day(sample):
     assert stack.sandbox.requests["voice"] == 6 + 1 and other.startswith("CA")  # + another number
 
 
+class Asked:
+    """The bucket, noting the priority each acquisition asked for."""
+
+    def __init__(self, bucket: TokenBucket, asked: list[int]):
+        self.bucket, self.asked = bucket, asked
+
+    async def acquire(self, priority: int) -> None:
+        self.asked.append(priority)
+        await self.bucket.acquire(priority)
+
+
 async def test_rate_limit_counts_the_waits_per_channel(sample):
     now = [0.0]
 
@@ -305,7 +316,10 @@ async def test_rate_limit_counts_the_waits_per_channel(sample):
                                     reference=f"r{i}"))
         waits = bucket.waits
         req = await send_request(sample, STANDARD, "first_reminder", Channel.SMS, DAY)
+        asked = []
+        sms.bucket = Asked(bucket, asked)
         await send(stack, req, {**stack.senders, Channel.SMS: sms})  # the activity waits too
+    assert asked == [FORMAL]  # the formal demand goes before any follow-up waiting
     assert stack.sandbox.requests["sms"] == 6
     assert waits == 3  # two from the burst, then one every half second
     assert bucket.waits == 4 and now[0] == pytest.approx(2.0)

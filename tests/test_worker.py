@@ -63,6 +63,9 @@ async def test_sigterm_stops_a_busy_worker_gracefully_and_others_carry_on(dev_en
 
         page = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
         assert "temporal_" in page  # the SDK's own metrics, served for Prometheus
+        # It takes its share of the send rates, beside the other workers.
+        shared = await pool.fetch("SELECT DISTINCT channel FROM send_rate_shares")
+        assert {r["channel"] for r in shared} == {"sms", "voice", "email", "wechat", "wecom"}
 
         worker.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(worker.communicate(), 40)
@@ -72,6 +75,8 @@ async def test_sigterm_stops_a_busy_worker_gracefully_and_others_carry_on(dev_en
         assert "worker stopping: finishing work in flight" in messages
         assert messages[-1] == "worker stopped"
         assert "+86" not in err.decode() and "@example.com" not in err.decode()
+        # Stopped cleanly: its share goes back to the others at once, not after the expiry.
+        assert await pool.fetchval("SELECT count(*) FROM send_rate_shares") == 0
 
         # Whatever was in flight went back to the server: another worker carries on.
         before = await _notifications(pool, prefix)
