@@ -7,7 +7,8 @@ them, with the journey clock set so that every first reminder falls due --lead-s
 after the scan begins (time to start and prepare them all first). From that instant the
 bench watches the sandbox providers until every first reminder has been attempted, and
 prints per channel the drain rate (accepted messages per second, first to last) against
-the configured rate (`LAPSE_SEND_RATES`, default sms=100,wechat=100 per worker process;
+the configured rate (`LAPSE_SEND_RATES`, default sms=100,wechat=100, shared by the
+worker processes;
 goal >= 90 %), when the first and the last arrived after the due instant, and the CPU
 seconds per message of the worker processes and the dev server (psutil) over the drain,
 with the sandbox's own (the provider's) beside them. The two-worker phase is compared with
@@ -153,7 +154,7 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
 def report(phases: list[Phase], args: argparse.Namespace, rates: dict[str, float]) -> None:
     n = args.journeys
     print(f"\n{n:,} first reminders due at one instant per phase, LAPSE_SEND_RATES "
-          f"{args.rates} (per worker process), time x{args.time_scale:g} ({machine()})\n")
+          f"{args.rates} (shared by the workers), time x{args.time_scale:g} ({machine()})\n")
     rows = []
     for p in phases:
         for channel in CHANNELS:
