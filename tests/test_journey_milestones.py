@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from activities.channels import Outgoing
+from activities.channels import Outgoing, PermanentSendError
 from domain.journey import Outcome, Payment, PaymentAnswer, Stage
 from domain.journey_rules import recheck_outcome
 from domain.models import PolicyStatus
@@ -100,14 +100,17 @@ class NeverAnswers(ProviderDouble):
     """A provider that keeps every request waiting until released: a send in flight for as
     long as the test wants."""
 
-    def __init__(self) -> None:
+    def __init__(self, then_refuse: bool = False) -> None:
         super().__init__()
         self.waiting = asyncio.Event()
         self.release = asyncio.Event()
+        self.then_refuse = then_refuse
 
     async def send(self, message: Outgoing) -> str:
         self.waiting.set()
         await self.release.wait()
+        if self.then_refuse:
+            raise PermanentSendError("21211", "invalid number")
         return await super().send(message)
 
 
@@ -131,3 +134,21 @@ async def test_a_payment_is_answered_while_the_milestone_waits_for_its_provider(
     assert result.outcome is Outcome.PAID
     sent = await sent_records(sample, STANDARD)
     assert sent[("payment_confirmation", "sms")] == 1
+
+
+async def test_what_failed_while_the_customer_paid_does_not_fall_back(dev_env, sample):
+    # The first reminder waits on its providers, the customer pays meanwhile, then every
+    # channel refuses it: nothing more goes out for a premium already paid.
+    provider = NeverAnswers(then_refuse=True)
+    async with journey_worker(dev_env.client, sample, provider) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 10:00"))
+        await provider.waiting.wait()
+        answer = await asyncio.wait_for(handle.execute_update(
+            "record_payment", pay("3600.00"), result_type=PaymentAnswer), timeout=60)
+        provider.release.set()
+        result = await handle.result()
+    assert answer.outcome == "paid_in_full" and result.outcome is Outcome.PAID
+    channels = {r["channel"] for r in await sample.fetch(
+        "SELECT channel FROM notifications WHERE policy_number = $1 "
+        "AND milestone = 'first_reminder'", STANDARD)}
+    assert channels == {"sms", "wechat"}  # the slot's own channels, no fallback after them

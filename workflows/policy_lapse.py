@@ -351,6 +351,8 @@ class PolicyLapseWorkflow:
             if stop is not None:
                 self._close(stop)  # paid, terminated or reinstated meanwhile: nothing more
                 return
+            if s.stage is Stage.CLOSED and not self._settling:
+                return  # paid while this went out: no fallback, no reminder after it
             tried.update(channels)
             self._merge(unreached, results)
             self._holder(results, holder_ok, holder_failed)
