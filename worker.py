@@ -64,13 +64,15 @@ def build_worker(client: Client, pool: asyncpg.Pool, task_queue: str,
         # what they had not finished is retried by another worker.
         "graceful_shutdown_timeout": timedelta(seconds=20),
     }
+    # A test adds its own (a fault at an exact instant) after ours.
+    interceptors = [log_lines.SendProgress(), *options.pop("interceptors", ())]
     settings.update(options)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[PolicyLapseWorkflow, DailyScanWorkflow, BindCardCampaignWorkflow],
         activities=[*activities.all(), *scan.all(), *campaign.all(), *extra_activities],
-        interceptors=[log_lines.SendProgress()],  # a log line for every message sent
+        interceptors=interceptors,  # SendProgress: a log line for every message sent
         **settings,
     )
 

@@ -177,7 +177,8 @@ class JourneyActivities:
         stored, and the journey refuses the payment. The answer carries the amount as
         stored, which is what the journey counts."""
         async with self._pool.acquire() as conn, conn.transaction():
-            stored = await payments.store_payment(conn, rec.policy_number, rec.payment)
+            stored = await payments.store_payment(conn, rec.policy_number, rec.payment,
+                                                   rec.journey_id)
         return stored
 
     @activity.defn

@@ -337,6 +337,7 @@ class InquiryRequest(Model):
 class PaymentRecord(Model):
     policy_number: str
     payment: Payment
+    journey_id: str | None = None  # the journey storing it; None in histories before 0017
 
 
 class StageChange(Model):

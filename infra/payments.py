@@ -13,10 +13,10 @@ import asyncpg
 from domain.journey import Payment, PaymentStored
 
 _INSERT = """
-INSERT INTO payments (transaction_id, policy_number, amount, currency, paid_at)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT (transaction_id) DO NOTHING RETURNING amount
+INSERT INTO payments (transaction_id, policy_number, amount, currency, paid_at, journey_id)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (transaction_id) DO NOTHING RETURNING amount
 """
-_EXISTING = "SELECT policy_number, amount FROM payments WHERE transaction_id = $1"
+_EXISTING = "SELECT policy_number, amount, journey_id FROM payments WHERE transaction_id = $1"
 _OPEN_DUES = """
 SELECT due_date, amount - paid_amount AS open FROM premium_dues
 WHERE policy_number = $1 AND paid_amount < amount ORDER BY due_date FOR UPDATE
@@ -35,14 +35,19 @@ async def owed(conn: asyncpg.Connection, policy_number: str) -> Decimal:
 
 
 async def store_payment(conn: asyncpg.Connection, policy_number: str,
-                        payment: Payment) -> PaymentStored:
+                        payment: Payment, journey_id: str | None = None) -> PaymentStored:
     """Store the payment once and apply it to the oldest open dues; call inside a
     transaction. `conflict` when the transaction id is another policy's (nothing stored);
-    `duplicate` when this policy's payment was stored before (nothing changes)."""
+    `duplicate` when this policy's payment was stored before (nothing changes). A journey
+    storing a payment names itself: its retried store, after a first attempt whose answer
+    was lost, finds its own row and answers `new` again, as that attempt did."""
     amount = await conn.fetchval(_INSERT, payment.transaction_id, policy_number,
-                                 payment.amount, payment.currency, payment.paid_at)
+                                 payment.amount, payment.currency, payment.paid_at, journey_id)
     if amount is None:
         row = await conn.fetchrow(_EXISTING, payment.transaction_id)
+        if journey_id is not None and row["journey_id"] == journey_id:
+            return PaymentStored(outcome="new", amount=row["amount"],
+                                 owed=await owed(conn, policy_number))
         outcome = "duplicate" if row["policy_number"] == policy_number else "conflict"
         return PaymentStored(outcome=outcome,
                              amount=row["amount"] if outcome == "duplicate" else Decimal("0"),

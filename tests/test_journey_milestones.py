@@ -9,7 +9,10 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from activities.channels import Outgoing, PermanentSendError
 from domain.journey import Outcome, Payment, PaymentAnswer, Stage
@@ -152,3 +155,40 @@ async def test_what_failed_while_the_customer_paid_does_not_fall_back(dev_env, s
         "SELECT channel FROM notifications WHERE policy_number = $1 "
         "AND milestone = 'first_reminder'", STANDARD)}
     assert channels == {"sms", "wechat"}  # the slot's own channels, no fallback after them
+
+
+class LoseFirstPaymentAnswer(ActivityInboundInterceptor):
+    """The worker dies after the payment's transaction committed and before Temporal heard
+    the activity's answer (simulated: a real worker crash cannot be timed to that instant
+    here): the first attempt stores the payment, then fails; Temporal retries it."""
+
+    async def execute_activity(self, input: ExecuteActivityInput):
+        result = await super().execute_activity(input)
+        info = activity.info()
+        if info.activity_type == "record_payment" and info.attempt == 1:
+            raise ApplicationError("the worker died before it answered")
+        return result
+
+
+class LosePaymentAnswers(Interceptor):
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return LoseFirstPaymentAnswer(next)
+
+
+async def test_a_payment_whose_first_answer_was_lost_still_closes_the_journey(dev_env, sample):
+    # Today's bug: the retry found its own row, answered "duplicate", and the journey went
+    # on reminding a customer who had paid in full.
+    async with journey_worker(dev_env.client, sample, ProviderDouble(),
+                              interceptors=[LosePaymentAnswers()]) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 10:00"))
+        payment = pay("3600.00")
+        answer = await asyncio.wait_for(handle.execute_update(
+            "record_payment", payment, result_type=PaymentAnswer), timeout=60)
+        assert (answer.outcome, answer.outstanding) == ("paid_in_full", Decimal("0"))
+        result = await handle.result()
+    assert result.outcome is Outcome.PAID
+    stored = await sample.fetch("SELECT amount FROM payments WHERE policy_number = $1",
+                                STANDARD)
+    assert [r["amount"] for r in stored] == [Decimal("3600.00")]
+    sent = await sent_records(sample, STANDARD)
+    assert sent[("payment_confirmation", "sms")] == 1

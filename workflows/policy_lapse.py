@@ -781,7 +781,8 @@ class PolicyLapseWorkflow:
                                  outstanding=self._outstanding())
         stored: PaymentStored = await workflow.execute_activity_method(
             JourneyActivities.record_payment,
-            PaymentRecord(policy_number=self._input.trigger.policy_number, payment=payment),
+            PaymentRecord(policy_number=self._input.trigger.policy_number, payment=payment,
+                          journey_id=self._journey_id()),
             summary=f"record payment {payment.transaction_id}", **DB_CALL)
         if stored.outcome == "conflict":
             raise ApplicationError("the transaction id is already recorded for another "
