@@ -53,6 +53,21 @@ def command(fn: Callable[[argparse.Namespace, Settings], Awaitable[int]]):
     return run
 
 
+def with_settings(fn: Callable[[argparse.Namespace, Settings], int]):
+    """Run a command that runs its own event loop (or none) with validated settings; a bad
+    setting is one line on stderr, exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            settings = Settings.from_env()
+        except SettingsError as err:
+            print(f"lapse {args.command}: {err}", file=sys.stderr)
+            return 2
+        return fn(args, settings)
+
+    return run
+
+
 @asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the configured, running or embedded database, migrated and seeded."""
