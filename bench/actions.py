@@ -31,14 +31,14 @@ from _common import SAMPLE, TZ, BenchStack, arguments, run, table, verdict  # no
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
-from commands.demo import (  # noqa: E402
+from commands.demo_personas import (  # noqa: E402
     GROUP,
     NEVER_PAYS,
     PAY_IN_GRACE,
     REINSTATED,
     RESCINDED,
     Player,
-    _play,
+    play,
 )
 from contract import workflow_id  # noqa: E402
 from infra.journeys import PaymentSystem  # noqa: E402
@@ -132,8 +132,8 @@ async def bench(args: argparse.Namespace) -> int:
         payments = PaymentSystem(journeys, stack.pool, time_scale=args.time_scale)
         try:
             async with asyncio.timeout(args.timeout):
-                await asyncio.gather(*(_play(p, journeys, payments, stack.pool, now,
-                                             args.time_scale) for p in players))
+                await asyncio.gather(*(play(p, journeys, payments, stack.pool, now,
+                                            args.time_scale) for p in players))
         except TimeoutError:
             print(f"actions: not every journey closed within {args.timeout:.0f} s",
                   file=sys.stderr)

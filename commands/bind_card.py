@@ -4,7 +4,6 @@ by hand or as a monthly Temporal Schedule."""
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import date, datetime, timedelta
 
 from rich.console import Console
@@ -13,17 +12,14 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleCalendarSpec,
     ScheduleDescription,
     ScheduleOverlapPolicy,
-    SchedulePolicy,
     ScheduleRange,
-    ScheduleSpec,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from commands.common import UserError, command, temporal
-from commands.scan import schedule_info, upsert_schedule
+from commands.schedules import print_schedule, shanghai_schedule, upsert_schedule
 from domain.campaign import CampaignInput, CampaignSummary, campaign_month
 from domain.plan import TZ
 from workflows.bind_card import SCHEDULE_ID, BindCardCampaignWorkflow
@@ -59,23 +55,16 @@ def _month(text: str) -> date:
 
 
 def monthly_schedule(task_queue: str, day: int = 2, hour: int = 10) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
+    return shanghai_schedule(
+        ScheduleActionStartWorkflow(
             BindCardCampaignWorkflow.run, CampaignInput(), id=SCHEDULE_ID,
             task_queue=task_queue,
             static_summary="Monthly campaign: ask customers whose debits keep failing to "
                            "bind a new card"),
-        spec=ScheduleSpec(
-            calendars=[ScheduleCalendarSpec(day_of_month=[ScheduleRange(day)],
-                                            hour=[ScheduleRange(hour)],
-                                            minute=[ScheduleRange(0)],
-                                            second=[ScheduleRange(0)])],
-            time_zone_name="Asia/Shanghai"),
+        hour=hour, day_of_month=ScheduleRange(day),
         # SKIP: a campaign still running when the next month's is due is far behind;
         # the next one would ask the same customers.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP,
-                              catchup_window=CATCHUP_WINDOW),
-    )
+        overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW)
 
 
 async def install_schedule(client: Client, task_queue: str, day: int = 2, hour: int = 10,
@@ -98,12 +87,9 @@ async def run_bind_card(args: argparse.Namespace, settings) -> int:
     queue = settings.temporal_task_queue
     if args.schedule:
         async with temporal(settings) as client:
-            info = schedule_info(await install_schedule(client, queue, args.day, args.hour))
-        print(json.dumps(info) if args.json else
-              f"schedule {info['id']} {info['state']}: BindCardCampaignWorkflow on day "
-              f"{args.day} of every month at {args.hour:02d}:00 Asia/Shanghai on task queue "
-              f"{info['task_queue']}; overlap {info['overlap']}, catch-up window "
-              f"{info['catchup_window']}; next run {info['next_run'] or '-'}")
+            desc = await install_schedule(client, queue, args.day, args.hour)
+        print_schedule(desc, f"BindCardCampaignWorkflow on day {args.day} of every month at "
+                       f"{args.hour:02d}:00 Asia/Shanghai", as_json=args.json)
         return 0
     this_month = campaign_month(datetime.now(TZ))
     month = args.month or this_month

@@ -7,8 +7,8 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
 from temporalio.client import Client
@@ -53,6 +53,21 @@ def command(fn: Callable[[argparse.Namespace, Settings], Awaitable[int]]):
     return run
 
 
+def with_settings(fn: Callable[[argparse.Namespace, Settings], int]):
+    """Run a command that runs its own event loop (or none) with validated settings; a bad
+    setting is one line on stderr, exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            settings = Settings.from_env()
+        except SettingsError as err:
+            print(f"lapse {args.command}: {err}", file=sys.stderr)
+            return 2
+        return fn(args, settings)
+
+    return run
+
+
 @asynccontextmanager
 async def database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the configured, running or embedded database, migrated and seeded."""
@@ -78,12 +93,30 @@ async def temporal(settings: Settings, *, lazy: bool = False) -> AsyncIterator[C
             raise
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 async def until_stopped() -> None:
-    """Wait for Ctrl-C or SIGTERM (what a server command does once it serves)."""
+    """Wait for Ctrl-C or SIGTERM (what a server command does once it serves). The handler
+    stays: a second Ctrl-C while the server stops does not cut its stopping short."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+@contextmanager
+def on_stop_signals(handler: Callable[[], object]) -> Iterator[None]:
+    """Inside, Ctrl-C and SIGTERM call `handler` on the running loop instead of raising
+    KeyboardInterrupt; their usual handling is back on the way out."""
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
 
 

@@ -6,17 +6,17 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import AsyncIterator
 
 from commands.codec_server import codec_lines, embedded_codec_server
+from commands.common import on_stop_signals, with_settings
 from commands.console import local_console
 from commands.providers import local_providers
 from infra.db import connect_pool
 from infra.embedded import Stack, StackError
 from infra.migrate import MigrationError
-from infra.settings import Settings, SettingsError, redact_dsn
+from infra.settings import Settings, redact_dsn
 from infra.temporal import SearchAttributesError, connect_client
 from web.codec_server import RunningCodecServer
 
@@ -30,22 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Other `lapse` commands and `lapse-worker` find them while it runs.",
     )
     p.add_argument("--json", action="store_true", help="print the addresses as one JSON line")
-    p.set_defaults(func=_main)
+    p.set_defaults(func=with_settings(run_dev))
 
 
-def _main(args: argparse.Namespace) -> int:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as error:
-        print(f"lapse dev: {error}", file=sys.stderr)
-        return 2
-    return run_dev(settings, json_output=args.json)
-
-
-def run_dev(settings: Settings, *, json_output: bool = False) -> int:
+def run_dev(args: argparse.Namespace, settings: Settings) -> int:
     """Run until Ctrl-C or SIGTERM, then stop both servers; 0 on a clean stop."""
     try:
-        return asyncio.run(_dev(settings, json_output))
+        return asyncio.run(_dev(settings, args.json))
     except (StackError, MigrationError, SearchAttributesError) as error:
         print(f"lapse dev: {error}", file=sys.stderr)
         return 1
@@ -64,30 +55,25 @@ async def _dev(settings: Settings, json_output: bool) -> int:
             if not started:
                 main.cancel()
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        async with (
-            embedded_codec_server(settings) as codec,
-            Stack(settings, ui=True, codec_endpoint=codec and codec.endpoint) as stack,
-            _providers(stack) as sandbox_url,
-            local_console(stack) as console_url,
-        ):
-            if codec is not None and stack.ui_url:
-                codec.server.allow_origin(stack.ui_url)
-            started = True
-            _print_addresses(stack, json_output, sandbox_url, codec, console_url)
-            await stop.wait()
-            if not json_output:
-                print("stopping...", flush=True)
-    except asyncio.CancelledError:
-        if not stop.is_set():
-            raise
-        return 130  # interrupted while starting
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with on_stop_signals(on_signal):
+        try:
+            async with (
+                embedded_codec_server(settings) as codec,
+                Stack(settings, ui=True, codec_endpoint=codec and codec.endpoint) as stack,
+                _providers(stack) as sandbox_url,
+                local_console(stack) as console_url,
+            ):
+                if codec is not None and stack.ui_url:
+                    codec.server.allow_origin(stack.ui_url)
+                started = True
+                _print_addresses(stack, json_output, sandbox_url, codec, console_url)
+                await stop.wait()
+                if not json_output:
+                    print("stopping...", flush=True)
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            return 130  # interrupted while starting
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import date, datetime, timedelta
 
@@ -14,18 +13,13 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleCalendarSpec,
     ScheduleDescription,
     ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleRange,
-    ScheduleSpec,
-    ScheduleUpdate,
 )
 
 from activities.scan import DEFAULT_PAGE_SIZE, scan_policies
 from commands.common import command, database, temporal
+from commands.schedules import print_schedule, shanghai_schedule, upsert_schedule
 from domain.plan import TZ
 from domain.scan import ScanInput, ScanSummary
 from infra.journeys import Journeys
@@ -69,12 +63,8 @@ async def run_scan(args: argparse.Namespace, settings) -> int:
         async with temporal(settings) as client:
             desc = await install_schedule(client, settings.temporal_task_queue, args.hour,
                                           args.concurrency, page_size=args.page_size)
-        info = schedule_info(desc)
-        print(json.dumps(info) if args.json else
-              f"schedule {info['id']} {info['state']}: DailyScanWorkflow every day at "
-              f"{args.hour:02d}:00 Asia/Shanghai on task queue {info['task_queue']}; "
-              f"overlap {info['overlap']}, catch-up window {info['catchup_window']}; "
-              f"next run {info['next_run'] or '-'}")
+        print_schedule(desc, f"DailyScanWorkflow every day at {args.hour:02d}:00 Asia/Shanghai",
+                       as_json=args.json)
         return 0
     now = datetime.now(TZ)
     as_of = args.as_of or now.date()
@@ -124,21 +114,15 @@ def summary_table(summary: ScanSummary) -> Table:
 
 def daily_schedule(task_queue: str, hour: int = 7, concurrency: int = 20,
                    page_size: int = DEFAULT_PAGE_SIZE) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
+    return shanghai_schedule(
+        ScheduleActionStartWorkflow(
             DailyScanWorkflow.run, ScanInput(concurrency=concurrency, page_size=page_size),
             id=SCHEDULE_ID, task_queue=task_queue,
             static_summary="Daily scan: start the journeys of policies at risk"),
-        spec=ScheduleSpec(
-            calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(hour)],
-                                            minute=[ScheduleRange(0)],
-                                            second=[ScheduleRange(0)])],
-            time_zone_name="Asia/Shanghai"),
+        hour=hour,
         # SKIP: a scan still running when the next is due means the next one would only
         # find the same journeys running; buffering it would just pile up work.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP,
-                              catchup_window=CATCHUP_WINDOW),
-    )
+        overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW)
 
 
 async def install_schedule(client: Client, task_queue: str, hour: int = 7,
@@ -147,32 +131,3 @@ async def install_schedule(client: Client, task_queue: str, hour: int = 7,
     """Create the daily scan schedule, or update it in place when it exists."""
     return await upsert_schedule(client, schedule_id, daily_schedule(task_queue, hour,
                                                                      concurrency, page_size))
-
-
-async def upsert_schedule(client: Client, schedule_id: str, schedule: Schedule
-                          ) -> ScheduleDescription:
-    """Create a schedule, or update it in place when it exists (so installing is safe to
-    repeat)."""
-    try:
-        handle = await client.create_schedule(schedule_id, schedule)
-    except ScheduleAlreadyRunningError:
-        handle = client.get_schedule_handle(schedule_id)
-        await handle.update(lambda _old: ScheduleUpdate(schedule=schedule))
-    return await handle.describe()
-
-
-def schedule_info(desc: ScheduleDescription) -> dict:
-    action = desc.schedule.action
-    policy = desc.schedule.policy
-    upcoming = desc.info.next_action_times
-    return {
-        "id": desc.id,
-        "state": "paused" if desc.schedule.state.paused else "active",
-        "workflow": action.workflow if isinstance(action, ScheduleActionStartWorkflow)
-        else None,
-        "task_queue": getattr(action, "task_queue", None),
-        "overlap": policy.overlap.name,
-        "catchup_window": str(policy.catchup_window),
-        "time_zone": desc.schedule.spec.time_zone_name,
-        "next_run": upcoming[0].astimezone(TZ).isoformat() if upcoming else None,
-    }

@@ -7,9 +7,10 @@ import argparse
 import os
 import sys
 
+from commands.common import with_settings
 from infra.codec import codec_token
 from infra.embedded import TEMPORAL_BIN, read_stack_file
-from infra.settings import Settings, SettingsError
+from infra.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`temporal` goes to the CLI, e.g. `lapse temporal schedule describe --schedule-id "
         "lapse-daily-scan`.")
     p.add_argument("cli_args", nargs=argparse.REMAINDER, metavar="ARGS")
-    p.set_defaults(func=run_temporal)
+    p.set_defaults(func=with_settings(run_temporal))
 
 
 def cli_environment(settings: Settings, environ: dict[str, str]) -> dict[str, str]:
@@ -38,12 +39,7 @@ def cli_environment(settings: Settings, environ: dict[str, str]) -> dict[str, st
     return env
 
 
-def run_temporal(args: argparse.Namespace) -> int:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as err:
-        print(f"lapse temporal: {err}", file=sys.stderr)
-        return 2
+def run_temporal(args: argparse.Namespace, settings: Settings) -> int:
     env = cli_environment(settings, dict(os.environ))
     if "TEMPORAL_ADDRESS" not in env:
         print("lapse temporal: no Temporal server: run `lapse dev` in another terminal or set "

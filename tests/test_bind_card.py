@@ -12,7 +12,7 @@ import pytest
 from temporalio.client import ScheduleOverlapPolicy
 
 from commands.bind_card import install_schedule, run_once
-from commands.scan import schedule_info
+from commands.schedules import schedule_info
 from domain.campaign import (
     CampaignRules,
     campaign_month,

@@ -10,7 +10,9 @@ from decimal import Decimal
 import psutil
 from rich.console import Console, Group
 
-from commands.demo import CAST, DEMO_LOG, SAMPLE, Player, _grid, _table, demo_time_scale
+from commands.demo import DEMO_LOG, SAMPLE, demo_time_scale
+from commands.demo_personas import CAST, Player
+from commands.demo_table import address_grid, journeys_table
 from domain.journey import JourneyStatus, NextMilestone, NotificationView, Outcome, Stage
 from domain.models import Channel
 from domain.plan import TZ
@@ -84,7 +86,7 @@ def test_the_live_view_fits_100_by_40_with_every_journey_sorted_and_the_addresse
                  ("Worker log", ".lapse-data/demo-worker.log")]
     console = Console(width=100, height=40, record=True, force_terminal=True,
                       color_system=None)
-    console.print(Group(_grid(addresses), _table(players)))
+    console.print(Group(address_grid(addresses), journeys_table(players)))
     lines = console.export_text().rstrip("\n").splitlines()
     assert len(lines) + 1 <= 40  # with the demo's first line above
     assert max(len(line) for line in lines) <= 100 and "…" not in "".join(lines)

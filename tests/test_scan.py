@@ -13,7 +13,8 @@ from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.testing import ActivityEnvironment
 
 from activities.scan import ScanActivities, scan_pages, scan_policies
-from commands.scan import install_schedule, schedule_info
+from commands.scan import install_schedule
+from commands.schedules import schedule_info
 from domain.journey import Outcome
 from domain.policy_file import parse_policy_file
 from domain.scan import (
