@@ -11,6 +11,7 @@ from pydantic import Field
 
 from domain.ids import REFERENCE_PATTERN
 from domain.models import (
+    CURRENCY,
     Channel,
     DebitFailure,
     Model,
@@ -59,6 +60,16 @@ class Payment(Signal):
     amount: Decimal = Field(max_digits=14, decimal_places=2)
     currency: str = Field(min_length=3, max_length=3)
     paid_at: Moment
+
+
+def payment_problem(payment: Payment) -> str | None:
+    """Why a payment cannot be taken, or None: the one check, asked by the payment system's
+    door (infra/journeys.py) and by the journey's update validator alike."""
+    if payment.amount <= 0:
+        return f"amount must be positive, got {payment.amount}"
+    if payment.currency != CURRENCY:
+        return f"currency must be {CURRENCY}, got {payment.currency}"
+    return None
 
 
 class PaymentAnswer(Model):

@@ -60,8 +60,9 @@ from domain.journey import (
     ReinstatementDecided,
     Signal,
     Stage,
+    payment_problem,
 )
-from domain.models import CURRENCY, Trigger, TriggerKind
+from domain.models import Trigger, TriggerKind
 from infra import payments, store
 
 
@@ -365,10 +366,8 @@ class PaymentSystem:
 
 
 def _check_payment(payment: Payment) -> None:
-    if payment.amount <= 0:
-        raise PaymentRefused(f"amount must be positive, got {payment.amount}")
-    if payment.currency != CURRENCY:
-        raise PaymentRefused(f"currency must be {CURRENCY}, got {payment.currency}")
+    if (problem := payment_problem(payment)) is not None:
+        raise PaymentRefused(problem)
 
 
 # --- what agents read besides the workflow's own state ----------------------------------------

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         StageChange,
         TaskRequest,
         VerificationOutcome,
+        payment_problem,
     )
     from domain.journey_rules import (
         FOLLOW_UPS,
@@ -65,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         is_short_term,
         stand_ins,
     )
-    from domain.models import CURRENCY, Channel, MilestoneKind, Segment, TriggerKind
+    from domain.models import Channel, MilestoneKind, Segment, TriggerKind
     from domain.plan import TZ, PlannedMilestone
     from domain.reinstatement import Due, ReinstatementQuote, journey_quote
     from domain.verification import hold_priority
@@ -762,10 +763,8 @@ class PolicyLapseWorkflow:
     # --- what the signals do ----------------------------------------------------------------
 
     def _validate_payment(self, payment: Payment) -> None:
-        if payment.amount <= 0:
-            raise ApplicationError("amount must be positive", type="InvalidPayment")
-        if payment.currency != CURRENCY:
-            raise ApplicationError(f"currency must be {CURRENCY}", type="InvalidPayment")
+        if (problem := payment_problem(payment)) is not None:
+            raise ApplicationError(problem, type="InvalidPayment")
         if self._s is not None and self._s.stage is Stage.CLOSED:
             raise ApplicationError("the journey is closed", type="JourneyClosed")
 
