@@ -29,10 +29,10 @@ from domain.campaign import (
     review_month,
     run_id,
 )
-from domain.content.context import MessageKind, Role, Variant, build_context
+from domain.content.context import Role, Variant, build_context
 from domain.content.render import RenderedMessage, render_message
 from domain.content.rules import ContentRuleError
-from domain.models import Channel, Customer, DebitFailure, Trigger, TriggerKind
+from domain.models import Channel, Customer, DebitFailure, MessageKind, Trigger, TriggerKind
 from domain.plan import TZ, JourneyPlan
 from domain.report import DEFAULT_RULES, ReportRules, window
 from infra import outreach, store

@@ -15,7 +15,6 @@ from activities.delivery import Delivery, Recipient, address_of
 from domain.branches import Branches, nearest_branch
 from domain.calendar import BusinessCalendar
 from domain.content import available_channels
-from domain.content.context import MessageKind
 from domain.evidence import Anchored
 from domain.ids import task_id
 from domain.journey import (
@@ -37,7 +36,7 @@ from domain.journey import (
     TaskRequest,
 )
 from domain.journey_rules import recheck_outcome
-from domain.models import Channel, PolicyStatus, Segment, TriggerKind
+from domain.models import Channel, MessageKind, PolicyStatus, Segment, TriggerKind
 from domain.plan import TZ, CompanyRules
 from domain.planner import plan_journey
 from domain.triggers import elderly_from, segments_for

@@ -8,7 +8,7 @@ from datetime import date, datetime, time, timedelta
 from domain.calendar import BusinessCalendar, add_months, add_years
 from domain.models import (
     Channel,
-    MilestoneKind,
+    MessageKind,
     Product,
     ProductKind,
     Segment,
@@ -28,7 +28,7 @@ class _Draft:
     """A milestone before its send times: `base` is the rule's date, `day` the business day."""
 
     key: str
-    kind: MilestoneKind
+    kind: MessageKind
     index: int | None
     base: date
     day: date
@@ -47,7 +47,7 @@ def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
     due = trigger.due_date
     if trigger.kind is TriggerKind.RESCISSION:
         # No grace and no reinstatement: one formal notice, from the decision date on.
-        drafts = [planner.draft(RESCISSION_NOTICE, MilestoneKind.RESCISSION_NOTICE, due,
+        drafts = [planner.draft(RESCISSION_NOTICE, MessageKind.RESCISSION_NOTICE, due,
                                 calendar.next_business_day(due, include_today=True))]
         grace_ends_on = lapses_on = lapses_at = deadline = None
         must_send = RESCISSION_NOTICE
@@ -98,7 +98,7 @@ class _Planner:
             return Segment.ELDERLY
         return self.segment
 
-    def draft(self, key: str, kind: MilestoneKind, base: date, day: date,
+    def draft(self, key: str, kind: MessageKind, base: date, day: date,
               index: int | None = None, extra: Channel | None = None) -> _Draft:
         segment = self.segment_on(day)
         channels = self.rules.channels_for(kind, segment)
@@ -112,24 +112,24 @@ class _Planner:
     def grace_drafts(self, due: date, grace_ends_on: date, lapses_on: date) -> list[_Draft]:
         cal, rules = self.calendar, self.rules
         first_day = cal.add_business_days(due, rules.first_reminder_business_days)
-        drafts = [self.draft(FIRST_REMINDER, MilestoneKind.FIRST_REMINDER, due, first_day)]
+        drafts = [self.draft(FIRST_REMINDER, MessageKind.FIRST_REMINDER, due, first_day)]
         second = grace_ends_on - timedelta(days=rules.second_reminder_days_before_grace_end)
         # Moved earlier, not later, so the customer keeps the time to pay.
         second_day = cal.previous_business_day(second, include_today=True)
         # A grace period too short for two reminders keeps only the formal demand.
         if second_day > first_day:
-            drafts.append(self.draft("second_reminder", MilestoneKind.SECOND_REMINDER,
+            drafts.append(self.draft("second_reminder", MessageKind.SECOND_REMINDER,
                                      second, second_day))
-        drafts.append(self.draft(LAPSE_NOTICE, MilestoneKind.LAPSE_NOTICE, lapses_on,
+        drafts.append(self.draft(LAPSE_NOTICE, MessageKind.LAPSE_NOTICE, lapses_on,
                                  cal.next_business_day(lapses_on, include_today=True)))
         return drafts
 
     def after_lapse_drafts(self, lapses_on: date, reinstatable: bool,
                            short_term: bool) -> list[_Draft]:
         if reinstatable:
-            kind, care = MilestoneKind.FOLLOW_UP, set(self.rules.care_email_months)
+            kind, care = MessageKind.FOLLOW_UP, set(self.rules.care_email_months)
         elif short_term:
-            kind, care = MilestoneKind.REENROLMENT_OFFER, set()
+            kind, care = MessageKind.REENROLMENT_OFFER, set()
         else:
             return []
         drafts = []

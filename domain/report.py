@@ -68,7 +68,7 @@ from domain.calendar import add_months
 from domain.campaign import rebound
 from domain.content.masking import mask_card, short_name
 from domain.evidence import DemandRecord, formal_demand
-from domain.models import Channel, DebitFailureReason, Gender, MilestoneKind, Model
+from domain.models import MILESTONES, Channel, DebitFailureReason, Gender, Model
 from domain.plan import TZ
 
 ACCEPTED = ("sent", "delivered")
@@ -112,7 +112,7 @@ NO_MILESTONE = "none"  # paid before any reminder went out
 UNKNOWN_ERROR = "unknown"
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_MILESTONE_ORDER = [m.value for m in MilestoneKind]
+_MILESTONE_ORDER = [m.value for m in MILESTONES]
 _CHANNEL_ORDER = [c.value for c in Channel]
 
 

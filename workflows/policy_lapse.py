@@ -65,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
         is_short_term,
         stand_ins,
     )
-    from domain.models import CURRENCY, Channel, MilestoneKind, Segment, TriggerKind
+    from domain.models import CURRENCY, Channel, MessageKind, Segment, TriggerKind
     from domain.plan import TZ, PlannedMilestone
     from domain.reinstatement import Due, ReinstatementQuote, journey_quote
     from domain.verification import hold_priority
@@ -290,7 +290,7 @@ class PolicyLapseWorkflow:
         keep = set(past[-1:])
         lapses_at = s.prep.plan.lapses_at
         for i in past:
-            if s.prep.plan.milestones[i].kind is MilestoneKind.FIRST_REMINDER and (
+            if s.prep.plan.milestones[i].kind is MessageKind.FIRST_REMINDER and (
                     lapses_at is None or now < lapses_at):
                 keep.add(i)
         s.skipped = [s.prep.plan.milestones[i].key for i in past if i not in keep]
@@ -306,7 +306,7 @@ class PolicyLapseWorkflow:
         # The policy is re-checked by the milestone's own activity, right before it sends.
         await self._deliver(MilestoneKey(m.key), m.kind.value, m.slots_by_time(),
                             until=m.until, formal=m.kind in FORMAL_NOTICES,
-                            recheck=m.kind is not MilestoneKind.RESCISSION_NOTICE)
+                            recheck=m.kind is not MessageKind.RESCISSION_NOTICE)
 
     # --- sending ----------------------------------------------------------------------
 
@@ -924,7 +924,7 @@ class PolicyLapseWorkflow:
         m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
         formal = m is not None and m.kind in FORMAL_NOTICES and scope == "policyholder"
         if (channel_failed is Channel.VOICE and scope == "policyholder" and m is not None
-                and m.kind is MilestoneKind.SECOND_REMINDER
+                and m.kind is MessageKind.SECOND_REMINDER
                 and Segment.ELDERLY in self._segments_for(key)):
             # An elderly customer who did not answer the call: a visit may be needed.
             await self._task("home_visit", key.base, priority=2, nearest_branch=True)
