@@ -48,7 +48,7 @@ from domain.content.masking import full_name
 from domain.content.render import RenderedMessage
 from domain.content.rules import ContentRuleError
 from domain.journey import SendOutcome, SendRequest
-from domain.models import Channel, Customer
+from domain.models import ACCEPTED, Channel, Customer, NotificationStatus
 from domain.plan import TZ
 from domain.suppression import address_key, closed_channels
 from infra import deliveries, evidence, store
@@ -72,9 +72,10 @@ SUPPRESSED = "suppressed"
 NO_ADDRESS = "no_address"
 UNCONFIRMED = "unconfirmed"  # interrupted, no look-up, past the provider's repeat window
 
-_REACHED = ("sent", "delivered")
-_REFUSED = ("failed", "bounced", "skipped")
-_INTERRUPTED = ("sending", "unknown")
+_S = NotificationStatus
+_REACHED = ACCEPTED
+_REFUSED = (_S.FAILED, _S.BOUNCED, _S.SKIPPED)
+_INTERRUPTED = (_S.SENDING, _S.UNKNOWN)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,24 @@ def _milestone(kind: MessageKind) -> MessageKind:
 Milestone = Annotated[MessageKind, AfterValidator(_milestone)]
 
 
+class NotificationStatus(StrEnum):
+    """Where a notification record is (README "Channels and providers")."""
+
+    QUEUED = "queued"  # not sent yet, or refused for now: tried again
+    SENDING = "sending"  # handed to the provider right now
+    SENT = "sent"  # the provider accepted it
+    DELIVERED = "delivered"  # the provider (or an agent) confirmed it reached the customer
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SKIPPED = "skipped"  # never tried: superseded, or paused while underwriting decides
+    UNKNOWN = "unknown"  # the request went out and no answer came: nobody knows yet
+
+
+# A provider has it, or the customer does: the one definition of 'accepted'.
+ACCEPTED: frozenset[NotificationStatus] = frozenset({NotificationStatus.SENT,
+                                                     NotificationStatus.DELIVERED})
+
+
 class TriggerKind(StrEnum):
     PREMIUM_OVERDUE = "premium_overdue"
     RENEWAL_UNPAID = "renewal_unpaid"

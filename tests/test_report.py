@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from commands.report_charts import chart
+from domain.models import DebitFailureReason, TriggerKind
 from domain.plan import TZ
 from domain.report import (
     DebitFailureCount,
@@ -530,11 +531,12 @@ def test_months_and_windows_follow_the_shanghai_calendar():
 
 
 def test_lapse_reasons_come_from_the_trigger_and_the_last_failed_debit():
-    assert lapse_reason("debit_failed", "card_expired") == "card_expired"
-    assert lapse_reason("debit_failed", None) == "other"  # no failed debit on record
-    assert lapse_reason("premium_overdue", None) == "no_payment"
-    assert lapse_reason("renewal_unpaid", None) == "no_payment"
-    assert lapse_reason("rescission", None) == "rescission"
+    t = TriggerKind
+    assert lapse_reason(t.DEBIT_FAILED, DebitFailureReason.CARD_EXPIRED) == "card_expired"
+    assert lapse_reason(t.DEBIT_FAILED, None) == "other"  # no failed debit on record
+    assert lapse_reason(t.PREMIUM_OVERDUE, None) == "no_payment"
+    assert lapse_reason(t.RENEWAL_UNPAID, None) == "no_payment"
+    assert lapse_reason(t.RESCISSION, None) == "rescission"
 
 
 def test_masking_keeps_a_surname_and_the_card_tail():
