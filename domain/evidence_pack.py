@@ -7,6 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from domain.evidence import PROOF_WORDS, ChainHead, DemandFinding, Verification
+from domain.ids import IdError, MilestoneKey, Suffix
 from domain.models import Model
 from domain.plan import TZ
 from domain.provider_codes import in_chinese
@@ -184,21 +185,18 @@ INQUIRY_WORDS = {"question": "咨询", "hardship": "缴费困难", "complaint": 
 
 def milestone_words(key: str) -> str:
     """How the pack names a record's milestone key: follow_up_3 -> 复效跟进（第3个月）,
-    first_reminder-fallback -> 首次提醒（正式催告）·备用渠道."""
-    base, _, suffix = key.partition("-")
-    kind, month = base, None
-    head, _, tail = base.rpartition("_")
-    if tail.isdigit() and head in MESSAGE_WORDS:
-        kind, month = head, tail
-    words = MESSAGE_WORDS.get(kind, kind) + (f"（第{month}个月）" if month else "")
-    if suffix.startswith("fallback"):
-        words += "·备用渠道"
-    elif suffix.startswith("resend"):
+    first_reminder-resend:1 -> 首次提醒（正式催告）·联系方式更新后重发."""
+    try:
+        k = MilestoneKey.parse(key)
+    except IdError:
+        return key  # not a key of ours: shown as it is
+    words = MESSAGE_WORDS.get(k.kind, k.kind.value) + (f"（第{k.month}个月）" if k.month else "")
+    if k.suffix is Suffix.RESEND:
         words += "·联系方式更新后重发"
-    elif suffix == "emergency":
+    elif k.suffix is Suffix.EMERGENCY:
         words += "·紧急联系人"
-    elif suffix:
-        words += f"·{suffix}"
+    elif k.suffix is not None:
+        words += f"·{k.suffix.value}" + (f":{k.ref}" if k.ref else "")
     return words
 
 

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
+from domain.ids import MilestoneKey
 from domain.models import Channel, Milestone, Model, Segment, TriggerKind
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -57,7 +58,7 @@ class ChannelSlot(Model):
 
 
 class PlannedMilestone(Model):
-    key: str  # unique in a plan: "first_reminder", "follow_up_3", ...
+    key: MilestoneKey  # unique in a plan: first_reminder, follow_up_3, ...
     kind: Milestone
     index: int | None = None  # the follow-up month k
     day: date  # the business day it goes out on

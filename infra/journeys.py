@@ -56,6 +56,7 @@ from domain.journey import (
     JourneyStatus,
     Payment,
     PaymentAnswer,
+    PaymentOutcome,
     ReinstatementApplied,
     ReinstatementDecided,
     Signal,
@@ -93,7 +94,7 @@ class PaymentResult(BaseModel):
     transaction_id: str
     journey_running: bool
     accepted: bool
-    outcome: str  # PaymentAnswer.outcome, or "recorded_without_journey", "duplicate"
+    outcome: PaymentOutcome
     outstanding: Decimal
 
 
@@ -340,7 +341,8 @@ class PaymentSystem:
         return PaymentResult(
             policy_number=policy_number, transaction_id=payment.transaction_id,
             journey_running=False, accepted=True,
-            outcome="recorded_without_journey" if stored.outcome == "new" else "duplicate",
+            outcome=PaymentOutcome.RECORDED_WITHOUT_JOURNEY if stored.outcome == "new"
+            else PaymentOutcome.DUPLICATE,
             outstanding=stored.owed)
 
     async def debit_failed(self, policy_number: str,
