@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from commands.report_charts import chart
-from domain.models import DebitFailureReason, TriggerKind
+from domain.ids import MilestoneKey, Suffix
+from domain.models import DebitFailureReason, MessageKind, TriggerKind
 from domain.plan import TZ
 from domain.report import (
     DebitFailureCount,
@@ -488,6 +489,10 @@ def test_failure_codes_are_sorted_by_one_rule():
         assert failure_kind(code) is FailureKind.PROVIDER
 
 
+# The key the journey sends a refusal under (workflows/policy_lapse.py).
+REFUSED_R51 = MilestoneKey(MessageKind.REINSTATEMENT_REFUSED, suffix=Suffix.APPLICATION, ref="R51")
+
+
 async def test_reinstatement_applications_wait_for_a_decision_not_an_answer(pool):
     """Applied in February: one approved (its journey closed reinstated), one refused (its
     refusal sent), one still with underwriting; none is an inquiry left unanswered."""
@@ -499,7 +504,7 @@ async def test_reinstatement_applications_wait_for_a_decision_not_an_answer(pool
               at(2, 20, year=2027), "reinstated"),
              ("J51", "P4", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None),
              ("J52", "P6", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None)],
-            [("J51", "reinstatement_refused-R51", "sms", "C4", "policyholder", "delivered",
+            [("J51", REFUSED_R51, "sms", "C4", "policyholder", "delivered",
               None, at(2, 12, year=2027))])
         await conn.executemany(
             "INSERT INTO inquiries (inquiry_id, policy_number, kind, received_at, respond_by) "
