@@ -8,7 +8,17 @@ from decimal import Decimal
 
 from domain.evidence import PROOF_WORDS, ChainHead, DemandFinding, Verification
 from domain.ids import IdError, MilestoneKey, Suffix
-from domain.models import Model
+from domain.journey import InquiryKind, Outcome, Stage
+from domain.models import (
+    Channel,
+    DebitFailureReason,
+    Model,
+    NotificationStatus,
+    PolicyStatus,
+    ProductKind,
+    Role,
+    TriggerKind,
+)
 from domain.plan import TZ
 from domain.provider_codes import in_chinese
 
@@ -43,9 +53,9 @@ class PackStatus(Model):
 
 class PackMessage(Model):
     notification_id: str
-    milestone: str
-    channel: str
-    recipient_role: str
+    milestone: str  # the record's key as stored: shown as it is, whatever its age
+    channel: Channel
+    recipient_role: Role
     address: str | None  # masked
     provider: str | None
     provider_message_id: str | None
@@ -53,7 +63,7 @@ class PackMessage(Model):
     created_at: datetime
     subject: str | None
     text: str | None  # exactly as sent
-    status: str
+    status: NotificationStatus
     statuses: list[PackStatus]
     letter: PackFile | None = None  # the formal letter (paper, or the e-mail's PDF)
     tracking_number: str | None = None
@@ -61,9 +71,9 @@ class PackMessage(Model):
 
 
 class PackMilestone(Model):
-    key: str
+    key: MilestoneKey
     at: datetime
-    channels: list[str]
+    channels: list[Channel]
 
 
 class PackPayment(Model):
@@ -76,13 +86,13 @@ class PackPayment(Model):
 class PackDebitFailure(Model):
     attempted_at: datetime
     amount: Decimal
-    reason_code: str | None
+    reason_code: DebitFailureReason | None
     reason_text: str | None
 
 
 class PackInquiry(Model):
     inquiry_id: str
-    kind: str
+    kind: InquiryKind
     received_at: datetime
     respond_by: datetime
     handled_at: datetime | None
@@ -91,8 +101,8 @@ class PackInquiry(Model):
 
 
 class PackStage(Model):
-    stage: str
-    outcome: str | None
+    stage: Stage
+    outcome: Outcome | None
     recorded_at: datetime
 
 
@@ -118,21 +128,21 @@ class PackAnchor(Model):
 class PackPolicy(Model):
     policy_number: str
     product: str
-    product_kind: str
+    product_kind: ProductKind
     policyholder: str
-    status: str
+    status: PolicyStatus
 
 
 class PackJourney(Model):
     journey_id: str
-    trigger: str
+    trigger: TriggerKind
     due_date: date | None
     amount_due: Decimal | None
     grace_ends_on: date | None
     lapses_on: date | None
     started_at: datetime
-    stage: str
-    outcome: str | None
+    stage: Stage
+    outcome: Outcome | None
     lapsed_at: datetime | None
     closed_at: datetime | None
 

@@ -51,12 +51,12 @@ FOLLOW_UPS: frozenset[MessageKind] = frozenset({MessageKind.FOLLOW_UP,
                                                 MessageKind.REENROLMENT_OFFER})
 
 
-def is_short_term(trigger: TriggerKind, product_kind: str) -> bool:
+def is_short_term(trigger: TriggerKind, product_kind: ProductKind) -> bool:
     """A short-term product (or an unpaid renewal) is not renewed rather than lapsed."""
-    return trigger is TriggerKind.RENEWAL_UNPAID or product_kind == ProductKind.SHORT_TERM
+    return trigger is TriggerKind.RENEWAL_UNPAID or product_kind is ProductKind.SHORT_TERM
 
 
-def end_outcome(trigger: TriggerKind, product_kind: str) -> Outcome:
+def end_outcome(trigger: TriggerKind, product_kind: ProductKind) -> Outcome:
     """How a journey ends when its timeline is over and nobody paid or reinstated."""
     if trigger is TriggerKind.RESCISSION:
         return Outcome.RESCINDED

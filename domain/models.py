@@ -89,6 +89,16 @@ def _milestone(kind: MessageKind) -> MessageKind:
 Milestone = Annotated[MessageKind, AfterValidator(_milestone)]
 
 
+class Role(StrEnum):
+    """Who a message is for (a notification record's `recipient_role`)."""
+
+    POLICYHOLDER = "policyholder"
+    INSURED = "insured"
+    GROUP_EMPLOYER = "group_employer"  # a group policy's policyholder, an organisation
+    GROUP_MEMBER = "group_member"
+    EMERGENCY_CONTACT = "emergency_contact"
+
+
 class NotificationStatus(StrEnum):
     """Where a notification record is (README "Channels and providers")."""
 

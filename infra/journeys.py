@@ -62,7 +62,7 @@ from domain.journey import (
     Signal,
     Stage,
 )
-from domain.models import CURRENCY, Trigger, TriggerKind
+from domain.models import CURRENCY, Channel, NotificationStatus, Role, Trigger, TriggerKind
 from infra import payments, store
 
 
@@ -380,10 +380,10 @@ class Delivery(BaseModel):
     """One notification record: a message to one recipient on one channel, as delivered."""
 
     notification_id: str
-    milestone: str
-    channel: str
-    recipient_role: str
-    status: str
+    milestone: str  # the record's key as stored
+    channel: Channel
+    recipient_role: Role
+    status: NotificationStatus
     error_code: str | None
     provider: str | None
     attempts: int

@@ -577,8 +577,7 @@ class PolicyLapseWorkflow:
         return segments
 
     def _note(self, key: MilestoneKey, channel: Channel, status: NotificationStatus,
-              at: datetime,
-              notification_id: str | None = None, recipients: int = 1) -> None:
+              at: datetime, notification_id: str | None = None, recipients: int = 1) -> None:
         self._s.notifications.append(NotificationView(
             id=notification_id or f"{self._journey_id()}/{key}/{channel.value}", milestone=key,
             channel=channel, status=status, at=at, recipients=recipients))

@@ -25,20 +25,13 @@ from domain.models import (
     PolicyNumber,
     Product,
     ProductKind,
+    Role,
     Segment,
     Trigger,
     TriggerKind,
 )
 from domain.plan import JourneyPlan
 from domain.reinstatement import ReinstatementQuote
-
-
-class Role(StrEnum):
-    POLICYHOLDER = "policyholder"
-    INSURED = "insured"
-    GROUP_EMPLOYER = "group_employer"
-    GROUP_MEMBER = "group_member"
-    EMERGENCY_CONTACT = "emergency_contact"
 
 
 class Variant(StrEnum):
