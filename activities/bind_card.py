@@ -29,10 +29,19 @@ from domain.campaign import (
     review_month,
     run_id,
 )
-from domain.content.context import MessageKind, Role, Variant, build_context
+from domain.content.context import Role, Variant, build_context
 from domain.content.render import RenderedMessage, render_message
 from domain.content.rules import ContentRuleError
-from domain.models import Channel, Customer, DebitFailure, Trigger, TriggerKind
+from domain.models import (
+    ACCEPTED,
+    Channel,
+    Customer,
+    DebitFailure,
+    MessageKind,
+    NotificationStatus,
+    Trigger,
+    TriggerKind,
+)
 from domain.plan import TZ, JourneyPlan
 from domain.report import DEFAULT_RULES, ReportRules, window
 from infra import outreach, store
@@ -41,7 +50,7 @@ from infra.journeys import Journeys
 from infra.report_queries import fetch_debit_failures
 
 # Statuses after which a provider has (or may have) the message: never send it again.
-_ACCEPTED = ("sent", "delivered", "unknown")
+_ACCEPTED = ACCEPTED | {NotificationStatus.UNKNOWN}
 
 
 def _address(customer: Customer, channel: Channel) -> str | None:

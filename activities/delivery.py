@@ -48,7 +48,7 @@ from domain.content.masking import full_name
 from domain.content.render import RenderedMessage
 from domain.content.rules import ContentRuleError
 from domain.journey import SendOutcome, SendRequest
-from domain.models import Channel, Customer
+from domain.models import ACCEPTED, Channel, Customer, NotificationStatus, Role
 from domain.plan import TZ
 from domain.suppression import address_key, closed_channels
 from infra import deliveries, evidence, store
@@ -72,21 +72,22 @@ SUPPRESSED = "suppressed"
 NO_ADDRESS = "no_address"
 UNCONFIRMED = "unconfirmed"  # interrupted, no look-up, past the provider's repeat window
 
-_REACHED = ("sent", "delivered")
-_REFUSED = ("failed", "bounced", "skipped")
-_INTERRUPTED = ("sending", "unknown")
+_S = NotificationStatus
+_REACHED = ACCEPTED
+_REFUSED = (_S.FAILED, _S.BOUNCED, _S.SKIPPED)
+_INTERRUPTED = (_S.SENDING, _S.UNKNOWN)
 
 
 @dataclass(frozen=True)
 class Recipient:
     recipient_id: str
-    role: str  # policyholder, group_employer, group_member, emergency_contact
+    role: Role
     customer: Customer
 
 
 def address_of(recipient: Recipient, channel: Channel) -> str | None:
     c = recipient.customer
-    if recipient.role == "emergency_contact":
+    if recipient.role is Role.EMERGENCY_CONTACT:
         ec = c.emergency_contact
         return ec.phone if ec and channel in (Channel.SMS, Channel.VOICE) else None
     if channel in (Channel.SMS, Channel.VOICE, Channel.AGENT_CALL):
@@ -106,7 +107,7 @@ def address_of(recipient: Recipient, channel: Channel) -> str | None:
 def addressee(recipient: Recipient) -> str:
     """The name on a paper letter's envelope."""
     c = recipient.customer
-    if recipient.role == "emergency_contact":
+    if recipient.role is Role.EMERGENCY_CONTACT:
         return ""
     return c.name if c.is_organisation else full_name(c.name, c.gender)
 
@@ -391,12 +392,12 @@ async def _recipients(conn: asyncpg.Connection, req: SendRequest,
                       bundle: PolicyBundle) -> list[Recipient]:
     holder = bundle.policyholder
     if req.scope == "policyholder":
-        role = "group_employer" if holder.is_organisation else "policyholder"
+        role = Role.GROUP_EMPLOYER if holder.is_organisation else Role.POLICYHOLDER
         return [Recipient(holder.customer_id, role, holder)]
     if req.scope == "emergency_contact":
         if holder.emergency_contact is None:
             return []
-        return [Recipient(f"{holder.customer_id}.ec", "emergency_contact", holder)]
+        return [Recipient(f"{holder.customer_id}.ec", Role.EMERGENCY_CONTACT, holder)]
     if req.only is not None:
         # Only members of this policy: a crafted id never reaches another customer.
         ids = [r["customer_id"] for r in await conn.fetch(
@@ -409,7 +410,7 @@ async def _recipients(conn: asyncpg.Connection, req: SendRequest,
             "AND role = 'member' ORDER BY customer_id OFFSET $2 LIMIT $3",
             req.policy_number, req.offset, req.limit)]
     people = await store.load_customers(conn, ids)
-    return [Recipient(i, "group_member", people[i]) for i in ids if i in people]
+    return [Recipient(i, Role.GROUP_MEMBER, people[i]) for i in ids if i in people]
 
 
 # --- the records -------------------------------------------------------------------------

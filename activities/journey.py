@@ -15,7 +15,6 @@ from activities.delivery import Delivery, Recipient, address_of
 from domain.branches import Branches, nearest_branch
 from domain.calendar import BusinessCalendar
 from domain.content import available_channels
-from domain.content.context import MessageKind
 from domain.evidence import Anchored
 from domain.ids import task_id
 from domain.journey import (
@@ -37,7 +36,7 @@ from domain.journey import (
     TaskRequest,
 )
 from domain.journey_rules import recheck_outcome
-from domain.models import Channel, PolicyStatus, Segment, TriggerKind
+from domain.models import Channel, MessageKind, PolicyStatus, Role, Segment, TriggerKind
 from domain.plan import TZ, CompanyRules
 from domain.planner import plan_journey
 from domain.triggers import elderly_from, segments_for
@@ -104,7 +103,7 @@ class JourneyActivities:
             holder = bundle.policyholder
             first = plan.milestones[0].channels if plan.milestones else []
             reachable = {c for c in Channel
-                         if address_of(Recipient(holder.customer_id, "policyholder", holder), c)}
+                         if address_of(Recipient(holder.customer_id, Role.POLICYHOLDER, holder), c)}
             open_dues = (sum((d.amount - d.paid_amount for d in bundle.policy.dues
                               if d.due_date <= req.trigger.due_date), Decimal("0"))
                          if bundle.policy.dues else None)

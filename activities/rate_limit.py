@@ -36,7 +36,7 @@ _ROUNDING = 1e-9
 
 
 def priority_of(message: str | None) -> int:
-    """The bucket priority of a message kind (a MilestoneKind value or another kind)."""
+    """The bucket priority of a message kind (a MessageKind)."""
     return FORMAL if message in _FORMAL_KINDS else ROUTINE
 
 

@@ -44,7 +44,8 @@ from _common import (  # noqa: E402
 )
 
 from domain.calendar import BusinessCalendar  # noqa: E402
-from domain.planner import FIRST_REMINDER, plan_journey  # noqa: E402
+from domain.models import MessageKind  # noqa: E402
+from domain.planner import plan_journey  # noqa: E402
 from domain.scan import classify  # noqa: E402
 from domain.triggers import segments_for  # noqa: E402
 from infra import store  # noqa: E402
@@ -82,7 +83,7 @@ async def first_reminder_at(stack: BenchStack, number: str, due_day):
     segments = segments_for(bundle.policy, bundle.product, bundle.policyholder, as_of)
     plan = plan_journey(trigger, bundle.product, segments, calendar,
                         starts_at=at_shanghai(due_day, 0))
-    first = next(m for m in plan.milestones if m.key == FIRST_REMINDER)
+    first = next(m for m in plan.milestones if m.kind is MessageKind.FIRST_REMINDER)
     return first.at, first.day
 
 

@@ -62,6 +62,7 @@ from _common import (  # noqa: E402
 )
 
 from domain.calendar import BusinessCalendar  # noqa: E402
+from domain.models import ACCEPTED  # noqa: E402
 from domain.plan import JourneyPlan  # noqa: E402
 from domain.planner import plan_journey  # noqa: E402
 from domain.scan import SkipReason, classify  # noqa: E402
@@ -69,7 +70,6 @@ from domain.triggers import segments_for  # noqa: E402
 from infra import store  # noqa: E402
 
 SCENARIOS = ("none", "sms_503", "sms_429", "db_outage", "worker_kill")
-ACCEPTED = ("sent", "delivered")
 REFUSED = ("failed", "bounced")
 HOLDER_ROLES = ("policyholder", "group_employer")
 _RECORDS = """

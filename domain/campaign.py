@@ -23,10 +23,10 @@ from datetime import date, datetime, timedelta
 
 from pydantic import Field
 
-from domain.models import Channel, Code, Model, PolicyNumber
+from domain.models import Channel, Code, MessageKind, Model, PolicyNumber
 from domain.plan import TZ
 
-CAMPAIGN_MILESTONE = "bind_card"
+CAMPAIGN_MILESTONE = MessageKind.BIND_CARD
 
 
 class CampaignRules(Model):

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from domain.models import Channel, Model
+from domain.models import ACCEPTED, Channel, Model, NotificationStatus
 
 # --- the head, as a journey's history keeps it ---------------------------------------------
 
@@ -81,11 +81,13 @@ def disallowed_changes(table: str, changed: Iterable[str], before: dict, after: 
 # --- a notification's status must agree with its events ----------------------------------
 
 # Forward only; a failure may follow a delivery (an e-mail that bounces after acceptance).
-STATUS_RANK = {"queued": 0, "sending": 1, "unknown": 1, "sent": 2, "delivered": 3,
-               "failed": 4, "bounced": 4, "skipped": 4}
+_S = NotificationStatus
+STATUS_RANK: dict[NotificationStatus, int] = {
+    _S.QUEUED: 0, _S.SENDING: 1, _S.UNKNOWN: 1, _S.SENT: 2, _S.DELIVERED: 3, _S.FAILED: 4,
+    _S.BOUNCED: 4, _S.SKIPPED: 4}
 
 
-def status_from_events(events: Iterable[tuple[str, bool]]) -> str | None:
+def status_from_events(events: Iterable[tuple[str, bool]]) -> NotificationStatus | None:
     """The status a record must have after its events, oldest first: (status, from_provider).
 
     Our own events (a send attempt, an agent's or operator's word) set the status while no
@@ -98,8 +100,8 @@ def status_from_events(events: Iterable[tuple[str, bool]]) -> str | None:
         if status not in STATUS_RANK:
             continue
         forward = current is None or STATUS_RANK[status] > STATUS_RANK[current]
-        if forward or (not from_provider and current in ("queued", "sending", "unknown")):
-            current = status
+        if forward or (not from_provider and current in (_S.QUEUED, _S.SENDING, _S.UNKNOWN)):
+            current = NotificationStatus(status)
     return current
 
 
@@ -182,8 +184,8 @@ class DemandRecord(Model):
     references, so that the finding can say when and on what.
     """
 
-    channel: str
-    status: str
+    channel: Channel
+    status: NotificationStatus
     receipt: Receipt | None = None  # who recorded the latest 'delivered' event, if any
     tracked: bool = False  # a letter with a tracking number
     notification_id: str | None = None
@@ -199,18 +201,18 @@ class DemandFinding(Model):
     accepted: bool  # a provider (or our print queue, or an agent) took it on
     proof: Proof | None = None
     at: datetime | None = None
-    channel: str | None = None
+    channel: Channel | None = None
     notification_id: str | None = None
     reference: str | None = None  # provider message id, tracking number or agent
 
 
 def proof_of(record: DemandRecord) -> Proof | None:
     """What proves this record reached the customer, if anything does."""
-    if record.channel == Channel.LETTER.value and record.tracked:
+    if record.channel is Channel.LETTER and record.tracked:
         return Proof.LETTER_TRACKING
-    if record.status != "delivered" or record.receipt is None:
+    if record.status is not NotificationStatus.DELIVERED or record.receipt is None:
         return None
-    if record.channel == Channel.AGENT_CALL.value:
+    if record.channel is Channel.AGENT_CALL:
         return Proof.AGENT_CALL  # an agent reported the call reached the customer
     # Our own 'delivered' on another channel is an operator's word, not a receipt.
     return Proof.PROVIDER_RECEIPT if record.receipt == "provider" else None
@@ -221,7 +223,7 @@ def formal_demand(records: Iterable[DemandRecord]) -> DemandFinding:
     records = list(records)
     proven = [(p, r, r.posted_at if p is Proof.LETTER_TRACKING else r.receipt_at)
               for r in records if (p := proof_of(r)) is not None]
-    accepted = bool(proven) or any(r.status in ("sent", "delivered") for r in records)
+    accepted = bool(proven) or any(r.status in ACCEPTED for r in records)
     if not proven:
         return DemandFinding(delivered=False, accepted=accepted)
     # The earliest proof; a proof without a time (the monthly review's facts) last.

@@ -7,7 +7,18 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from domain.evidence import PROOF_WORDS, ChainHead, DemandFinding, Verification
-from domain.models import Model
+from domain.ids import IdError, MilestoneKey, Suffix
+from domain.journey import InquiryKind, Outcome, Stage
+from domain.models import (
+    Channel,
+    DebitFailureReason,
+    Model,
+    NotificationStatus,
+    PolicyStatus,
+    ProductKind,
+    Role,
+    TriggerKind,
+)
 from domain.plan import TZ
 from domain.provider_codes import in_chinese
 
@@ -42,9 +53,9 @@ class PackStatus(Model):
 
 class PackMessage(Model):
     notification_id: str
-    milestone: str
-    channel: str
-    recipient_role: str
+    milestone: str  # the record's key as stored: shown as it is, whatever its age
+    channel: Channel
+    recipient_role: Role
     address: str | None  # masked
     provider: str | None
     provider_message_id: str | None
@@ -52,7 +63,7 @@ class PackMessage(Model):
     created_at: datetime
     subject: str | None
     text: str | None  # exactly as sent
-    status: str
+    status: NotificationStatus
     statuses: list[PackStatus]
     letter: PackFile | None = None  # the formal letter (paper, or the e-mail's PDF)
     tracking_number: str | None = None
@@ -60,9 +71,9 @@ class PackMessage(Model):
 
 
 class PackMilestone(Model):
-    key: str
+    key: MilestoneKey
     at: datetime
-    channels: list[str]
+    channels: list[Channel]
 
 
 class PackPayment(Model):
@@ -75,13 +86,13 @@ class PackPayment(Model):
 class PackDebitFailure(Model):
     attempted_at: datetime
     amount: Decimal
-    reason_code: str | None
+    reason_code: DebitFailureReason | None
     reason_text: str | None
 
 
 class PackInquiry(Model):
     inquiry_id: str
-    kind: str
+    kind: InquiryKind
     received_at: datetime
     respond_by: datetime
     handled_at: datetime | None
@@ -90,8 +101,8 @@ class PackInquiry(Model):
 
 
 class PackStage(Model):
-    stage: str
-    outcome: str | None
+    stage: Stage
+    outcome: Outcome | None
     recorded_at: datetime
 
 
@@ -117,21 +128,21 @@ class PackAnchor(Model):
 class PackPolicy(Model):
     policy_number: str
     product: str
-    product_kind: str
+    product_kind: ProductKind
     policyholder: str
-    status: str
+    status: PolicyStatus
 
 
 class PackJourney(Model):
     journey_id: str
-    trigger: str
+    trigger: TriggerKind
     due_date: date | None
     amount_due: Decimal | None
     grace_ends_on: date | None
     lapses_on: date | None
     started_at: datetime
-    stage: str
-    outcome: str | None
+    stage: Stage
+    outcome: Outcome | None
     lapsed_at: datetime | None
     closed_at: datetime | None
 
@@ -184,21 +195,18 @@ INQUIRY_WORDS = {"question": "咨询", "hardship": "缴费困难", "complaint": 
 
 def milestone_words(key: str) -> str:
     """How the pack names a record's milestone key: follow_up_3 -> 复效跟进（第3个月）,
-    first_reminder-fallback -> 首次提醒（正式催告）·备用渠道."""
-    base, _, suffix = key.partition("-")
-    kind, month = base, None
-    head, _, tail = base.rpartition("_")
-    if tail.isdigit() and head in MESSAGE_WORDS:
-        kind, month = head, tail
-    words = MESSAGE_WORDS.get(kind, kind) + (f"（第{month}个月）" if month else "")
-    if suffix.startswith("fallback"):
-        words += "·备用渠道"
-    elif suffix.startswith("resend"):
+    first_reminder-resend:1 -> 首次提醒（正式催告）·联系方式更新后重发."""
+    try:
+        k = MilestoneKey.parse(key)
+    except IdError:
+        return key  # not a key of ours: shown as it is
+    words = MESSAGE_WORDS.get(k.kind, k.kind.value) + (f"（第{k.month}个月）" if k.month else "")
+    if k.suffix is Suffix.RESEND:
         words += "·联系方式更新后重发"
-    elif suffix == "emergency":
+    elif k.suffix is Suffix.EMERGENCY:
         words += "·紧急联系人"
-    elif suffix:
-        words += f"·{suffix}"
+    elif k.suffix is not None:
+        words += f"·{k.suffix.value}" + (f":{k.ref}" if k.ref else "")
     return words
 
 

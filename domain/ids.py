@@ -1,9 +1,9 @@
 """Identifiers that one place builds and another reads: one format and one parser each.
 
 A journey id names one journey of a policy for ever (its records, tasks and chain hang
-on it), a milestone key names one message of a journey with what repeats it (a resend
-after contact repair, the emergency contact, a payment's own message), and a
-notification id names one message to one recipient on one channel.
+on it), a milestone key names one message of a journey with its follow-up month and what
+repeats it (a resend after contact repair, the emergency contact, a payment's own
+message), and a notification id names one message to one recipient on one channel.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from domain.models import Channel
+from pydantic_core import core_schema
+
+from domain.models import Channel, MessageKind
 
 _PREFIX = "lapse-"  # the workflow id of a policy's journey (CONTRACT.md)
 _POLICY = r"[A-Z0-9][A-Z0-9-]{5,31}"
 _RUN_ID = r"[0-9a-fA-F-]{8,64}"
 _JOURNEY = re.compile(rf"^{_PREFIX}(?P<policy>{_POLICY})@(?P<run>{_RUN_ID})$")
-_BASE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+_KIND_MONTH = re.compile(r"^(?P<kind>[a-z][a-z_]*?)(?:_(?P<month>[1-9][0-9]?))?$")
 _REF = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _RECIPIENT = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")
 
@@ -68,41 +70,86 @@ class Suffix(StrEnum):
     APPLICATION = "application"  # a reinstatement decision; ref: the application id
 
 
-@dataclass(frozen=True)
-class MilestoneKey:
-    """`base[-suffix[:ref]]`: base is a planned milestone's key (`first_reminder`,
-    `follow_up_3`) or an event message's kind (`payment_confirmation`)."""
+class MilestoneKey(str):
+    """`kind[_month][-suffix[:ref]]`: a message kind (`first_reminder`, an event message
+    such as `payment_confirmation`), a follow-up's month (`follow_up_3`), and what repeats
+    the message or adds to it (`first_reminder-resend:2`, `payment_after_lapse-txn:T1`).
 
-    base: str
-    suffix: Suffix | None = None
-    ref: str = ""
+    Like the vocabulary's StrEnums it is the text it formats to, so records, histories,
+    templates and SQL all see the same string; its parts are typed. Built from its parts
+    or by `parse`, never by slicing the text."""
 
-    def __post_init__(self) -> None:
-        if not _BASE.match(self.base):
-            raise IdError("milestone key: the base must be a lower-case word")
-        if self.ref and (self.suffix is None or not _REF.match(self.ref)):
+    kind: MessageKind
+    month: int | None
+    suffix: Suffix | None
+    ref: str
+
+    def __new__(cls, kind: MessageKind | str, month: int | None = None, *,
+                suffix: Suffix | None = None, ref: str | int = "") -> MilestoneKey:
+        try:
+            kind = MessageKind(kind)
+        except ValueError:
+            raise IdError("milestone key: the base must be a message kind, or one with "
+                          "its follow-up month (follow_up_3)") from None
+        ref = str(ref)
+        if month is not None and not 1 <= month <= 99:
+            raise IdError("milestone key: a follow-up month is 1-99")
+        if ref and (suffix is None or not _REF.match(ref)):
             raise IdError("milestone key: a reference needs a suffix and letters, digits "
                           "or _.:- only")
+        text = kind.value + (f"_{month}" if month is not None else "")
+        if suffix is not None:
+            text += f"-{suffix.value}" + (f":{ref}" if ref else "")
+        key = super().__new__(cls, text)
+        for name, value in (("kind", kind), ("month", month), ("suffix", suffix), ("ref", ref)):
+            object.__setattr__(key, name, value)
+        return key
 
-    def __str__(self) -> str:
-        if self.suffix is None:
-            return self.base
-        return f"{self.base}-{self.suffix.value}" + (f":{self.ref}" if self.ref else "")
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a milestone key cannot be changed")
+
+    def __getnewargs_ex__(self) -> tuple[tuple, dict]:
+        return (self.kind, self.month), {"suffix": self.suffix, "ref": self.ref}
+
+    @property
+    def base(self) -> MilestoneKey:
+        """The message this one repeats or adds to: the key without its suffix."""
+        return self if self.suffix is None else MilestoneKey(self.kind, self.month)
 
     def with_suffix(self, suffix: Suffix, ref: str | int = "") -> MilestoneKey:
-        return MilestoneKey(self.base, suffix, str(ref))
+        return MilestoneKey(self.kind, self.month, suffix=suffix, ref=ref)
 
     @classmethod
     def parse(cls, text: str) -> MilestoneKey:
-        base, sep, rest = (text or "").partition("-")
+        head, sep, rest = (text or "").partition("-")
+        m = _KIND_MONTH.match(head)
+        if m is None:
+            raise IdError("milestone key: the base must be a message kind, or one with "
+                          "its follow-up month (follow_up_3)")
+        month = int(m["month"]) if m["month"] else None
         if not sep:
-            return cls(base)
+            return cls(m["kind"], month)
         name, _, ref = rest.partition(":")
         try:
             suffix = Suffix(name)
         except ValueError:
             raise IdError("milestone key: unknown suffix") from None
-        return cls(base, suffix, ref)
+        return cls(m["kind"], month, suffix=suffix, ref=ref)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: object, handler: object
+                                     ) -> core_schema.CoreSchema:
+        """A model field holds a MilestoneKey, read from its text and written as it."""
+        return core_schema.no_info_plain_validator_function(
+            cls._of, serialization=core_schema.to_string_ser_schema())
+
+    @classmethod
+    def _of(cls, value: object) -> MilestoneKey:
+        if isinstance(value, MilestoneKey):
+            return value
+        if not isinstance(value, str):
+            raise IdError("milestone key: expected text")
+        return cls.parse(value)
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,20 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from domain.ids import REFERENCE_PATTERN
+from domain.ids import REFERENCE_PATTERN, MilestoneKey
 from domain.models import (
     CURRENCY,
     Channel,
     DebitFailure,
+    MessageKind,
     Model,
     Moment,
+    NotificationStatus,
     PolicyStatus,
+    ProductKind,
     Segment,
     Trigger,
+    TriggerKind,
 )
 from domain.plan import JourneyPlan
 from domain.reinstatement import ReinstatementQuote
@@ -72,9 +76,20 @@ def payment_problem(payment: Payment) -> str | None:
     return None
 
 
+class PaymentOutcome(StrEnum):
+    """What a payment did (the `record_payment` update's `outcome`)."""
+
+    RECORDED = "recorded"  # stored; something is still owed (or a rescission: nothing to end)
+    DUPLICATE = "duplicate"  # this transaction was recorded before: nothing changes
+    PAID_IN_FULL = "paid_in_full"  # nothing is owed any more: the journey closes paid
+    AFTER_LAPSE = "after_lapse"  # paid after the lapse: reinstatement is explained
+    JOURNEY_CLOSED = "journey_closed"  # the journey had closed: not taken
+    RECORDED_WITHOUT_JOURNEY = "recorded_without_journey"  # no journey running: stored only
+
+
 class PaymentAnswer(Model):
     accepted: bool
-    outcome: str  # "recorded", "duplicate", "paid_in_full", "after_lapse"
+    outcome: PaymentOutcome
     outstanding: Decimal
 
 
@@ -157,16 +172,16 @@ class BadSignal(ValueError):
 
 
 class NextMilestone(Model):
-    name: str
+    name: MilestoneKey
     at: datetime
     channels: list[Channel]
 
 
 class NotificationView(Model):
     id: str
-    milestone: str
+    milestone: MilestoneKey
     channel: Channel
-    status: str
+    status: NotificationStatus
     at: datetime
     recipients: int = 1
 
@@ -183,7 +198,7 @@ class JourneyStatus(Model):
     policy_number: str
     stage: Stage
     outcome: Outcome | None
-    trigger: str
+    trigger: TriggerKind
     due_date: date
     grace_ends_at: date | None
     lapses_at: datetime | None
@@ -215,7 +230,7 @@ class Preparation(Model):
     plan: JourneyPlan
     # The channels that have a template for each message kind, decided when the journey
     # is planned (a template deployed later never changes a running journey).
-    usable: dict[str, list[Channel]] = Field(default_factory=dict)
+    usable: dict[MessageKind, list[Channel]] = Field(default_factory=dict)
     # The rules of the data check before the first message that failed (names only).
     anomalies: list[str] = Field(default_factory=list)
     # When a held journey escalates (journey time): CompanyRules.hold_business_days on.
@@ -224,7 +239,7 @@ class Preparation(Model):
     max_dial_attempts: int = 6
     redial_gap_minutes: int = 30
     voice_window: tuple[time, time] = (time(9, 0), time(21, 0))
-    product_kind: str
+    product_kind: ProductKind
     product_name: str
     reinstatable: bool
     interest_rate: Decimal
@@ -246,8 +261,8 @@ RecipientScope = Literal["policyholder", "members", "emergency_contact"]
 class SendRequest(Model):
     journey_id: str
     policy_number: str
-    milestone_key: str
-    message: str  # a MilestoneKind value or another message kind (payment_confirmation, ...)
+    milestone_key: MilestoneKey
+    message: MessageKind  # what it says: the milestone's kind, or another (emergency_contact)
     channel: Channel
     scope: RecipientScope
     offset: int = 0
@@ -378,7 +393,7 @@ class JourneyState(Model):
     segments: list[Segment]
     notifications: list[NotificationView]
     inquiries: list[InquiryView]
-    undelivered: list[str]  # milestone keys that reached nobody
+    undelivered: list[MilestoneKey]  # messages that reached nobody
     application_id: str | None
     public_notice: bool = False
     journey_anchor: datetime
@@ -386,9 +401,9 @@ class JourneyState(Model):
     held_since: datetime | None = None
     hold_escalated: bool = False
     closing: bool = False  # closed: the confirmation, the records and the tasks follow
-    skipped: list[str] = Field(default_factory=list)  # milestones superseded while held
+    skipped: list[MilestoneKey] = Field(default_factory=list)  # superseded while held
     # Calls to dial again: (journey moment, milestone key of the call, attempt number).
-    redials: list[tuple[datetime, str, int]] = Field(default_factory=list)
+    redials: list[tuple[datetime, MilestoneKey, int]] = Field(default_factory=list)
     resends: int = 0  # contact repairs so far: numbers the resends
     after_lapse: list[str] = Field(default_factory=list)  # payments to explain after lapse
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from domain.journey import Outcome, Stage
-from domain.models import Channel, MilestoneKind, PolicyStatus, ProductKind, Segment, TriggerKind
+from domain.models import Channel, MessageKind, PolicyStatus, ProductKind, Segment, TriggerKind
 
 
 class ChannelRole(StrEnum):
@@ -43,20 +43,20 @@ PROVABLE: frozenset[Channel] = frozenset({Channel.SMS, Channel.EMAIL, Channel.LE
 # The notices the law needs to reach the policyholder: the formal demand (Insurance Law
 # art. 36) and the formal lapse notice. When none of their provable channels reached the
 # policyholder, operations get a task.
-FORMAL_NOTICES: frozenset[MilestoneKind] = frozenset({MilestoneKind.FIRST_REMINDER,
-                                                      MilestoneKind.LAPSE_NOTICE,
-                                                      MilestoneKind.RESCISSION_NOTICE})
+FORMAL_NOTICES: frozenset[MessageKind] = frozenset({MessageKind.FIRST_REMINDER,
+                                                    MessageKind.LAPSE_NOTICE,
+                                                    MessageKind.RESCISSION_NOTICE})
 
-FOLLOW_UPS: frozenset[MilestoneKind] = frozenset({MilestoneKind.FOLLOW_UP,
-                                                  MilestoneKind.REENROLMENT_OFFER})
+FOLLOW_UPS: frozenset[MessageKind] = frozenset({MessageKind.FOLLOW_UP,
+                                                MessageKind.REENROLMENT_OFFER})
 
 
-def is_short_term(trigger: TriggerKind, product_kind: str) -> bool:
+def is_short_term(trigger: TriggerKind, product_kind: ProductKind) -> bool:
     """A short-term product (or an unpaid renewal) is not renewed rather than lapsed."""
-    return trigger is TriggerKind.RENEWAL_UNPAID or product_kind == ProductKind.SHORT_TERM
+    return trigger is TriggerKind.RENEWAL_UNPAID or product_kind is ProductKind.SHORT_TERM
 
 
-def end_outcome(trigger: TriggerKind, product_kind: str) -> Outcome:
+def end_outcome(trigger: TriggerKind, product_kind: ProductKind) -> Outcome:
     """How a journey ends when its timeline is over and nobody paid or reinstated."""
     if trigger is TriggerKind.RESCISSION:
         return Outcome.RESCINDED

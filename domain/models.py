@@ -54,13 +54,67 @@ class Segment(StrEnum):
     HARDSHIP = "hardship"
 
 
-class MilestoneKind(StrEnum):
+class MessageKind(StrEnum):
+    """Every message we send: the milestones of the timeline (`MILESTONES`), then the
+    messages that answer an event of a journey or belong to the bind-a-new-card campaign."""
+
     FIRST_REMINDER = "first_reminder"
     SECOND_REMINDER = "second_reminder"
     LAPSE_NOTICE = "lapse_notice"
     FOLLOW_UP = "follow_up"
     REENROLMENT_OFFER = "reenrolment_offer"
     RESCISSION_NOTICE = "rescission_notice"
+    PAYMENT_CONFIRMATION = "payment_confirmation"
+    PAYMENT_AFTER_LAPSE = "payment_after_lapse"  # paid after lapse: explains reinstatement
+    REINSTATEMENT_APPROVED = "reinstatement_approved"
+    REINSTATEMENT_REFUSED = "reinstatement_refused"
+    EMERGENCY_CONTACT = "emergency_contact"
+    PUBLIC_NOTICE = "public_notice"
+    BIND_CARD = "bind_card"  # the monthly campaign to customers whose debits keep failing
+
+
+# The message kinds that are milestones of the timeline (MISSION section 2), in its order.
+MILESTONES: tuple[MessageKind, ...] = (
+    MessageKind.FIRST_REMINDER, MessageKind.SECOND_REMINDER, MessageKind.LAPSE_NOTICE,
+    MessageKind.FOLLOW_UP, MessageKind.REENROLMENT_OFFER, MessageKind.RESCISSION_NOTICE)
+
+
+def _milestone(kind: MessageKind) -> MessageKind:
+    if kind not in MILESTONES:
+        raise ValueError(f"is not a milestone ({', '.join(MILESTONES)})")
+    return kind
+
+
+# A message kind that is a milestone: what a channel rule or a planned milestone names.
+Milestone = Annotated[MessageKind, AfterValidator(_milestone)]
+
+
+class Role(StrEnum):
+    """Who a message is for (a notification record's `recipient_role`)."""
+
+    POLICYHOLDER = "policyholder"
+    INSURED = "insured"
+    GROUP_EMPLOYER = "group_employer"  # a group policy's policyholder, an organisation
+    GROUP_MEMBER = "group_member"
+    EMERGENCY_CONTACT = "emergency_contact"
+
+
+class NotificationStatus(StrEnum):
+    """Where a notification record is (README "Channels and providers")."""
+
+    QUEUED = "queued"  # not sent yet, or refused for now: tried again
+    SENDING = "sending"  # handed to the provider right now
+    SENT = "sent"  # the provider accepted it
+    DELIVERED = "delivered"  # the provider (or an agent) confirmed it reached the customer
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SKIPPED = "skipped"  # never tried: superseded, or paused while underwriting decides
+    UNKNOWN = "unknown"  # the request went out and no answer came: nobody knows yet
+
+
+# A provider has it, or the customer does: the one definition of 'accepted'.
+ACCEPTED: frozenset[NotificationStatus] = frozenset({NotificationStatus.SENT,
+                                                     NotificationStatus.DELIVERED})
 
 
 class TriggerKind(StrEnum):
@@ -179,13 +233,13 @@ Currency = Literal["CNY"]
 class ChannelRule(Model):
     """Channels sent together at one milestone for one segment, in order of preference."""
 
-    milestone: MilestoneKind
+    milestone: Milestone
     segment: Segment
     channels: list[Channel] = Field(min_length=1)
 
 
 def _default_channel_rules() -> list[ChannelRule]:
-    m, s, c = MilestoneKind, Segment, Channel
+    m, s, c = MessageKind, Segment, Channel
     return [
         ChannelRule(milestone=m.FIRST_REMINDER, segment=s.STANDARD, channels=[c.SMS, c.WECHAT]),
         ChannelRule(milestone=m.FIRST_REMINDER, segment=s.ELDERLY,
@@ -244,7 +298,7 @@ class ProductRules(Model):
         if bad:
             raise ValueError(f"care_email_months {bad} fall outside follow-up months "
                              f"1..{self.follow_up_months}")
-        seen: set[tuple[MilestoneKind, Segment]] = set()
+        seen: set[tuple[MessageKind, Segment]] = set()
         for rule in self.channel_rules:
             key = (rule.milestone, rule.segment)
             if key in seen:
@@ -254,7 +308,7 @@ class ProductRules(Model):
             raise ValueError("fallback_order needs an entry for the standard segment")
         return self
 
-    def channels_for(self, milestone: MilestoneKind, segment: Segment) -> list[Channel]:
+    def channels_for(self, milestone: MessageKind, segment: Segment) -> list[Channel]:
         """A milestone's channels for a segment; a segment without a rule of its own uses
         the standard one."""
         by_key = {(r.milestone, r.segment): r.channels for r in self.channel_rules}

@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
-from domain.models import Channel, MilestoneKind, Model, Segment, TriggerKind
+from domain.ids import MilestoneKey
+from domain.models import Channel, Milestone, Model, Segment, TriggerKind
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -43,7 +44,7 @@ class CompanyRules(Model):
     # many business days after its day (never past the next milestone). Per milestone
     # kind; kinds not listed use `send_deadline_business_days`.
     send_deadline_business_days: int = Field(1, ge=0, le=10)
-    send_deadline_by_milestone: dict[MilestoneKind, int] = Field(default_factory=dict)
+    send_deadline_by_milestone: dict[Milestone, int] = Field(default_factory=dict)
     # A busy or unanswered automated call is dialled again after this gap, within the
     # voice window, never more than max_dial_attempts_per_day to one number.
     redial_gap_minutes: int = Field(30, ge=5, le=240)
@@ -57,8 +58,8 @@ class ChannelSlot(Model):
 
 
 class PlannedMilestone(Model):
-    key: str  # unique in a plan: "first_reminder", "follow_up_3", ...
-    kind: MilestoneKind
+    key: MilestoneKey  # unique in a plan: first_reminder, follow_up_3, ...
+    kind: Milestone
     index: int | None = None  # the follow-up month k
     day: date  # the business day it goes out on
     at: datetime  # the earliest slot of its channels

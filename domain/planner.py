@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from domain.calendar import BusinessCalendar, add_months, add_years
+from domain.ids import MilestoneKey
 from domain.models import (
     Channel,
-    MilestoneKind,
+    MessageKind,
     Product,
     ProductKind,
     Segment,
@@ -17,9 +18,6 @@ from domain.models import (
 )
 from domain.plan import TZ, ChannelSlot, CompanyRules, JourneyPlan, PlannedMilestone
 
-FIRST_REMINDER = "first_reminder"
-LAPSE_NOTICE = "lapse_notice"
-RESCISSION_NOTICE = "rescission_notice"
 _COMPANY_DEFAULTS = CompanyRules()
 
 
@@ -27,13 +25,16 @@ _COMPANY_DEFAULTS = CompanyRules()
 class _Draft:
     """A milestone before its send times: `base` is the rule's date, `day` the business day."""
 
-    key: str
-    kind: MilestoneKind
+    kind: MessageKind
     index: int | None
     base: date
     day: date
     channels: list[Channel]
     segment: Segment = Segment.STANDARD
+
+    @property
+    def key(self) -> MilestoneKey:
+        return MilestoneKey(self.kind, self.index)
 
 
 def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
@@ -47,10 +48,10 @@ def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
     due = trigger.due_date
     if trigger.kind is TriggerKind.RESCISSION:
         # No grace and no reinstatement: one formal notice, from the decision date on.
-        drafts = [planner.draft(RESCISSION_NOTICE, MilestoneKind.RESCISSION_NOTICE, due,
+        drafts = [planner.draft(MessageKind.RESCISSION_NOTICE, due,
                                 calendar.next_business_day(due, include_today=True))]
         grace_ends_on = lapses_on = lapses_at = deadline = None
-        must_send = RESCISSION_NOTICE
+        must_send = MessageKind.RESCISSION_NOTICE
     else:
         rules = product.rules
         grace_ends_on = due + timedelta(days=rules.grace_days)
@@ -62,7 +63,7 @@ def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
         deadline = add_years(lapses_on, rules.reinstatement_years) if reinstatable else None
         drafts = planner.grace_drafts(due, grace_ends_on, lapses_on)
         drafts += planner.after_lapse_drafts(lapses_on, reinstatable, short_term)
-        must_send = FIRST_REMINDER
+        must_send = MessageKind.FIRST_REMINDER
 
     milestones, clip_warnings = planner.place_all(drafts, starts_at, must_send, lapses_at)
     milestones = planner.with_deadlines(milestones)
@@ -98,7 +99,7 @@ class _Planner:
             return Segment.ELDERLY
         return self.segment
 
-    def draft(self, key: str, kind: MilestoneKind, base: date, day: date,
+    def draft(self, kind: MessageKind, base: date, day: date,
               index: int | None = None, extra: Channel | None = None) -> _Draft:
         segment = self.segment_on(day)
         channels = self.rules.channels_for(kind, segment)
@@ -107,29 +108,28 @@ class _Planner:
                              f"(segment {segment}); add one to its channel_rules")
         if extra is not None and extra not in channels:
             channels.append(extra)
-        return _Draft(key, kind, index, base, day, channels, segment)
+        return _Draft(kind, index, base, day, channels, segment)
 
     def grace_drafts(self, due: date, grace_ends_on: date, lapses_on: date) -> list[_Draft]:
         cal, rules = self.calendar, self.rules
         first_day = cal.add_business_days(due, rules.first_reminder_business_days)
-        drafts = [self.draft(FIRST_REMINDER, MilestoneKind.FIRST_REMINDER, due, first_day)]
+        drafts = [self.draft(MessageKind.FIRST_REMINDER, due, first_day)]
         second = grace_ends_on - timedelta(days=rules.second_reminder_days_before_grace_end)
         # Moved earlier, not later, so the customer keeps the time to pay.
         second_day = cal.previous_business_day(second, include_today=True)
         # A grace period too short for two reminders keeps only the formal demand.
         if second_day > first_day:
-            drafts.append(self.draft("second_reminder", MilestoneKind.SECOND_REMINDER,
-                                     second, second_day))
-        drafts.append(self.draft(LAPSE_NOTICE, MilestoneKind.LAPSE_NOTICE, lapses_on,
+            drafts.append(self.draft(MessageKind.SECOND_REMINDER, second, second_day))
+        drafts.append(self.draft(MessageKind.LAPSE_NOTICE, lapses_on,
                                  cal.next_business_day(lapses_on, include_today=True)))
         return drafts
 
     def after_lapse_drafts(self, lapses_on: date, reinstatable: bool,
                            short_term: bool) -> list[_Draft]:
         if reinstatable:
-            kind, care = MilestoneKind.FOLLOW_UP, set(self.rules.care_email_months)
+            kind, care = MessageKind.FOLLOW_UP, set(self.rules.care_email_months)
         elif short_term:
-            kind, care = MilestoneKind.REENROLMENT_OFFER, set()
+            kind, care = MessageKind.REENROLMENT_OFFER, set()
         else:
             return []
         drafts = []
@@ -139,11 +139,12 @@ class _Planner:
             # Elderly customers get the care message on paper instead of by e-mail.
             care_channel = (Channel.LETTER if self.segment_on(day) is Segment.ELDERLY
                             else Channel.EMAIL)
-            drafts.append(self.draft(f"{kind}_{k}", kind, base, day,
-                                     index=k, extra=care_channel if k in care else None))
+            drafts.append(self.draft(kind, base, day, index=k,
+                                     extra=care_channel if k in care else None))
         return drafts
 
-    def place_all(self, drafts: list[_Draft], starts_at: datetime | None, must_send: str,
+    def place_all(self, drafts: list[_Draft], starts_at: datetime | None,
+                  must_send: MessageKind,
                   lapses_at: datetime | None) -> tuple[list[PlannedMilestone], list[str]]:
         """Send times for every draft, clipped to `starts_at`; warnings for what was dropped."""
         placed = [self.place(d) for d in drafts]
@@ -157,18 +158,19 @@ class _Planner:
             if milestone.at >= starts_at:
                 kept.append(milestone)
                 continue
-            if draft.key != must_send and draft.day < start_day:
+            if draft.kind is not must_send and draft.day < start_day:
                 warnings.append(f"{draft.key} was due on {draft.day}, before the journey "
                                 f"started ({started}): not sent")
                 continue
             moved = self.place(draft, not_before=starts_at, note=(
                 f"{draft.key} moved from {milestone.at:%Y-%m-%d %H:%M} because the journey "
                 f"started at {started}"))
-            if draft.key == FIRST_REMINDER and lapses_at is not None and moved.at >= lapses_at:
+            if (draft.kind is MessageKind.FIRST_REMINDER and lapses_at is not None
+                    and moved.at >= lapses_at):
                 # The grace period is over: the lapse notice becomes the notice that must go out.
-                warnings.append(f"{FIRST_REMINDER} can no longer go out before the lapse "
+                warnings.append(f"{draft.key} can no longer go out before the lapse "
                                 f"({lapses_at:%Y-%m-%d %H:%M}): not sent")
-                must_send = LAPSE_NOTICE
+                must_send = MessageKind.LAPSE_NOTICE
                 continue
             kept.append(moved)
         return kept, warnings

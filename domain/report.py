@@ -68,19 +68,29 @@ from domain.calendar import add_months
 from domain.campaign import rebound
 from domain.content.masking import mask_card, short_name
 from domain.evidence import DemandRecord, formal_demand
-from domain.models import Channel, DebitFailureReason, Gender, MilestoneKind, Model
+from domain.journey import InquiryKind
+from domain.models import (
+    ACCEPTED,
+    MILESTONES,
+    Channel,
+    DebitFailureReason,
+    Gender,
+    MessageKind,
+    Model,
+    NotificationStatus,
+    TriggerKind,
+)
 from domain.plan import TZ
 
-ACCEPTED = ("sent", "delivered")
-FAILED = ("failed", "bounced")
-PENDING = ("queued", "sending")
-UNKNOWN = "unknown"
-APPLICATION = "reinstatement"  # the inquiry kind of a reinstatement application
+_S = NotificationStatus
+FAILED = frozenset({_S.FAILED, _S.BOUNCED})
+PENDING = frozenset({_S.QUEUED, _S.SENDING})
+APPLICATION = InquiryKind.REINSTATEMENT  # the inquiry kind of a reinstatement application
 
 # The channels whose delivery is confirmed (SMS and e-mail by the provider's receipt, a
 # voice call by being answered). A channel joins when its confirmations are recorded
 # (WeChat's TEMPLATESENDJOBFINISH, once its callback sets `delivered`).
-CONFIRMING_CHANNELS = frozenset({Channel.SMS.value, Channel.EMAIL.value, Channel.VOICE.value})
+CONFIRMING_CHANNELS = frozenset({Channel.SMS, Channel.EMAIL, Channel.VOICE})
 
 
 class FailureKind(StrEnum):
@@ -112,7 +122,7 @@ NO_MILESTONE = "none"  # paid before any reminder went out
 UNKNOWN_ERROR = "unknown"
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_MILESTONE_ORDER = [m.value for m in MilestoneKind]
+_MILESTONE_ORDER = [m.value for m in MILESTONES]
 _CHANNEL_ORDER = [c.value for c in Channel]
 
 
@@ -159,9 +169,9 @@ def window(month: date, count: int) -> tuple[datetime, datetime]:
 
 class NotificationCount(Model):
     month: date
-    channel: str
-    milestone: str | None  # None: a trend month's count, over every milestone
-    status: str
+    channel: Channel
+    milestone: MessageKind | None  # None: a trend month's count, over every milestone
+    status: NotificationStatus
     error_code: str | None
     count: int
 
@@ -174,7 +184,7 @@ class FirstReminderCount(Model):
 
 class InquiryCount(Model):
     month: date
-    kind: str
+    kind: InquiryKind
     received: int
     on_time: int
     late: int
@@ -193,20 +203,20 @@ class ApplicationCount(Model):
 
 class StartCount(Model):
     month: date
-    trigger: str
+    trigger: TriggerKind
     count: int
 
 
 class PaidInGraceCount(Model):
     month: date
-    milestone: str | None  # the last reminder on record; None before the first
+    milestone: MessageKind | None  # the last reminder on record; None before the first
     count: int
 
 
 class LapseCount(Model):
     month: date
-    trigger: str
-    debit_reason: str | None  # of the last failed debit before the lapse
+    trigger: TriggerKind
+    debit_reason: DebitFailureReason | None  # of the last failed debit before the lapse
     reinstatable: bool
     reinstated: bool  # reinstated since (the conversion cohort)
     count: int
@@ -236,7 +246,7 @@ class DebitFailureCount(Model):
     card_last4: str | None
     failures: int
     last_failed_at: datetime
-    last_reason: str | None
+    last_reason: DebitFailureReason | None
 
 
 class BindCardRequestRow(Model):
@@ -275,8 +285,8 @@ class ErrorCount(Model):
 class DeliveryRate(Model):
     """Notification outcomes for one channel (and milestone), or for all of them."""
 
-    channel: str | None = None
-    milestone: str | None = None
+    channel: Channel | None = None
+    milestone: MessageKind | None = None
     records: int = 0
     attempted: int = 0  # handed to a provider: accepted + failed + unknown
     accepted: int = 0
@@ -306,7 +316,7 @@ class FormalDemand(Model):
 
 
 class InquiryVolume(Model):
-    kind: str | None = None  # None: all kinds
+    kind: InquiryKind | None = None  # None: all kinds
     received: int = 0
     on_time: int = 0
     late: int = 0
@@ -426,9 +436,9 @@ def _order(values: Iterable[str], known: list[str]) -> list[str]:
     return [v for v in known if v in values] + sorted(values - set(known))
 
 
-def _delivery(rows: list[NotificationCount], top: int, channel: str | None = None,
-              milestone: str | None = None) -> DeliveryRate:
-    by_status: dict[str, int] = defaultdict(int)
+def _delivery(rows: list[NotificationCount], top: int, channel: Channel | None = None,
+              milestone: MessageKind | None = None) -> DeliveryRate:
+    by_status: dict[NotificationStatus, int] = defaultdict(int)
     not_sent: dict[FailureKind, int] = defaultdict(int)
     errors: dict[str, int] = defaultdict(int)
     confirmable = confirmed = 0
@@ -441,20 +451,20 @@ def _delivery(rows: list[NotificationCount], top: int, channel: str | None = Non
         if kind is FailureKind.PROVIDER:
             errors[r.error_code or UNKNOWN_ERROR] += r.count
         if r.channel in CONFIRMING_CHANNELS and (r.status in ACCEPTED or r.status in FAILED
-                                                 or r.status == UNKNOWN):
+                                                 or r.status is _S.UNKNOWN):
             confirmable += r.count
-            confirmed += r.count if r.status == "delivered" else 0
+            confirmed += r.count if r.status is _S.DELIVERED else 0
     accepted = sum(by_status[s] for s in ACCEPTED)
     failed = sum(by_status[s] for s in FAILED)
-    attempted = accepted + failed + by_status[UNKNOWN]
+    attempted = accepted + failed + by_status[_S.UNKNOWN]
     confirms = any(r.channel in CONFIRMING_CHANNELS for r in rows)
     ranked = sorted(errors.items(), key=lambda e: (-e[1], e[0]))[:top]
     return DeliveryRate(
         channel=channel, milestone=milestone,
         records=sum(by_status.values()) + sum(not_sent.values()),
-        attempted=attempted, accepted=accepted, delivered=by_status["delivered"],
-        failed=failed, unknown=by_status[UNKNOWN], pending=sum(by_status[s] for s in PENDING),
-        skipped=by_status["skipped"], no_address=not_sent[FailureKind.NO_ADDRESS],
+        attempted=attempted, accepted=accepted, delivered=by_status[_S.DELIVERED],
+        failed=failed, unknown=by_status[_S.UNKNOWN], pending=sum(by_status[s] for s in PENDING),
+        skipped=by_status[_S.SKIPPED], no_address=not_sent[FailureKind.NO_ADDRESS],
         content_rule=not_sent[FailureKind.CONTENT_RULE], confirms_delivery=confirms,
         confirmable=confirmable, accepted_rate=rate(accepted, attempted),
         delivered_rate=rate(confirmed, confirmable) if confirms else None,
@@ -464,8 +474,9 @@ def _delivery(rows: list[NotificationCount], top: int, channel: str | None = Non
 
 def _delivery_tables(rows: list[NotificationCount], top: int
                      ) -> tuple[list[DeliveryRate], list[DeliveryRate], DeliveryRate]:
-    per_pair: dict[tuple[str, str], list[NotificationCount]] = defaultdict(list)
-    per_channel: dict[str, list[NotificationCount]] = defaultdict(list)
+    per_pair: dict[tuple[Channel, MessageKind | None], list[NotificationCount]] = \
+        defaultdict(list)
+    per_channel: dict[Channel, list[NotificationCount]] = defaultdict(list)
     for r in rows:
         per_pair[r.channel, r.milestone].append(r)
         per_channel[r.channel].append(r)
@@ -489,7 +500,7 @@ def _formal_demand(rows: list[FirstReminderCount]) -> FormalDemand:
         unreached=total - accepted, evidence_rate=rate(delivered, total))
 
 
-def _inquiry(kind: str | None, rows: list[InquiryCount]) -> InquiryVolume:
+def _inquiry(kind: InquiryKind | None, rows: list[InquiryCount]) -> InquiryVolume:
     received = sum(r.received for r in rows)
     on_time = sum(r.on_time for r in rows)
     return InquiryVolume(kind=kind, received=received, on_time=on_time,
@@ -512,11 +523,11 @@ def _applications(rows: list[ApplicationCount]) -> Applications:
                         awaiting=received - approved - refused)
 
 
-def lapse_reason(trigger: str, debit_reason: str | None) -> str:
-    if trigger == "rescission":
+def lapse_reason(trigger: TriggerKind, debit_reason: DebitFailureReason | None) -> str:
+    if trigger is TriggerKind.RESCISSION:
         return RESCISSION
-    if trigger == "debit_failed":
-        return debit_reason or DebitFailureReason.OTHER.value
+    if trigger is TriggerKind.DEBIT_FAILED:
+        return (debit_reason or DebitFailureReason.OTHER).value
     return NO_PAYMENT
 
 
@@ -524,7 +535,7 @@ def _journeys(month: date, records: ReportRecords) -> tuple[JourneyEvents, list[
     starts = [s for s in records.starts if s.month == month]
     paid = [p for p in records.paid_in_grace if p.month == month]
     lapses = [x for x in records.lapses if x.month == month]
-    by_trigger: dict[str, int] = defaultdict(int)
+    by_trigger: dict[TriggerKind, int] = defaultdict(int)
     for s in starts:
         by_trigger[s.trigger] += s.count
     by_milestone: dict[str, int] = defaultdict(int)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 
-from domain.content.context import MessageKind
 from domain.content.formats import speak_amount
 from domain.content.rules import KIND_ELEMENTS
+from domain.models import MessageKind
 
 
 class CallChoice(StrEnum):

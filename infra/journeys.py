@@ -56,13 +56,14 @@ from domain.journey import (
     JourneyStatus,
     Payment,
     PaymentAnswer,
+    PaymentOutcome,
     ReinstatementApplied,
     ReinstatementDecided,
     Signal,
     Stage,
     payment_problem,
 )
-from domain.models import Trigger, TriggerKind
+from domain.models import Channel, NotificationStatus, Role, Trigger, TriggerKind
 from infra import payments, store
 
 
@@ -94,7 +95,7 @@ class PaymentResult(BaseModel):
     transaction_id: str
     journey_running: bool
     accepted: bool
-    outcome: str  # PaymentAnswer.outcome, or "recorded_without_journey", "duplicate"
+    outcome: PaymentOutcome
     outstanding: Decimal
 
 
@@ -341,7 +342,8 @@ class PaymentSystem:
         return PaymentResult(
             policy_number=policy_number, transaction_id=payment.transaction_id,
             journey_running=False, accepted=True,
-            outcome="recorded_without_journey" if stored.outcome == "new" else "duplicate",
+            outcome=PaymentOutcome.RECORDED_WITHOUT_JOURNEY if stored.outcome == "new"
+            else PaymentOutcome.DUPLICATE,
             outstanding=stored.owed)
 
     async def debit_failed(self, policy_number: str,
@@ -377,10 +379,10 @@ class Delivery(BaseModel):
     """One notification record: a message to one recipient on one channel, as delivered."""
 
     notification_id: str
-    milestone: str
-    channel: str
-    recipient_role: str
-    status: str
+    milestone: str  # the record's key as stored
+    channel: Channel
+    recipient_role: Role
+    status: NotificationStatus
     error_code: str | None
     provider: str | None
     attempts: int

@@ -108,7 +108,8 @@ GROUP BY kind
 """
 
 # A decision on record: the policy's journey closed `reinstated` after the application, or
-# the refusal message of this application (its key names the application) was sent.
+# the refusal message of this application was sent: its milestone key names the
+# application (MilestoneKey reinstatement_refused-application:ID, tests/test_vocabulary.py).
 APPLICATIONS = """
 SELECT count(*) AS received,
        count(*) FILTER (WHERE EXISTS (
@@ -118,7 +119,8 @@ SELECT count(*) AS received,
        count(*) FILTER (WHERE EXISTS (
            SELECT 1 FROM notifications n
            WHERE n.policy_number = i.policy_number AND n.created_at >= i.received_at
-             AND n.milestone = 'reinstatement_refused-' || i.inquiry_id)) AS refused
+             AND n.milestone = 'reinstatement_refused-application:' || i.inquiry_id))
+           AS refused
 FROM inquiries i
 WHERE i.kind = 'reinstatement' AND i.received_at >= $1 AND i.received_at < $2
 """
@@ -139,7 +141,7 @@ LEFT JOIN LATERAL (
     SELECT n.milestone
     FROM notifications n
     WHERE n.journey_id = j.journey_id AND n.recipient_role <> 'emergency_contact'
-      AND split_part(n.milestone, '-', 1) IN ('first_reminder', 'second_reminder')
+      AND report_milestone(n.milestone, NULL) IN ('first_reminder', 'second_reminder')
     ORDER BY n.created_at DESC
     LIMIT 1
 ) last ON true

@@ -19,6 +19,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
+from domain.models import ACCEPTED
 from sandbox.outbox import OutboxEntry
 from tests.journey_helpers import SAMPLE
 
@@ -246,7 +247,7 @@ async def accepted_updates(handle: WorkflowHandle) -> int:
 
 # --- nothing twice, nobody else -----------------------------------------------------------
 
-REACHED = ("sent", "delivered")  # a provider has it, or the customer does
+REACHED = ACCEPTED  # a provider has it, or the customer does
 
 
 async def sent_twice(pool: asyncpg.Pool, policy_number: str) -> list[str]:

@@ -37,13 +37,13 @@ from domain.content import (
 from domain.content.render import TEMPLATE_DIR
 from domain.content.rules import FORBIDDEN_WORDS, KIND_ELEMENTS, sms_length, wecom_text
 from domain.models import (
+    MILESTONES,
     Channel,
     Customer,
     DebitFailure,
     DebitFailureReason,
     EmergencyContact,
     Gender,
-    MilestoneKind,
     PaymentMethod,
     PaymentMethodKind,
     Policy,
@@ -290,12 +290,12 @@ def test_every_declared_variant_was_rendered():
 
 # --- what specific messages must say -----------------------------------------------------------
 
-def render(case: str, kind: MessageKind | MilestoneKind | str, channel: Channel):
+def render(case: str, kind: MessageKind | str, channel: Channel):
     return render_message(kind, channel, for_kind(CASES[case].ctx, MessageKind(str(kind))))
 
 
 def test_first_reminder_sms_says_what_section_2_asks():
-    body = render("standard", MilestoneKind.FIRST_REMINDER, Channel.SMS).body
+    body = render("standard", MessageKind.FIRST_REMINDER, Channel.SMS).body
     for piece in ("【安泰人寿】", "张先生", "尾号2345", "安泰鑫享终身寿险", "¥1,234.50",
                   "2026年9月1日", "2026年10月30日", "保障将中止",
                   "https://pay.example-insurer.cn/p/Ab12Cd34 ", "400-800-1234"):
@@ -415,7 +415,7 @@ def test_reinstatement_decisions():
 
 
 def test_wechat_is_only_for_important_notices():
-    assert Channel.WECHAT in available_channels(MilestoneKind.FIRST_REMINDER)
+    assert Channel.WECHAT in available_channels(MessageKind.FIRST_REMINDER)
     assert Channel.WECHAT in available_channels("lapse_notice")
     for kind in (MessageKind.SECOND_REMINDER, MessageKind.FOLLOW_UP,
                  MessageKind.PAYMENT_CONFIRMATION):
@@ -426,17 +426,17 @@ def test_wechat_is_only_for_important_notices():
 
 
 def test_wecom_speaks_to_group_members_and_the_employer_only():
-    for kind in MilestoneKind:
+    for kind in MILESTONES:
         assert Channel.WECOM in available_channels(kind)
-    member = render("group_member_1", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
-    employer = render("group_employer", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
+    member = render("group_member_1", MessageKind.FIRST_REMINDER, Channel.WECOM)
+    employer = render("group_employer", MessageKind.FIRST_REMINDER, Channel.WECOM)
     # The member hears about their own cover and whom to ask, never the group's amount.
     assert "单位" in member.body and EMPLOYER.name in member.body
     assert CASES["group_employer"].ctx.amount_due is not None
     assert "¥" not in member.body and member.link == InsurerContact().online_service_url
     assert "¥" in employer.body and employer.link.startswith(InsurerContact().payment_link_base)
     with pytest.raises(ContentRuleError) as err:
-        render("standard", MilestoneKind.FIRST_REMINDER, Channel.WECOM)
+        render("standard", MessageKind.FIRST_REMINDER, Channel.WECOM)
     assert err.value.rule == "no_variant"
 
 
@@ -522,7 +522,7 @@ def test_a_template_file_outside_the_manifest_fails_to_load(templates_copy):
 
 def test_manifest_covers_every_milestone_kind():
     kinds = {s.kind for s in SPECS}
-    assert {MessageKind(k.value) for k in MilestoneKind} <= kinds
+    assert set(MILESTONES) <= kinds
     assert set(MessageKind) == kinds
 
 
@@ -548,7 +548,7 @@ def test_gender_comes_from_the_id_number_when_not_recorded():
 # --- preview ---------------------------------------------------------------------------------
 
 def test_messages_preview_shows_every_message_of_the_plan():
-    def milestone(key: str, kind: MilestoneKind, day: date, channels: list[Channel],
+    def milestone(key: str, kind: MessageKind, day: date, channels: list[Channel],
                   index: int | None = None) -> PlannedMilestone:
         at = datetime.combine(day, time(10), TZ)
         return PlannedMilestone(key=key, kind=kind, index=index, day=day, at=at,
@@ -556,13 +556,13 @@ def test_messages_preview_shows_every_message_of_the_plan():
 
     plan = plan_for(TriggerKind.PREMIUM_OVERDUE, [Segment.STANDARD], LONG_TERM).model_copy(
         update={"milestones": [
-            milestone("first_reminder", MilestoneKind.FIRST_REMINDER, ISSUED,
+            milestone("first_reminder", MessageKind.FIRST_REMINDER, ISSUED,
                       [Channel.SMS, Channel.WECHAT]),
-            milestone("second_reminder", MilestoneKind.SECOND_REMINDER, date(2026, 10, 15),
+            milestone("second_reminder", MessageKind.SECOND_REMINDER, date(2026, 10, 15),
                       [Channel.VOICE]),
-            milestone("lapse_notice", MilestoneKind.LAPSE_NOTICE, date(2026, 11, 2),
+            milestone("lapse_notice", MessageKind.LAPSE_NOTICE, date(2026, 11, 2),
                       [Channel.EMAIL, Channel.SMS, Channel.WECHAT]),
-            milestone("follow_up_3", MilestoneKind.FOLLOW_UP, date(2027, 2, 1),
+            milestone("follow_up_3", MessageKind.FOLLOW_UP, date(2027, 2, 1),
                       [Channel.SMS, Channel.EMAIL], index=3),
         ]})
     bundle = PolicyBundle(policy=policy(ZHANG, LONG_TERM), product=LONG_TERM,

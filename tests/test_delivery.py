@@ -478,15 +478,15 @@ async def test_a_refused_address_is_not_used_again_until_the_contact_is_updated(
         asked = dict(stack.sandbox.requests)
         skipped = [await send("second_reminder", Channel.SMS, "second_reminder"),
                    await send("second_reminder", Channel.VOICE, "second_reminder"),
-                   await send("lapse_notice", Channel.EMAIL, "lapse_notice-fallback")]
+                   await send("lapse_notice", Channel.EMAIL, "lapse_notice-resend:1")]
         asked_again = dict(stack.sandbox.requests)
         closed = await sample.fetch("SELECT channel, address_hash, reason FROM suppressions "
                                     "ORDER BY channel")
         async with sample.acquire() as conn:
             cleared = await deliveries.clear_suppression(conn, STANDARD)
         stack.sandbox.faults.clear()  # the customer gave a number and address that work
-        again = [await send("first_reminder", Channel.SMS, "first_reminder-resend1"),
-                 await send("lapse_notice", Channel.EMAIL, "lapse_notice-resend1")]
+        again = [await send("first_reminder", Channel.SMS, "first_reminder-resend:1"),
+                 await send("lapse_notice", Channel.EMAIL, "lapse_notice-resend:2")]
     assert refused == ["21211", "sent"]
     assert skipped == ["suppressed"] * 3
     assert asked == asked_again == {"sms": 1, "email": 1}  # nobody asked a provider

@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from commands.plan_view import plan_json, plan_table
 from domain.calendar import BusinessCalendar, CalendarYear, fallback_warning
@@ -13,7 +14,7 @@ from domain.models import (
     Channel,
     DebitFailure,
     DebitFailureReason,
-    MilestoneKind,
+    MessageKind,
     Product,
     ProductKind,
     ProductRules,
@@ -83,7 +84,7 @@ def test_due_just_before_national_day():
     assert plan.milestone("lapse_notice").channels == [EMAIL, SMS, WECHAT]
     assert [plan.milestone(f"follow_up_{k}").channels for k in (1, 2, 3, 6)] == [
         [SMS], [SMS], [SMS, EMAIL], [SMS, EMAIL]]
-    assert [m.index for m in plan.milestones if m.kind is MilestoneKind.FOLLOW_UP] == [
+    assert [m.index for m in plan.milestones if m.kind is MessageKind.FOLLOW_UP] == [
         1, 2, 3, 4, 5, 6]
     assert plan.milestone("follow_up_1").warnings == []
     assert plan.milestone("follow_up_2").warnings == [NO_2027]
@@ -223,7 +224,7 @@ def test_rescission_is_one_notice_on_the_next_business_day():
     plan = plan_journey(t, long_term(), STANDARD, CAL)
     assert [m.key for m in plan.milestones] == ["rescission_notice"]
     notice = plan.milestones[0]
-    assert notice.kind is MilestoneKind.RESCISSION_NOTICE
+    assert notice.kind is MessageKind.RESCISSION_NOTICE
     assert notice.at == at(2026, 10, 8, 10, 0)
     assert notice.channels == [LETTER, EMAIL, SMS]
     assert (plan.grace_ends_on, plan.lapses_on, plan.lapses_at,
@@ -249,7 +250,7 @@ def test_short_term_offers_re_enrolment_instead_of_reinstatement():
         "reenrolment_offer_5": date(2026, 11, 2),  # 31 October is a Saturday
         "reenrolment_offer_6": date(2026, 11, 30),
     }
-    offers = [m for m in plan.milestones if m.kind is MilestoneKind.REENROLMENT_OFFER]
+    offers = [m for m in plan.milestones if m.kind is MessageKind.REENROLMENT_OFFER]
     assert [m.index for m in offers] == [1, 2, 3, 4, 5, 6]
     assert all(m.channels == [SMS] for m in offers)  # no care e-mail
 
@@ -274,6 +275,15 @@ def test_a_long_term_product_that_cannot_be_reinstated_has_no_follow_ups():
     plan = plan_journey(trigger(date(2026, 3, 31)), long_term(reinstatable=False), STANDARD, CAL)
     assert list(days(plan)) == ["first_reminder", "second_reminder", "lapse_notice"]
     assert plan.reinstatement_deadline is None
+
+
+def test_a_channel_rule_names_a_milestone_not_any_message():
+    rule = {"milestone": "payment_confirmation", "segment": "standard", "channels": ["sms"]}
+    with pytest.raises(ValidationError, match="is not a milestone"):
+        ProductRules.model_validate({"channel_rules": [rule]})
+    assert ProductRules.model_validate({"channel_rules": [
+        rule | {"milestone": "first_reminder"}]}).channel_rules[0].milestone \
+        is MessageKind.FIRST_REMINDER
 
 
 def test_elderly_channels_and_care_letter():

@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 
 from commands.report_charts import chart
+from domain.ids import MilestoneKey, Suffix
+from domain.models import DebitFailureReason, MessageKind, TriggerKind
 from domain.plan import TZ
 from domain.report import (
     DebitFailureCount,
@@ -487,6 +489,10 @@ def test_failure_codes_are_sorted_by_one_rule():
         assert failure_kind(code) is FailureKind.PROVIDER
 
 
+# The key the journey sends a refusal under (workflows/policy_lapse.py).
+REFUSED_R51 = MilestoneKey(MessageKind.REINSTATEMENT_REFUSED, suffix=Suffix.APPLICATION, ref="R51")
+
+
 async def test_reinstatement_applications_wait_for_a_decision_not_an_answer(pool):
     """Applied in February: one approved (its journey closed reinstated), one refused (its
     refusal sent), one still with underwriting; none is an inquiry left unanswered."""
@@ -498,7 +504,7 @@ async def test_reinstatement_applications_wait_for_a_decision_not_an_answer(pool
               at(2, 20, year=2027), "reinstated"),
              ("J51", "P4", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None),
              ("J52", "P6", "premium_overdue", at(11, 1), at(1, 2, year=2027), None, None)],
-            [("J51", "reinstatement_refused-R51", "sms", "C4", "policyholder", "delivered",
+            [("J51", REFUSED_R51, "sms", "C4", "policyholder", "delivered",
               None, at(2, 12, year=2027))])
         await conn.executemany(
             "INSERT INTO inquiries (inquiry_id, policy_number, kind, received_at, respond_by) "
@@ -530,11 +536,12 @@ def test_months_and_windows_follow_the_shanghai_calendar():
 
 
 def test_lapse_reasons_come_from_the_trigger_and_the_last_failed_debit():
-    assert lapse_reason("debit_failed", "card_expired") == "card_expired"
-    assert lapse_reason("debit_failed", None) == "other"  # no failed debit on record
-    assert lapse_reason("premium_overdue", None) == "no_payment"
-    assert lapse_reason("renewal_unpaid", None) == "no_payment"
-    assert lapse_reason("rescission", None) == "rescission"
+    t = TriggerKind
+    assert lapse_reason(t.DEBIT_FAILED, DebitFailureReason.CARD_EXPIRED) == "card_expired"
+    assert lapse_reason(t.DEBIT_FAILED, None) == "other"  # no failed debit on record
+    assert lapse_reason(t.PREMIUM_OVERDUE, None) == "no_payment"
+    assert lapse_reason(t.RENEWAL_UNPAID, None) == "no_payment"
+    assert lapse_reason(t.RESCISSION, None) == "rescission"
 
 
 def test_masking_keeps_a_surname_and_the_card_tail():

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         Outcome,
         Payment,
         PaymentAnswer,
+        PaymentOutcome,
         PaymentRecord,
         PaymentStored,
         Preparation,
@@ -66,7 +67,14 @@ with workflow.unsafe.imports_passed_through():
         is_short_term,
         stand_ins,
     )
-    from domain.models import Channel, MilestoneKind, Segment, TriggerKind
+    from domain.models import (
+        Channel,
+        MessageKind,
+        NotificationStatus,
+        PolicyStatus,
+        Segment,
+        TriggerKind,
+    )
     from domain.plan import TZ, PlannedMilestone
     from domain.reinstatement import Due, ReinstatementQuote, journey_quote
     from domain.verification import hold_priority
@@ -240,7 +248,7 @@ class PolicyLapseWorkflow:
         s = self._s
         s.stage = Stage.LAPSED
         short_term = is_short_term(self._input.trigger.kind, s.prep.product_kind)
-        await self._change_stage(Stage.LAPSED, policy_status="lapsed",
+        await self._change_stage(Stage.LAPSED, policy_status=PolicyStatus.LAPSED,
                                  summary="mark the policy not renewed" if short_term
                                  else "mark the policy lapsed: cover suspended")
 
@@ -291,7 +299,7 @@ class PolicyLapseWorkflow:
         keep = set(past[-1:])
         lapses_at = s.prep.plan.lapses_at
         for i in past:
-            if s.prep.plan.milestones[i].kind is MilestoneKind.FIRST_REMINDER and (
+            if s.prep.plan.milestones[i].kind is MessageKind.FIRST_REMINDER and (
                     lapses_at is None or now < lapses_at):
                 keep.add(i)
         s.skipped = [s.prep.plan.milestones[i].key for i in past if i not in keep]
@@ -299,19 +307,20 @@ class PolicyLapseWorkflow:
     async def _run_milestone(self, m: PlannedMilestone) -> None:
         s = self._s
         if m.key in s.skipped:
-            self._note(m.key, m.channels[0], "skipped", m.at)  # superseded while held
+            self._note(m.key, m.channels[0], NotificationStatus.SKIPPED, m.at)  # superseded
             return
         if m.kind in FOLLOW_UPS and s.stage is Stage.REINSTATING:
-            self._note(m.key, m.channels[0], "skipped", m.at)  # paused while underwriting decides
+            # Paused while underwriting decides.
+            self._note(m.key, m.channels[0], NotificationStatus.SKIPPED, m.at)
             return
         # The policy is re-checked by the milestone's own activity, right before it sends.
-        await self._deliver(MilestoneKey(m.key), m.kind.value, m.slots_by_time(),
+        await self._deliver(m.key, m.kind, m.slots_by_time(),
                             until=m.until, formal=m.kind in FORMAL_NOTICES,
-                            recheck=m.kind is not MilestoneKind.RESCISSION_NOTICE)
+                            recheck=m.kind is not MessageKind.RESCISSION_NOTICE)
 
     # --- sending ----------------------------------------------------------------------
 
-    def _usable(self, message: str) -> set[Channel]:
+    def _usable(self, message: MessageKind) -> set[Channel]:
         """The channels with a template for `message`, as decided when the journey was
         planned (never the templates on disk: a deployment must not change a journey)."""
         usable = self._s.prep.usable
@@ -319,7 +328,7 @@ class PolicyLapseWorkflow:
             return set(usable[message])
         return {Channel.SMS}  # a plan from before `usable` existed: every message has SMS
 
-    async def _deliver(self, key: MilestoneKey, message: str,
+    async def _deliver(self, key: MilestoneKey, message: MessageKind,
                        slot_groups: list[tuple[datetime, list[Channel]]],
                        members: bool = True, until: datetime | None = None,
                        formal: bool = False, recheck: bool = False) -> None:
@@ -410,7 +419,7 @@ class PolicyLapseWorkflow:
                 elif out.failed and out.channel not in failed:
                     failed.append(out.channel)
 
-    async def _send(self, key: MilestoneKey, message: str, channel: Channel,
+    async def _send(self, key: MilestoneKey, message: MessageKind, channel: Channel,
                     scope: RecipientScope, only: list[str] | None = None,
                     at: datetime | None = None, until: datetime | None = None,
                     ) -> tuple[RecipientScope, list[SendOutcome]]:
@@ -422,7 +431,7 @@ class PolicyLapseWorkflow:
         outcomes = await asyncio.gather(*(self._send_batch(b, at) for b in batches))
         return scope, list(outcomes)
 
-    def _requests(self, key: MilestoneKey, message: str, channel: Channel,
+    def _requests(self, key: MilestoneKey, message: MessageKind, channel: Channel,
                   scope: RecipientScope, only: list[str] | None, at: datetime,
                   until: datetime | None) -> list[SendRequest]:
         """The send requests for one scope on one channel: one, or a group's members in
@@ -440,7 +449,7 @@ class PolicyLapseWorkflow:
         segments = self._segments_for(key)
         base = SendRequest(
             journey_id=self._journey_id(), policy_number=trigger.policy_number,
-            milestone_key=str(key), message=message, channel=channel, scope=scope, only=only,
+            milestone_key=key, message=message, channel=channel, scope=scope, only=only,
             journey_date=at.astimezone(TZ).date(), journey_at=at, trigger=trigger,
             outstanding=self._outstanding(), segments=segments,
             grace_ends_on=plan.grace_ends_on, lapses_on=plan.lapses_on,
@@ -454,7 +463,7 @@ class PolicyLapseWorkflow:
                     for o in range(0, s.prep.recipients - 1, MEMBER_BATCH)]
         return [base]
 
-    async def _send_slot(self, key: MilestoneKey, message: str, channels: list[Channel],
+    async def _send_slot(self, key: MilestoneKey, message: MessageKind, channels: list[Channel],
                          scopes: list[RecipientScope], at: datetime, until: datetime | None,
                          recheck: bool,
                          ) -> tuple[Outcome | None, list[tuple[RecipientScope,
@@ -516,7 +525,8 @@ class PolicyLapseWorkflow:
 
     def _noted(self, req: SendRequest, out: SendOutcome, at: datetime) -> None:
         if out.sent or out.failed:
-            self._note(req.milestone_key, req.channel, "sent" if out.sent else "failed", at,
+            self._note(req.milestone_key, req.channel, NotificationStatus.SENT if out.sent
+                       else NotificationStatus.FAILED, at,
                        out.first_notification_id, out.sent + len(out.failed))
 
     @staticmethod
@@ -538,13 +548,13 @@ class PolicyLapseWorkflow:
 
     async def _unreachable(self, key: MilestoneKey) -> None:
         s = self._s
-        if str(key) not in s.undelivered:
-            s.undelivered.append(str(key))
+        if key not in s.undelivered:
+            s.undelivered.append(key)
         if Segment.UNREACHABLE not in s.segments:
             s.segments.append(Segment.UNREACHABLE)
         await self._task("contact_repair", str(key), priority=2)
-        await self._send(MilestoneKey(key.base).with_suffix(Suffix.EMERGENCY),
-                         "emergency_contact", Channel.SMS, "emergency_contact")
+        await self._send(key.base.with_suffix(Suffix.EMERGENCY),
+                         MessageKind.EMERGENCY_CONTACT, Channel.SMS, "emergency_contact")
         if not s.public_notice:
             s.public_notice = True
             await workflow.execute_activity_method(
@@ -566,8 +576,8 @@ class PolicyLapseWorkflow:
                 segments = [x for x in segments if x is not Segment.STANDARD] + [Segment.ELDERLY]
         return segments
 
-    def _note(self, key: str, channel: Channel, status: str, at: datetime,
-              notification_id: str | None = None, recipients: int = 1) -> None:
+    def _note(self, key: MilestoneKey, channel: Channel, status: NotificationStatus,
+              at: datetime, notification_id: str | None = None, recipients: int = 1) -> None:
         self._s.notifications.append(NotificationView(
             id=notification_id or f"{self._journey_id()}/{key}/{channel.value}", milestone=key,
             channel=channel, status=status, at=at, recipients=recipients))
@@ -592,7 +602,7 @@ class PolicyLapseWorkflow:
         await self._task("inquiry_escalation", inquiry_id, priority=1)
 
     async def _change_stage(self, stage: Stage, summary: str, outcome: Outcome | None = None,
-                            policy_status: str | None = None) -> None:
+                            policy_status: PolicyStatus | None = None) -> None:
         await workflow.execute_activity_method(
             JourneyActivities.change_stage,
             StageChange(journey_id=self._journey_id(),
@@ -620,11 +630,12 @@ class PolicyLapseWorkflow:
         if outcome is Outcome.PAID and self._payment is not None:
             # What the journey took is confirmed; a premium paid through another route
             # (the counter, a bank) is confirmed by that route, which knows the amount.
-            await self._deliver(MilestoneKey("payment_confirmation"), "payment_confirmation",
+            await self._deliver(MilestoneKey(MessageKind.PAYMENT_CONFIRMATION),
+                                MessageKind.PAYMENT_CONFIRMATION,
                                 [(self._journey_now(), [Channel.SMS])], members=False)
         await self._change_stage(Stage.CLOSED, f"close the journey: {outcome.value}",
                                  outcome=outcome,
-                                 policy_status="in_force" if outcome in (
+                                 policy_status=PolicyStatus.IN_FORCE if outcome in (
                                      Outcome.PAID, Outcome.REINSTATED) else None)
         if s.public_notice:
             s.public_notice = False
@@ -709,9 +720,10 @@ class PolicyLapseWorkflow:
         while s.after_lapse and s.stage is not Stage.CLOSED:
             # A payment after the lapse does not restore cover alone: explain reinstatement.
             txn = s.after_lapse.pop(0)
-            await self._deliver(MilestoneKey("payment_after_lapse", Suffix.TXN, txn),
-                                "payment_after_lapse", [(self._journey_now(), [Channel.SMS])],
-                                members=False)
+            await self._deliver(
+                MilestoneKey(MessageKind.PAYMENT_AFTER_LAPSE, suffix=Suffix.TXN, ref=txn),
+                MessageKind.PAYMENT_AFTER_LAPSE, [(self._journey_now(), [Channel.SMS])],
+                members=False)
         while self._pending and s.stage is not Stage.CLOSED:
             item = self._pending.pop(0)
             if s.stage is Stage.HELD and not isinstance(item, (DataVerified, DebitFailedSignal,
@@ -773,10 +785,10 @@ class PolicyLapseWorkflow:
         decision sends (a confirmation, an explanation) goes out after the answer."""
         s = self._s
         if payment.transaction_id in s.transactions:
-            return PaymentAnswer(accepted=True, outcome="duplicate",
+            return PaymentAnswer(accepted=True, outcome=PaymentOutcome.DUPLICATE,
                                  outstanding=self._outstanding())
         if s.stage is Stage.CLOSED:
-            return PaymentAnswer(accepted=False, outcome="journey_closed",
+            return PaymentAnswer(accepted=False, outcome=PaymentOutcome.JOURNEY_CLOSED,
                                  outstanding=self._outstanding())
         # A local activity: the store runs inside the workflow task that took the update,
         # so the payer's answer waits for one round trip to the server, not three.
@@ -790,24 +802,24 @@ class PolicyLapseWorkflow:
                                    "policy", type="TransactionConflict", non_retryable=True)
         s.transactions.append(payment.transaction_id)
         if stored.outcome == "duplicate":
-            return PaymentAnswer(accepted=True, outcome="duplicate",
+            return PaymentAnswer(accepted=True, outcome=PaymentOutcome.DUPLICATE,
                                  outstanding=self._outstanding())
         # What is paid is what the ledger stored, never what the caller claims.
         payment = payment.model_copy(update={"amount": stored.amount})
         self._payment = payment
         s.amount_paid += stored.amount
         if self._input.trigger.kind is TriggerKind.RESCISSION:
-            return PaymentAnswer(accepted=True, outcome="recorded",
+            return PaymentAnswer(accepted=True, outcome=PaymentOutcome.RECORDED,
                                  outstanding=self._outstanding())
         if s.stage in (Stage.AT_RISK, Stage.HELD):
             if self._outstanding() <= 0:
                 self._close(Outcome.PAID)
-                return PaymentAnswer(accepted=True, outcome="paid_in_full",
+                return PaymentAnswer(accepted=True, outcome=PaymentOutcome.PAID_IN_FULL,
                                      outstanding=Decimal("0"))
-            return PaymentAnswer(accepted=True, outcome="recorded",
+            return PaymentAnswer(accepted=True, outcome=PaymentOutcome.RECORDED,
                                  outstanding=self._outstanding())
         s.after_lapse.append(payment.transaction_id)
-        return PaymentAnswer(accepted=True, outcome="after_lapse",
+        return PaymentAnswer(accepted=True, outcome=PaymentOutcome.AFTER_LAPSE,
                              outstanding=self._outstanding())
 
     async def _open_inquiry(self, inquiry: InquiryReceived) -> None:
@@ -845,15 +857,18 @@ class PolicyLapseWorkflow:
         await self._close_inquiry(decided.application_id, "reinstatement_decided",
                                   decided.reason)
         if decided.approved:
-            await self._deliver(MilestoneKey("reinstatement_approved"), "reinstatement_approved",
+            await self._deliver(MilestoneKey(MessageKind.REINSTATEMENT_APPROVED),
+                                MessageKind.REINSTATEMENT_APPROVED,
                                 [(self._journey_now(), [Channel.SMS])], members=False)
             self._close(Outcome.REINSTATED)
             return
         s.stage = Stage.LAPSED
         s.application_id = None
         await self._deliver(
-            MilestoneKey("reinstatement_refused", Suffix.APPLICATION, decided.application_id),
-            "reinstatement_refused", [(self._journey_now(), [Channel.SMS])], members=False)
+            MilestoneKey(MessageKind.REINSTATEMENT_REFUSED, suffix=Suffix.APPLICATION,
+                         ref=decided.application_id),
+            MessageKind.REINSTATEMENT_REFUSED, [(self._journey_now(), [Channel.SMS])],
+            members=False)
         await self._change_stage(Stage.LAPSED, "reinstatement refused: follow-ups resume")
 
     async def _contact_updated(self) -> None:
@@ -865,12 +880,11 @@ class PolicyLapseWorkflow:
         if Segment.UNREACHABLE in s.segments:
             s.segments.remove(Segment.UNREACHABLE)
         s.resends += 1
-        for text in missed:
-            key = MilestoneKey.parse(text)
+        for key in missed:
             m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
-            message = m.kind.value if m else key.base
+            message = m.kind if m else key.kind
             channels = m.channels if m else [Channel.SMS]
-            await self._deliver(MilestoneKey(key.base).with_suffix(Suffix.RESEND, s.resends),
+            await self._deliver(key.base.with_suffix(Suffix.RESEND, s.resends),
                                 message, [(self._journey_now(), channels)],
                                 formal=bool(m and m.kind in FORMAL_NOTICES))
         if s.public_notice and not s.undelivered:
@@ -880,13 +894,13 @@ class PolicyLapseWorkflow:
                 args=[self._input.trigger.policy_number, False],
                 summary="contact repaired: remove the public notice entry", **DB_CALL)
 
-    def _message_of(self, key: MilestoneKey) -> str | None:
+    def _message_of(self, key: MilestoneKey) -> MessageKind | None:
         """The message kind a milestone key names: a planned milestone's kind, or an
         event message's own kind; None for a key this journey never sent."""
         m = next((m for m in self._s.prep.plan.milestones if m.key == key.base), None)
         if m is not None:
-            return m.kind.value
-        return key.base if key.base in self._s.prep.usable else None
+            return m.kind
+        return key.kind if key.month is None and key.kind in self._s.prep.usable else None
 
     async def _delivery_failed(self, failed: DeliveryFailed) -> None:
         try:
@@ -918,7 +932,7 @@ class PolicyLapseWorkflow:
             return
         await self._fall_back(key, message, scope, nid.recipient_id, failed.channel)
 
-    async def _fall_back(self, key: MilestoneKey, message: str, scope: RecipientScope,
+    async def _fall_back(self, key: MilestoneKey, message: MessageKind, scope: RecipientScope,
                          recipient: str, channel_failed: Channel) -> None:
         """A message did not reach `recipient` on `channel_failed` after all: the same role
         first, then the fallback order; the unreachable handling when nothing works."""
@@ -926,11 +940,11 @@ class PolicyLapseWorkflow:
         m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
         formal = m is not None and m.kind in FORMAL_NOTICES and scope == "policyholder"
         if (channel_failed is Channel.VOICE and scope == "policyholder" and m is not None
-                and m.kind is MilestoneKind.SECOND_REMINDER
+                and m.kind is MessageKind.SECOND_REMINDER
                 and Segment.ELDERLY in self._segments_for(key)):
             # An elderly customer who did not answer the call: a visit may be needed.
             await self._task("home_visit", key.base, priority=2, nearest_branch=True)
-        base = MilestoneKey(key.base) if key.suffix is not Suffix.RESEND else key
+        base = key.base if key.suffix is not Suffix.RESEND else key
         unreached: dict[RecipientScope, set[str] | None] = {scope: {recipient}}
         tried = {channel_failed}
         for channel in stand_ins(channel_failed, self._fallback_order(key), tried,
@@ -977,7 +991,7 @@ class PolicyLapseWorkflow:
         s.redials.remove((at, base, attempt))
         if s.stage is Stage.CLOSED:
             return
-        key = MilestoneKey(base).with_suffix(Suffix.REDIAL, attempt)
+        key = base.with_suffix(Suffix.REDIAL, attempt)
         message = self._message_of(key)
         if message is None:
             return
@@ -1075,7 +1089,7 @@ class PolicyLapseWorkflow:
         now = self._journey_now()
         return JourneyStatus(
             policy_number=self._input.trigger.policy_number, stage=s.stage, outcome=s.outcome,
-            trigger=self._input.trigger.kind.value, due_date=plan.due_date,
+            trigger=self._input.trigger.kind, due_date=plan.due_date,
             grace_ends_at=plan.grace_ends_on, lapses_at=plan.lapses_at,
             amount_due=self._input.trigger.amount_due, amount_paid=s.amount_paid,
             outstanding=self._outstanding(), next_milestone=self._next_milestone(),
@@ -1093,7 +1107,7 @@ class PolicyLapseWorkflow:
             (sa.POLICY_NUMBER, plan.policy_number),
             (sa.LAPSE_STAGE, s.stage.value),
             (sa.LAPSE_TRIGGER, plan.trigger.value),
-            (sa.PRODUCT_KIND, s.prep.product_kind),
+            (sa.PRODUCT_KIND, s.prep.product_kind.value),
             (sa.CUSTOMER_SEGMENT, sorted(x.value for x in s.segments)),
             (sa.GRACE_ENDS_AT, plan.lapses_at),
             (sa.NEXT_REMINDER_AT, nxt.at if nxt else None),
@@ -1110,8 +1124,8 @@ class PolicyLapseWorkflow:
                            else key.value_set(value))
         if updates:
             workflow.upsert_search_attributes(updates)
-        sent = sum(1 for n in s.notifications if n.status == "sent")
-        failed = sum(1 for n in s.notifications if n.status == "failed")
+        sent = sum(1 for n in s.notifications if n.status is NotificationStatus.SENT)
+        failed = sum(1 for n in s.notifications if n.status is NotificationStatus.FAILED)
         lines = [f"**Stage:** {s.stage.value}" + (f" ({s.outcome.value})" if s.outcome else ""),
                  f"**Outstanding:** ¥{self._outstanding():,.2f} of ¥"
                  f"{self._input.trigger.amount_due:,.2f}",

@@ -4,7 +4,6 @@ from domain.content.config import InsurerContact
 from domain.content.context import (
     DebitFailureDetail,
     MessageContext,
-    MessageKind,
     Party,
     Recipient,
     ReinstatementQuote,
@@ -31,6 +30,7 @@ from domain.content.render import (
     required_context,
 )
 from domain.content.rules import ContentRuleError, Violation, sms_segments
+from domain.models import MessageKind
 
 __all__ = [
     "ContentRuleError",

@@ -25,38 +25,13 @@ from domain.models import (
     PolicyNumber,
     Product,
     ProductKind,
+    Role,
     Segment,
     Trigger,
     TriggerKind,
 )
 from domain.plan import JourneyPlan
 from domain.reinstatement import ReinstatementQuote
-
-
-class MessageKind(StrEnum):
-    """Every message we send: the milestones (same values as MilestoneKind) and the others."""
-
-    FIRST_REMINDER = "first_reminder"
-    SECOND_REMINDER = "second_reminder"
-    LAPSE_NOTICE = "lapse_notice"
-    FOLLOW_UP = "follow_up"
-    REENROLMENT_OFFER = "reenrolment_offer"
-    RESCISSION_NOTICE = "rescission_notice"
-    PAYMENT_CONFIRMATION = "payment_confirmation"
-    PAYMENT_AFTER_LAPSE = "payment_after_lapse"  # paid after lapse: explains reinstatement
-    REINSTATEMENT_APPROVED = "reinstatement_approved"
-    REINSTATEMENT_REFUSED = "reinstatement_refused"
-    EMERGENCY_CONTACT = "emergency_contact"
-    PUBLIC_NOTICE = "public_notice"
-    BIND_CARD = "bind_card"  # the monthly campaign to customers whose debits keep failing
-
-
-class Role(StrEnum):
-    POLICYHOLDER = "policyholder"
-    INSURED = "insured"
-    GROUP_EMPLOYER = "group_employer"
-    GROUP_MEMBER = "group_member"
-    EMERGENCY_CONTACT = "emergency_contact"
 
 
 class Variant(StrEnum):

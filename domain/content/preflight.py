@@ -22,7 +22,6 @@ from domain.content.config import PAYMENT_TOKEN_LENGTH, InsurerContact
 from domain.content.context import (
     DebitFailureDetail,
     MessageContext,
-    MessageKind,
     Party,
     Recipient,
     Role,
@@ -48,6 +47,7 @@ from domain.models import (
     Channel,
     Customer,
     DebitFailureReason,
+    MessageKind,
     Product,
     ProductKind,
     Segment,

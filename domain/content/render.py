@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import Field, field_validator
 
 from domain.content import rules
-from domain.content.context import MessageContext, MessageKind, Party, Variant
+from domain.content.context import MessageContext, Party, Variant
 from domain.content.formats import (
     TZ,
     format_amount,
@@ -33,7 +33,7 @@ from domain.content.glossary import words
 from domain.content.masking import full_name, mask_policy_number, short_name, spoken_name
 from domain.content.naming import spoken_form
 from domain.content.rules import ContentRuleError, Violation
-from domain.models import Channel, DebitFailureReason, MilestoneKind, Model
+from domain.models import Channel, DebitFailureReason, MessageKind, Model
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -439,11 +439,11 @@ def _violations(message: RenderedMessage, spec: TemplateSpec, ctx: MessageContex
     return found
 
 
-def _kind(kind: str | MessageKind | MilestoneKind) -> MessageKind:
+def _kind(kind: MessageKind | str) -> MessageKind:
     return MessageKind(str(kind))
 
 
-def check_message(kind: str | MessageKind | MilestoneKind, channel: Channel,
+def check_message(kind: MessageKind | str, channel: Channel,
                   ctx: MessageContext, templates: TemplateSet | None = None
                   ) -> tuple[RenderedMessage, list[Violation]]:
     """Render and report every broken rule instead of raising on them.
@@ -455,7 +455,7 @@ def check_message(kind: str | MessageKind | MilestoneKind, channel: Channel,
     return message, _violations(message, spec, ctx, view, elements)
 
 
-def render_message(kind: str | MessageKind | MilestoneKind, channel: Channel,
+def render_message(kind: MessageKind | str, channel: Channel,
                    ctx: MessageContext, templates: TemplateSet | None = None
                    ) -> RenderedMessage:
     """The message to send, or ContentRuleError naming the template and the rules broken."""
@@ -465,7 +465,7 @@ def render_message(kind: str | MessageKind | MilestoneKind, channel: Channel,
     return message
 
 
-def available_channels(kind: str | MessageKind | MilestoneKind,
+def available_channels(kind: MessageKind | str,
                        templates: TemplateSet | None = None) -> list[Channel]:
     """The channels that have a template for `kind` (WeChat only for important notices)."""
     return (templates or default_templates()).channels(_kind(kind))

@@ -6,9 +6,9 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from domain.content.context import MessageContext, MessageKind, Variant
+from domain.content.context import MessageContext, Variant
 from domain.content.glossary import misused_terms
-from domain.models import Channel, Model
+from domain.models import Channel, MessageKind, Model
 
 # --- errors ------------------------------------------------------------------------------
 
