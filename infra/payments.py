@@ -30,7 +30,6 @@ WHERE policy_number = $1 AND due_date = $2
 _OWED = """
 SELECT COALESCE(sum(amount - paid_amount), 0) FROM premium_dues WHERE policy_number = $1
 """
-
 _PAID_BETWEEN = """
 SELECT COALESCE(sum(amount), 0) FROM payments
 WHERE policy_number = $1 AND paid_at >= $2 AND paid_at <= $3
