@@ -11,6 +11,7 @@ import asyncpg
 
 from activities.channels import Outgoing
 from domain.plan import TZ, SendWindow
+from infra import agent_tasks
 
 
 def next_allowed(now: datetime, window: SendWindow) -> datetime:
@@ -38,11 +39,7 @@ class AgentCallQueue:
         due = next_allowed(self._clock(), self._window)
         task_id = message.notification_id  # one call task per notification: a retry finds it
         async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO agent_tasks (task_id, policy_number, journey_id, kind, priority, "
-                "  due_at, sla_at, notification_id) "
-                "VALUES ($1, $2, $3, 'outbound_call', $4, $5, $6, $7) "
-                "ON CONFLICT (task_id) DO NOTHING",
-                task_id, message.policy_number, message.journey_id, self._priority, due,
-                due + self._sla, message.notification_id)
+            await agent_tasks.open_for_notification(
+                conn, task_id, message.policy_number, message.journey_id, "outbound_call",
+                self._priority, due, message.notification_id, sla=self._sla)
         return task_id

@@ -44,7 +44,7 @@ from domain.models import (
 )
 from domain.plan import TZ, JourneyPlan
 from domain.report import DEFAULT_RULES, ReportRules, window
-from infra import outreach, store
+from infra import deliveries, outreach, store
 from infra.deliveries import mark_unknown, provider_ref
 from infra.journeys import Journeys
 from infra.report_queries import fetch_debit_failures
@@ -93,8 +93,7 @@ class BindCardActivities:
             listed = await fetch_debit_failures(conn, starts, ends, self._review.repeat_failures)
             ids = list(dict.fromkeys(f.customer_id for f in sorted(
                 listed, key=lambda f: (-f.failures, f.customer_id))))
-            rows = await conn.fetch(outreach.POLICY_LAST_FAILED, ids, starts, ends)
-        policy = {r["customer_id"]: r["policy_number"] for r in rows}
+            policy = await outreach.policy_last_failed(conn, ids, starts, ends)
         return Selection(month=month, candidates=[
             Candidate(customer_id=c, policy_number=policy[c]) for c in ids if c in policy])
 
@@ -109,8 +108,7 @@ class BindCardActivities:
     @activity.defn
     async def month_result(self, month: date) -> AskResult:
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(outreach.MONTH_REQUESTS, month)
-        counts = {r["status"]: r["count"] for r in rows}
+            counts = await outreach.month_counts(conn, month)
         return AskResult(sent=counts.get("sent", 0), quiet=counts.get("quiet", 0),
                          failed=counts.get("failed", 0))
 
@@ -119,7 +117,7 @@ class BindCardActivities:
 
     async def _ask(self, c: Candidate, req: AskRequest, journeys: Journeys) -> None:
         async with self._pool.acquire() as conn:
-            status = await conn.fetchval(outreach.REQUEST_STATUS, c.customer_id, req.month)
+            status = await outreach.request_status(conn, c.customer_id, req.month)
             if status in ("sent", "failed"):
                 return  # asked this month already
             bundle = await store.load_policy(conn, c.policy_number, with_members=False)
@@ -127,23 +125,21 @@ class BindCardActivities:
             key = (c.customer_id, req.month, c.policy_number, card)
             if status != "sending":  # an interrupted attempt goes on whatever the period
                 if await self._quiet(conn, journeys, c.customer_id, req.at):
-                    await conn.execute(outreach.MARK_QUIET, *key)
+                    await outreach.mark_quiet(conn, *key)
                     return
-                if not await conn.fetchval(outreach.CLAIM_REQUEST, *key):
+                if not await outreach.claim_request(conn, *key):
                     return  # another run claimed them meanwhile
             outcomes = [await self._send(conn, channel, bundle, req)
                         for channel in self._rules.channels
                         if channel is Channel.SMS or _address(bundle.policyholder, channel)]
-            await conn.execute(outreach.FINISH_REQUEST, c.customer_id, req.month,
-                               "sent" if "sent" in outcomes else "failed")
+            await outreach.finish_request(conn, c.customer_id, req.month,
+                                          "sent" if "sent" in outcomes else "failed")
 
     async def _quiet(self, conn: asyncpg.Connection, journeys: Journeys, customer_id: str,
                      now: datetime) -> bool:
         since = now - timedelta(days=self._rules.quiet_days_after)
-        sent = [r["created_at"] for r in await conn.fetch(
-            outreach.JOURNEY_MESSAGES_SINCE, customer_id, since, CAMPAIGN_MILESTONE)]
-        policies = [r["policy_number"] for r in await conn.fetch(outreach.CUSTOMER_POLICIES,
-                                                                 customer_id)]
+        sent = await deliveries.sent_to_since(conn, customer_id, since, CAMPAIGN_MILESTONE)
+        policies = await store.holder_policies(conn, customer_id)
         planned = await planned_journey_messages(journeys, policies, now)
         return in_quiet_period(now, sent, planned, self._rules)
 
@@ -192,21 +188,19 @@ class BindCardActivities:
         ready = getattr(sender, "ready", None)
         if rendered is not None and ready is not None:
             await ready()  # the rate limit, before anything says 'sending'
-        started = await conn.fetchval(
-            outreach.START_MESSAGE, nid, run, policy_number, CAMPAIGN_MILESTONE, channel.value,
-            holder.customer_id, role, rendered and rendered.template_id,
-            rendered and rendered.template_version, rendered and rendered.subject,
-            rendered and rendered.body, provider_ref(nid))
+        started = await deliveries.start_campaign_message(
+            conn, nid, run, policy_number, CAMPAIGN_MILESTONE, channel, holder.customer_id,
+            role, rendered)
         if not started:
-            prior = await conn.fetchval(outreach.MESSAGE_STATUS, nid)
+            prior = await deliveries.status_of(conn, nid)
             if prior == "sending":  # a process died during the provider call
                 await mark_unknown(conn, nid, policy_number, run, "interrupted",
                                    datetime.now(TZ))
                 return "sent"
             return "sent" if prior in _ACCEPTED else "failed"
-        await conn.execute(outreach.MESSAGE_EVENT, nid, "sending", None)
+        await deliveries.add_event(conn, nid, "sending", None)
         if rendered is None:
-            await self._settle(conn, nid, "failed", error)
+            await deliveries.answer_attempt(conn, nid, "failed", error)
             return "failed"
         try:
             provider_id = await sender.send(Outgoing(
@@ -219,20 +213,12 @@ class BindCardActivities:
             await mark_unknown(conn, nid, policy_number, run, err.code, datetime.now(TZ))
             return "sent"
         except PermanentSendError as err:
-            await self._settle(conn, nid, "failed", err.code)
+            await deliveries.answer_attempt(conn, nid, "failed", err.code)
             return "failed"
         except TransientSendError as err:
-            await self._settle(conn, nid, "queued", err.code)
+            await deliveries.answer_attempt(conn, nid, "queued", err.code)
             delay = timedelta(seconds=err.retry_after) if err.retry_after else None
             raise ApplicationError(f"{channel.value} provider: {err.code}",
                                    type="TransientSendError", next_retry_delay=delay) from None
-        await self._settle(conn, nid, "sent", None, sender.provider, provider_id)
+        await deliveries.answer_attempt(conn, nid, "sent", None, sender.provider, provider_id)
         return "sent"
-
-    @staticmethod
-    async def _settle(conn: asyncpg.Connection, nid: str, status: str, error: str | None,
-                      provider: str | None = None, provider_id: str | None = None) -> None:
-        async with conn.transaction():
-            await conn.execute(outreach.SETTLE_MESSAGE, nid, status, error, provider,
-                               provider_id)
-            await conn.execute(outreach.MESSAGE_EVENT, nid, status, error)

@@ -52,7 +52,7 @@ from domain.models import ACCEPTED, Channel, Customer, NotificationStatus, Role
 from domain.plan import TZ
 from domain.suppression import address_key, closed_channels
 from infra import deliveries, evidence, store
-from infra.deliveries import NOT_RECEIVED, REPEAT_DROPPED, provider_ref
+from infra.deliveries import NOT_RECEIVED, REPEAT_DROPPED, SendRecord, provider_ref
 from infra.store import PolicyBundle
 
 # Without a give_up_at, a message is tried for this long from its first attempt.
@@ -236,15 +236,13 @@ class Delivery:
                        bundle: PolicyBundle, r: Recipient, nid: str, attempt: Attempt,
                        giving_up: bool) -> tuple[str | None, bool]:
         """One recipient: None (reached) or why not, and whether the batch is given up."""
-        row = await conn.fetchrow(
-            "SELECT status, error_code, subject, body, template_id FROM notifications "
-            "WHERE notification_id = $1", nid)
-        prior = row["status"] if row else None
-        last_code = row["error_code"] if prior == "queued" else None  # a refusal, for now
+        row = await deliveries.send_record(conn, nid)
+        prior = row.status if row else None
+        last_code = row.error_code if prior == "queued" else None  # a refusal, for now
         if prior in _REACHED:
             return REACHED, giving_up
         if prior in _REFUSED:
-            return row["error_code"] or prior, giving_up
+            return row.error_code or prior, giving_up
         address = address_of(r, req.channel)
         if prior in _INTERRUPTED and not getattr(sender, "idempotent", False):
             settled = await self._settle(conn, sender, req, r, nid, row, address, attempt,
@@ -252,13 +250,15 @@ class Delivery:
             if settled is not RESEND:
                 return settled, giving_up
         if not address:
-            await _record(conn, nid, req, r, None, "failed", NO_ADDRESS, attempted=False)
+            await deliveries.write_record(conn, nid, req, r.recipient_id, r.role, None, "failed",
+                                          NO_ADDRESS, attempted=False)
             return NO_ADDRESS, giving_up
         key = address_key(address)
         closed_by = await deliveries.suppressed(conn, req.channel, key)
         if closed_by:
-            await _record(conn, nid, req, r, None, "failed", SUPPRESSED, attempted=False,
-                          detail=f"the address is suppressed on this channel ({closed_by})")
+            await deliveries.write_record(
+                conn, nid, req, r.recipient_id, r.role, None, "failed", SUPPRESSED,
+                attempted=False, detail=f"the address is suppressed on this channel ({closed_by})")
             return SUPPRESSED, giving_up
         try:
             rendered = render_for(req, bundle, r.customer, r.role)
@@ -266,8 +266,9 @@ class Delivery:
                                                  provider_ref(nid))
         except ContentRuleError as err:
             # A template that breaks a rule does not mend itself: on record, and fall back.
-            await _record(conn, nid, req, r, None, "failed", err.rule, attempted=False,
-                          detail=f"template {err.template_id} breaks a content rule")
+            await deliveries.write_record(
+                conn, nid, req, r.recipient_id, r.role, None, "failed", err.rule,
+                attempted=False, detail=f"template {err.template_id} breaks a content rule")
             return err.rule, giving_up
         if giving_up:
             return await _give_up(conn, nid, req, r, rendered, last_code), True
@@ -286,7 +287,8 @@ class Delivery:
         recorded = False
         try:
             async with _slot(sender):
-                await _record(conn, nid, req, r, rendered, "sending", None)
+                await deliveries.write_record(conn, nid, req, r.recipient_id, r.role, rendered,
+                                              "sending", None)
                 recorded = True
                 await evidence.keep_send(conn, nid, req.channel, address,
                                          attachment and attachment.filename,
@@ -323,11 +325,11 @@ class Delivery:
                           detail=f"attempt {attempt.number} refused; the next in "
                                  f"{delay.total_seconds():g} s")
             raise _retry(req, err.code, delay) from None
-        await _status(conn, nid, "sent", None, sender.provider, provider_id)
+        await deliveries.answer_attempt(conn, nid, "sent", None, sender.provider, provider_id)
         return REACHED, False
 
     async def _settle(self, conn: asyncpg.Connection, sender: Sender, req: SendRequest,
-                      r: Recipient, nid: str, row: asyncpg.Record, address: str | None,
+                      r: Recipient, nid: str, row: SendRecord, address: str | None,
                       attempt: Attempt, giving_up: bool) -> str | None | _Resend:
         """An interrupted send: REACHED (the provider has it, or may: then `unknown` with a
         review task), RESEND, or why it failed."""
@@ -342,8 +344,8 @@ class Delivery:
         if lookup is not None and address:
             message = Outgoing(
                 notification_id=nid, channel=req.channel, address=address,
-                subject=row["subject"], body=row["body"] or "", fields=None,
-                reference=provider_ref(nid), template_id=row["template_id"],
+                subject=row.subject, body=row.body or "", fields=None,
+                reference=provider_ref(nid), template_id=row.template_id,
                 policy_number=req.policy_number, journey_id=req.journey_id,
                 recipient_id=r.recipient_id)
             try:
@@ -364,7 +366,7 @@ class Delivery:
                 # Not there yet proves nothing while the request may still be in flight.
                 delay = None if giving_up else attempt.next_delay(pending.total_seconds())
                 if delay is not None:
-                    if row["status"] != "unknown":
+                    if row.status != "unknown":
                         await deliveries.mark_unknown(
                             conn, nid, req.policy_number, req.journey_id, "interrupted",
                             datetime.now(TZ), review=False,
@@ -377,10 +379,10 @@ class Delivery:
                 return RESEND
             # Past it, a repeat could reach the customer twice, and a message the provider
             # had would have been confirmed by now: decided, so that the journey falls back.
-            await _status(conn, nid, "failed", UNCONFIRMED, moving=_INTERRUPTED,
-                          detail=f"not confirmed within {window} of the send")
+            await deliveries.answer_attempt(conn, nid, "failed", UNCONFIRMED, moving=_INTERRUPTED,
+                                            detail=f"not confirmed within {window} of the send")
             return UNCONFIRMED
-        reason = row["error_code"] if row["status"] == "unknown" and row["error_code"] \
+        reason = row.error_code if row.status == "unknown" and row.error_code \
             else "interrupted"
         await deliveries.mark_unknown(conn, nid, req.policy_number, req.journey_id, reason,
                                       datetime.now(TZ), detail="nobody can tell whether the "
@@ -398,72 +400,15 @@ async def _recipients(conn: asyncpg.Connection, req: SendRequest,
         if holder.emergency_contact is None:
             return []
         return [Recipient(f"{holder.customer_id}.ec", Role.EMERGENCY_CONTACT, holder)]
-    if req.only is not None:
-        # Only members of this policy: a crafted id never reaches another customer.
-        ids = [r["customer_id"] for r in await conn.fetch(
-            "SELECT customer_id FROM policy_insured WHERE policy_number = $1 "
-            "AND role = 'member' AND customer_id = ANY($2::text[]) ORDER BY customer_id",
-            req.policy_number, req.only)]
-    else:
-        ids = [r["customer_id"] for r in await conn.fetch(
-            "SELECT customer_id FROM policy_insured WHERE policy_number = $1 "
-            "AND role = 'member' ORDER BY customer_id OFFSET $2 LIMIT $3",
-            req.policy_number, req.offset, req.limit)]
+    # `only`: those of the ids that are this policy's members (a crafted id never reaches
+    # another customer); else a page of the members.
+    ids = await store.member_ids(conn, req.policy_number, offset=req.offset, limit=req.limit,
+                                 among=req.only)
     people = await store.load_customers(conn, ids)
     return [Recipient(i, Role.GROUP_MEMBER, people[i]) for i in ids if i in people]
 
 
 # --- the records -------------------------------------------------------------------------
-
-
-async def _record(conn: asyncpg.Connection, nid: str, req: SendRequest, r: Recipient,
-                  rendered: RenderedMessage | None, status: str, error: str | None, *,
-                  attempted: bool = True, detail: str | None = None) -> None:
-    """Write the record (new, or the next attempt of one not yet taken by a provider) and
-    its event. The text changes only with a new attempt (`sending`)."""
-    async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO notifications (notification_id, journey_id, policy_number, "
-            "  milestone, channel, recipient_id, recipient_role, template_id, "
-            "  template_version, subject, body, status, error_code, attempts, "
-            "  provider_ref, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $16, $14, "
-            "  COALESCE($15, now())) "
-            "ON CONFLICT (notification_id) DO UPDATE SET status = EXCLUDED.status, "
-            "  error_code = EXCLUDED.error_code, "
-            "  body = CASE WHEN EXCLUDED.status = 'sending' THEN EXCLUDED.body "
-            "    ELSE notifications.body END, "
-            "  subject = CASE WHEN EXCLUDED.status = 'sending' THEN EXCLUDED.subject "
-            "    ELSE notifications.subject END, "
-            "  attempts = notifications.attempts + EXCLUDED.attempts, updated_at = now()",
-            nid, req.journey_id, req.policy_number, req.milestone_key, req.channel.value,
-            r.recipient_id, r.role, rendered.template_id if rendered else None,
-            rendered.template_version if rendered else None,
-            rendered.subject if rendered else None, rendered.body if rendered else None,
-            status, error, provider_ref(nid), req.journey_at, 1 if attempted else 0)
-        await conn.execute(
-            "INSERT INTO notification_events (notification_id, status, error_code, detail, "
-            "occurred_at) VALUES ($1, $2, $3, $4, now())", nid, status, error, detail)
-
-
-async def _status(conn: asyncpg.Connection, nid: str, status: str, error: str | None,
-                  provider: str | None = None, provider_id: str | None = None, *,
-                  moving: tuple[str, ...] = ("queued", "sending"),
-                  detail: str | None = None) -> None:
-    """The answer to an attempt. A delivery callback may have come first: a status only
-    moves from `moving`, never back."""
-    async with conn.transaction():
-        await conn.execute(
-            "UPDATE notifications SET "
-            "status = CASE WHEN status = ANY($6::text[]) THEN $2 ELSE status END, "
-            "error_code = CASE WHEN status = ANY($6::text[]) THEN $3 ELSE error_code END, "
-            "provider = COALESCE($4, provider), "
-            "provider_message_id = COALESCE($5, provider_message_id), updated_at = now() "
-            "WHERE notification_id = $1", nid, status, error, provider, provider_id,
-            list(moving))
-        await conn.execute(
-            "INSERT INTO notification_events (notification_id, status, error_code, detail, "
-            "occurred_at) VALUES ($1, $2, $3, $4, now())", nid, status, error, detail)
 
 
 async def _finish(conn: asyncpg.Connection, nid: str, req: SendRequest, r: Recipient,
@@ -472,16 +417,16 @@ async def _finish(conn: asyncpg.Connection, nid: str, req: SendRequest, r: Recip
     """A refusal: on the attempt's record, or (refused before anything went out: no
     token, no connection) on a record of its own."""
     if recorded:
-        await _status(conn, nid, status, error, detail=detail)
+        await deliveries.answer_attempt(conn, nid, status, error, detail=detail)
     else:
-        await _record(conn, nid, req, r, rendered, status, error, attempted=False,
-                      detail=detail)
+        await deliveries.write_record(conn, nid, req, r.recipient_id, r.role, rendered, status,
+                                      error, attempted=False, detail=detail)
 
 
 async def _give_up(conn: asyncpg.Connection, nid: str, req: SendRequest, r: Recipient,
                    rendered: RenderedMessage, last_code: str | None) -> str:
     detail = (f"given up at the deadline; the provider's last answer: {last_code}"
               if last_code else "given up at the deadline: not sent in time")
-    await _record(conn, nid, req, r, rendered, "failed", GAVE_UP, attempted=False,
-                  detail=detail)
+    await deliveries.write_record(conn, nid, req, r.recipient_id, r.role, rendered, "failed",
+                                  GAVE_UP, attempted=False, detail=detail)
     return GAVE_UP

@@ -41,9 +41,8 @@ from domain.plan import TZ, CompanyRules
 from domain.planner import plan_journey
 from domain.triggers import elderly_from, segments_for
 from domain.verification import RECENT_PAYMENT_DAYS, DataFacts, check_data
-from infra import evidence, notes, payments, store
+from infra import agent_tasks, deliveries, evidence, journey_records, notes, payments, store
 from infra.branches import load_branches
-from infra.deliveries import clear_suppression
 
 
 def _one_retry(errors: list[BaseException]) -> BaseException:
@@ -78,9 +77,7 @@ class JourneyActivities:
         async with self._pool.acquire() as conn:
             bundle = await store.load_policy(conn, req.trigger.policy_number,
                                              with_members=False)
-            members = await conn.fetchval(
-                "SELECT count(*) FROM policy_insured WHERE policy_number = $1 AND role = 'member'",
-                req.trigger.policy_number)
+            members = await store.member_count(conn, req.trigger.policy_number)
             calendar = await self._calendar(conn)
             start_day = req.starts_at.astimezone(TZ).date()
             segments = segments_for(bundle.policy, bundle.product, bundle.policyholder,
@@ -89,14 +86,11 @@ class JourneyActivities:
                                 company=company, starts_at=req.starts_at,
                                 elderly_from=elderly_from(bundle.product,
                                                           bundle.policyholder))
-            paid_recently = await conn.fetchval(
-                "SELECT COALESCE(sum(amount), 0) FROM payments WHERE policy_number = $1 "
-                "AND paid_at >= $2 AND paid_at <= $3", req.trigger.policy_number,
+            paid_recently = await payments.paid_between(
+                conn, req.trigger.policy_number,
                 req.starts_at - timedelta(days=RECENT_PAYMENT_DAYS), req.starts_at)
-            await conn.execute(
-                "INSERT INTO journeys (journey_id, policy_number, trigger, started_at, stage) "
-                "VALUES ($1, $2, $3, $4, 'at_risk') ON CONFLICT (journey_id) DO NOTHING",
-                req.journey_id, req.trigger.policy_number, req.trigger.kind.value, req.starts_at)
+            await journey_records.start_journey(conn, req.journey_id, req.trigger.policy_number,
+                                                req.trigger.kind.value, req.starts_at)
         rules = bundle.product.rules
         anomalies: list[str] = []
         if req.verify:
@@ -157,16 +151,11 @@ class JourneyActivities:
 
     async def _check(self, policy_number: str) -> PolicyCheck:
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT p.status, p.premium, "
-                "  (SELECT sum(amount - paid_amount) FROM premium_dues d "
-                "   WHERE d.policy_number = p.policy_number AND d.due_date <= p.due_date) AS owed "
-                "FROM policies p WHERE p.policy_number = $1", policy_number)
-        if row is None:
+            check = await payments.standing(conn, policy_number)
+        if check is None:
             raise ApplicationError(f"unknown policy {policy_number}", type="UnknownPolicy",
                                    non_retryable=True)
-        owed = row["owed"] if row["owed"] is not None else row["premium"]
-        return PolicyCheck(outstanding=owed, status=row["status"])
+        return check
 
     @activity.defn
     async def record_payment(self, rec: PaymentRecord) -> PaymentStored:
@@ -185,34 +174,21 @@ class JourneyActivities:
         """Record the stage and hand the evidence chain's head to the journey's history."""
         info = activity.info()
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE journeys SET stage = $2, outcome = COALESCE($3, outcome), "
-                "  lapsed_at = CASE WHEN $2 = 'lapsed' AND lapsed_at IS NULL THEN $4 "
-                "                   ELSE lapsed_at END, "
-                "  closed_at = CASE WHEN $2 = 'closed' THEN $4 ELSE closed_at END "
-                "WHERE journey_id = $1", change.journey_id, change.stage.value,
-                change.outcome.value if change.outcome else None, change.at)
+            await journey_records.set_stage(conn, change.journey_id, change.stage.value,
+                                            change.outcome.value if change.outcome else None,
+                                            change.at)
             if change.stage is Stage.AT_RISK:
                 # Out of the hold: the data check is answered.
-                await conn.execute(
-                    "UPDATE agent_tasks SET status = 'done', outcome = 'proceed', "
-                    "  closed_reason = 'data verified', completed_at = now() "
-                    "WHERE journey_id = $1 AND kind = 'data_verification' "
-                    "AND status IN ('open', 'taken')", change.journey_id)
+                await agent_tasks.data_verified(conn, change.journey_id)
             if change.stage is Stage.CLOSED:
                 # Tasks outlive no journey: a call to collect a premium already paid, or
                 # a check of data nobody needs any more, is settled with the reason.
-                await conn.execute(
-                    "UPDATE agent_tasks SET status = 'cancelled', closed_reason = $2, "
-                    "  completed_at = now() "
-                    "WHERE journey_id = $1 AND status IN ('open', 'taken')",
-                    change.journey_id, f"journey closed: "
+                await agent_tasks.cancel_open(
+                    conn, change.journey_id, f"journey closed: "
                     f"{change.outcome.value if change.outcome else 'closed'}")
             if change.policy_status:
-                await conn.execute(
-                    "UPDATE policies SET status = $2, status_changed_at = $3, updated_at = now() "
-                    "WHERE policy_number = $1 AND status <> $2",
-                    change.policy_number, change.policy_status, change.at)
+                await store.set_policy_status(conn, change.policy_number,
+                                              change.policy_status, change.at)
             head = await evidence.anchor(conn, change.journey_id, info.workflow_id,
                                          info.workflow_run_id)
         return Anchored(chain_head=head)
@@ -224,23 +200,16 @@ class JourneyActivities:
         tid = task_id(task.journey_id, task.kind, task.reference)
         async with self._pool.acquire() as conn, conn.transaction():
             if task.kind == "inquiry_escalation":
-                # The inquiry's record says it was escalated, and when (the review counts it).
-                await conn.execute(
-                    "UPDATE inquiries SET escalated_at = $3 WHERE inquiry_id = $1 "
-                    "AND policy_number = $2 AND escalated_at IS NULL",
-                    task.reference, task.policy_number, task.raised_at or task.due_at)
+                await journey_records.inquiry_escalated(conn, task.reference, task.policy_number,
+                                                        task.raised_at or task.due_at)
             branch = None
             if task.nearest_branch:
                 bundle = await store.load_policy(conn, task.policy_number, with_members=False)
                 branch = nearest_branch(bundle.policyholder.postal_address,
                                         self._branches).code
-            await conn.execute(
-                "INSERT INTO agent_tasks (task_id, policy_number, journey_id, kind, priority, "
-                "due_at, rules, branch_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                "ON CONFLICT (task_id) DO UPDATE SET "
-                "  priority = LEAST(agent_tasks.priority, EXCLUDED.priority)",
-                tid, task.policy_number, task.journey_id, task.kind, task.priority,
-                task.due_at, task.rules or None, branch)
+            await agent_tasks.open_task(conn, tid, task.policy_number, task.journey_id,
+                                        task.kind, task.priority, task.due_at,
+                                        task.rules or None, branch)
         return tid
 
     @activity.defn
@@ -249,14 +218,8 @@ class JourneyActivities:
         calls on the journey day, counted over every journey that calls that number."""
         day_start = datetime.combine(req.day, time(0), TZ)
         async with self._pool.acquire() as conn:
-            dialled = await conn.fetchval(
-                "SELECT count(*) FROM notifications n "
-                "JOIN customers c ON c.customer_id = n.recipient_id "
-                "WHERE n.channel = 'voice' AND n.created_at >= $2 AND n.created_at < $3 "
-                "AND c.mobile = (SELECT h.mobile FROM policies p JOIN customers h "
-                "                ON h.customer_id = p.policyholder_id "
-                "                WHERE p.policy_number = $1)",
-                req.policy_number, day_start, day_start + timedelta(days=1))
+            dialled = await deliveries.calls_to_holder(conn, req.policy_number, day_start,
+                                                       day_start + timedelta(days=1))
         return dialled < req.max_per_day
 
     @activity.defn
@@ -265,15 +228,10 @@ class JourneyActivities:
         the evidence chain forbids changing it), the note that came with it is kept, and
         its escalation task, if any, is done."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE inquiries SET handled_at = $3 WHERE inquiry_id = $1 "
-                "AND policy_number = $2 AND handled_at IS NULL",
-                req.inquiry_id, req.policy_number, req.handled_at)
-            await conn.execute(
-                "UPDATE agent_tasks SET status = 'done', outcome = 'handled', "
-                "  closed_reason = 'inquiry answered', completed_at = now() "
-                "WHERE task_id = $1 AND status IN ('open', 'taken')",
-                task_id(req.journey_id, "inquiry_escalation", req.inquiry_id))
+            await journey_records.inquiry_handled(conn, req.inquiry_id, req.policy_number,
+                                                  req.handled_at)
+            await agent_tasks.inquiry_answered(
+                conn, task_id(req.journey_id, "inquiry_escalation", req.inquiry_id))
             if req.note:
                 await notes.keep_note(conn, req.policy_number, req.kind, req.inquiry_id,
                                       req.note, journey_id=req.journey_id)
@@ -283,7 +241,7 @@ class JourneyActivities:
         """Contact details were corrected: addresses that failed for good may be tried
         again."""
         async with self._pool.acquire() as conn:
-            await clear_suppression(conn, policy_number)
+            await deliveries.clear_suppression(conn, policy_number)
 
     @activity.defn
     async def open_inquiry(self, req: InquiryRequest) -> InquiryView:
@@ -294,26 +252,15 @@ class JourneyActivities:
             respond_day = calendar.add_business_days(
                 received.date(), CompanyRules().inquiry_response_business_days)
             respond_by = datetime.combine(respond_day, received.timetz())
-            await conn.execute(
-                "INSERT INTO inquiries (inquiry_id, policy_number, kind, received_at, respond_by) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (inquiry_id) DO NOTHING",
-                req.inquiry.inquiry_id, req.policy_number, req.inquiry.kind.value, received,
-                respond_by)
+            await journey_records.open_inquiry(conn, req.inquiry.inquiry_id, req.policy_number,
+                                               req.inquiry.kind.value, received, respond_by)
         return InquiryView(inquiry_id=req.inquiry.inquiry_id, kind=req.inquiry.kind,
                            received_at=received, respond_by=respond_by)
 
     @activity.defn
     async def set_public_notice(self, policy_number: str, listed: bool) -> None:
         async with self._pool.acquire() as conn:
-            if listed:
-                await conn.execute(
-                    "INSERT INTO public_notices (policy_number) VALUES ($1) "
-                    "ON CONFLICT (policy_number) DO UPDATE SET listed_at = now(), "
-                    "removed_at = NULL", policy_number)
-            else:
-                await conn.execute(
-                    "UPDATE public_notices SET removed_at = now() WHERE policy_number = $1",
-                    policy_number)
+            await journey_records.set_public_notice(conn, policy_number, listed)
 
     def all(self) -> list:
         return [self.prepare_journey, self.send_milestone, self.send_notifications,

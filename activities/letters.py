@@ -48,6 +48,7 @@ from activities.content import insurer_settings, render_for
 from domain.content.config import InsurerContact
 from domain.journey import SendRequest
 from domain.models import Channel, Customer
+from infra import print_queue
 from infra.fonts import cjk_font_path, serif_font_path
 from infra.store import PolicyBundle
 
@@ -412,11 +413,8 @@ class PrintQueue:
         pdf = await asyncio.to_thread(render_letter_pdf, message.subject or "", message.body,
                                       address, reference=letter_reference(message.reference))
         async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO print_queue (letter_id, policy_number, recipient_id, postal_address, "
-                "  pdf, pages, missing_glyphs, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                "ON CONFLICT (letter_id) DO NOTHING",
-                message.notification_id, message.policy_number, message.recipient_id,
+            await print_queue.queue_letter(
+                conn, message.notification_id, message.policy_number, message.recipient_id,
                 "\n".join(address), pdf.content, pdf.pages, pdf.missing_glyphs,
                 "review" if pdf.missing_glyphs else "queued")
         return message.notification_id

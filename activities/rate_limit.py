@@ -23,6 +23,7 @@ import asyncpg
 from activities.channels import Outgoing, Sender
 from domain.journey_rules import FORMAL_NOTICES
 from domain.models import Channel
+from infra import send_limits
 
 log = logging.getLogger("lapse.rate_limit")
 
@@ -141,32 +142,6 @@ class RateLimited:
             await close()
 
 
-# Says this worker is alive on each channel and counts the workers seen within the expiry
-# (itself included), in one round trip. Rows that stopped counting are removed on the way,
-# skipping those another worker is removing (no deadlock between refreshers).
-_REFRESH = """
-WITH seen AS (
-    INSERT INTO send_rate_shares (worker_id, channel, seen_at)
-    SELECT $1, channel, now() FROM unnest($2::text[]) AS c (channel)
-    ON CONFLICT (worker_id, channel) DO UPDATE SET seen_at = excluded.seen_at
-), gone AS (
-    DELETE FROM send_rate_shares
-    WHERE (worker_id, channel) IN (
-        SELECT worker_id, channel FROM send_rate_shares
-        WHERE seen_at < now() - make_interval(secs => $3) AND worker_id <> $1
-        FOR UPDATE SKIP LOCKED)
-)
-SELECT c.channel, 1 + count(s.worker_id) AS workers
-FROM unnest($2::text[]) AS c (channel)
-LEFT JOIN send_rate_shares s
-    ON s.channel = c.channel AND s.worker_id <> $1
-    AND s.seen_at >= now() - make_interval(secs => $3)
-GROUP BY c.channel
-"""
-
-_LEAVE = "DELETE FROM send_rate_shares WHERE worker_id = $1"
-
-
 def worker_id() -> str:
     """This process among the workers: host, process id and a random part (a restarted
     process with the same pid is another worker)."""
@@ -195,9 +170,9 @@ class RateShares:
         self._refreshed = asyncio.Event()
 
     async def refresh(self) -> dict[Channel, int]:
-        rows = await self._pool.fetch(_REFRESH, self.worker,
-                                      [str(c) for c in self._buckets], self._expiry)
-        self.workers = {Channel(row["channel"]): row["workers"] for row in rows}
+        counts = await send_limits.refresh_shares(self._pool, self.worker,
+                                                  [str(c) for c in self._buckets], self._expiry)
+        self.workers = {Channel(channel): workers for channel, workers in counts.items()}
         for channel, workers in self.workers.items():
             self._buckets[channel].share(workers)
         self._refreshed.set()
@@ -209,7 +184,7 @@ class RateShares:
         await self._refreshed.wait()
 
     async def leave(self) -> None:
-        await self._pool.execute(_LEAVE, self.worker)
+        await send_limits.leave_shares(self._pool, self.worker)
 
     async def _keep_fresh(self) -> None:
         while True:

@@ -31,6 +31,7 @@ from activities.channels import (
 from activities.lookup import CANNOT_TELL, CLOCK_SLACK, NOT_FOUND, Lookup
 from domain.plan import TZ, SendWindow
 from domain.voice_menu import CallChoice, menu_for, prompt
+from infra import send_limits
 
 T = TypeVar("T")
 
@@ -312,17 +313,14 @@ class DialGuard:
         day_start = datetime.combine(now.date(), datetime.min.time(), TZ)
         async with self._pool.acquire() as conn, conn.transaction():
             # Two workers dialling the same number take turns on the count.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", number)
-            dialled = await conn.fetchval(
-                "SELECT count(*) FROM dial_attempts WHERE number_hash = $1 AND dialed_at >= $2 "
-                "AND dialed_at < $3", number, day_start, day_start + timedelta(days=1))
+            await send_limits.lock_number(conn, number)
+            dialled = await send_limits.dials(conn, number, day_start,
+                                              day_start + timedelta(days=1))
             if dialled >= self._max:
                 wait = (self._next_window_start(day_start + timedelta(days=1)) - now)
                 raise TransientSendError("dial_limit", f"{self._max} dial attempts today",
                                          retry_after=wait.total_seconds())
-            await conn.execute(
-                "INSERT INTO dial_attempts (number_hash, notification_id, dialed_at) "
-                "VALUES ($1, $2, $3)", number, message.notification_id, now)
+            await send_limits.record_dial(conn, number, message.notification_id, now)
 
 
 class TwilioVoice(_TwilioChannel):

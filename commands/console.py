@@ -16,13 +16,13 @@ import asyncpg
 from temporalio.client import Client
 
 from commands.common import UserError, command, database, temporal, until_stopped
+from infra import console_queries as q
 from infra.db import connect_pool
 from infra.embedded import Stack, read_stack_file
 from infra.settings import Settings
 from infra.temporal import connect_client
 from web import serve
 from web.console import AccountError, JourneyPort, SessionRules, build_console, save_agent
-from web.console import queries as q
 
 PASSWORD_VARIABLE = "LAPSE_CONSOLE_PASSWORD"
 # The demo's account, printed when the demo starts (its database is deleted afterwards).

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from commands.common import UserError, command, database, temporal
 from domain.plan import TZ
-from infra.evidence import known_policy
 from infra.evidence_pack import Gathered, NoJourney, gather, log_request, log_result, new_reference
+from infra.store import policy_exists
 
 # Names and reasons go into the request log: one line of plain text, no markup.
 _LINE = re.compile(r"^[^\x00-\x1f\x7f]+$")
@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace, settings) -> int:
     now = datetime.now(TZ)
     reference = new_reference(now)
     async with database(settings) as pool, temporal(settings) as client:
-        if not await known_policy(pool, args.policy_number):
+        if not await policy_exists(pool, args.policy_number):
             raise UserError(f"unknown policy {args.policy_number}")
         await log_request(pool, reference, args.policy_number, args.journey,
                           args.requested_by, args.reason)

@@ -20,8 +20,8 @@ from domain.plan import TZ
 from domain.provider_codes import explain
 from domain.triggers import detect_trigger
 from infra import store
+from infra.deliveries import Delivery
 from infra.journeys import (
-    Delivery,
     JourneyNotRunning,
     Journeys,
     PaymentRefused,

@@ -8,8 +8,9 @@ import json
 
 from commands.common import UserError, command, database, temporal
 from domain.plan import TZ
+from infra.agent_tasks import TaskError, TaskView, list_tasks
 from infra.journeys import Journeys
-from infra.tasks import OUTCOMES, TaskError, TaskView, complete_task, list_tasks, take_task
+from infra.tasks import OUTCOMES, complete_task, take_task
 
 
 def register(sub: argparse._SubParsersAction) -> None:

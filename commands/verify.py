@@ -10,7 +10,8 @@ from contextlib import AsyncExitStack
 
 from commands.common import UserError, command, database, temporal
 from domain.evidence import Verification
-from infra.evidence import known_policy, verify
+from infra.evidence import verify
+from infra.store import policy_exists
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ async def run(args: argparse.Namespace, settings) -> int:
     policy = None if args.all else args.policy_number
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(database(settings))
-        if policy is not None and not await known_policy(pool, policy):
+        if policy is not None and not await policy_exists(pool, policy):
             raise UserError(f"unknown policy {policy}")
         client = (None if args.no_history
                   else await stack.enter_async_context(temporal(settings)))

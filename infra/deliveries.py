@@ -1,6 +1,7 @@
-"""Named queries over the notification records around the send: provider events (delivery
-callbacks), sends whose outcome is unknown and how they are settled, their review by
-operations, and the suppression list of addresses refused for good."""
+"""Named queries over the notification records (notifications, notification_events,
+notification_addresses) and the suppression list: a send's record and its attempts,
+provider events (delivery callbacks), sends whose outcome is unknown and how they are
+settled, what a journey or a customer was sent, and the addresses refused for good."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+from pydantic import BaseModel
 
-from domain.models import Channel
+from domain.content.render import RenderedMessage
+from domain.journey import SendRequest
+from domain.models import Channel, NotificationStatus, Role
 from domain.suppression import address_key, closed_channels
+from infra import agent_tasks
 
 # A status only moves forward; a failure may still follow a delivery (an e-mail that
 # bounces after it was accepted by the receiving server).
@@ -23,6 +28,99 @@ FAILED = frozenset({"failed", "bounced"})
 def provider_ref(notification_id: str) -> str:
     """What providers see of a notification: the id names the policy and the customer."""
     return hashlib.sha256(notification_id.encode()).hexdigest()[:32]
+
+
+_EVENT = """
+INSERT INTO notification_events (notification_id, status, error_code, detail, occurred_at)
+VALUES ($1, $2, $3, $4, now())
+"""
+
+
+async def add_event(conn: asyncpg.Connection, notification_id: str, status: str,
+                    error_code: str | None, detail: str | None = None) -> None:
+    """A line of the record's history written by us (a provider's own events:
+    `apply_provider_event`)."""
+    await conn.execute(_EVENT, notification_id, status, error_code, detail)
+
+
+# --- a send's record and its attempts ------------------------------------------------------
+
+@dataclass(frozen=True)
+class SendRecord:
+    """What a record says before the next attempt."""
+
+    status: str
+    error_code: str | None
+    subject: str | None
+    body: str | None
+    template_id: str | None
+
+
+_SEND_RECORD = """
+SELECT status, error_code, subject, body, template_id FROM notifications
+WHERE notification_id = $1
+"""
+
+# New, or the next attempt of one not yet taken by a provider: the text changes only with
+# a new attempt (`sending`).
+_WRITE_RECORD = """
+INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, channel,
+                           recipient_id, recipient_role, template_id, template_version,
+                           subject, body, status, error_code, attempts, provider_ref,
+                           created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $16, $14, COALESCE($15, now()))
+ON CONFLICT (notification_id) DO UPDATE SET status = EXCLUDED.status,
+    error_code = EXCLUDED.error_code,
+    body = CASE WHEN EXCLUDED.status = 'sending' THEN EXCLUDED.body ELSE notifications.body END,
+    subject = CASE WHEN EXCLUDED.status = 'sending' THEN EXCLUDED.subject
+                   ELSE notifications.subject END,
+    attempts = notifications.attempts + EXCLUDED.attempts, updated_at = now()
+"""
+
+# A delivery callback may have come first: a status only moves from $6, never back.
+_ANSWER = """
+UPDATE notifications
+SET status = CASE WHEN status = ANY($6::text[]) THEN $2 ELSE status END,
+    error_code = CASE WHEN status = ANY($6::text[]) THEN $3 ELSE error_code END,
+    provider = COALESCE($4, provider), provider_message_id = COALESCE($5, provider_message_id),
+    updated_at = now()
+WHERE notification_id = $1
+"""
+
+
+async def send_record(conn: asyncpg.Connection, notification_id: str) -> SendRecord | None:
+    row = await conn.fetchrow(_SEND_RECORD, notification_id)
+    return SendRecord(**dict(row)) if row else None
+
+
+async def write_record(conn: asyncpg.Connection, notification_id: str, req: SendRequest,
+                       recipient_id: str, role: str, rendered: RenderedMessage | None,
+                       status: str, error: str | None, *, attempted: bool = True,
+                       detail: str | None = None) -> None:
+    """Write the record of `req` to one recipient and its event."""
+    async with conn.transaction():
+        await conn.execute(
+            _WRITE_RECORD, notification_id, req.journey_id, req.policy_number,
+            req.milestone_key, req.channel.value, recipient_id, role,
+            rendered.template_id if rendered else None,
+            rendered.template_version if rendered else None,
+            rendered.subject if rendered else None, rendered.body if rendered else None,
+            status, error, provider_ref(notification_id), req.journey_at,
+            1 if attempted else 0)
+        await add_event(conn, notification_id, status, error, detail)
+
+
+async def answer_attempt(conn: asyncpg.Connection, notification_id: str, status: str,
+                         error: str | None, provider: str | None = None,
+                         provider_id: str | None = None, *,
+                         moving: tuple[str, ...] = ("queued", "sending"),
+                         detail: str | None = None) -> None:
+    """The provider's answer to an attempt, and its event: the status moves only from
+    `moving`."""
+    async with conn.transaction():
+        await conn.execute(_ANSWER, notification_id, status, error, provider, provider_id,
+                           list(moving))
+        await add_event(conn, notification_id, status, error, detail)
 
 
 @dataclass(frozen=True)
@@ -81,7 +179,8 @@ async def apply_provider_event(
         record.notification_id, status, error_code, provider, provider_message_id)
     if record.status == "unknown":
         # The provider settled what nobody knew: the review is done.
-        await _close_review(conn, record.notification_id, f"settled by {provider}: {status}")
+        await agent_tasks.close_review(conn, record.notification_id,
+                                       f"settled by {provider}: {status}")
     became_failed = status in FAILED and record.status not in FAILED
     if became_failed:
         channels = closed_channels(provider, error_code, Channel(record.channel))
@@ -90,13 +189,6 @@ async def apply_provider_event(
         if channels and key:
             await suppress(conn, channels, key, error_code, record.notification_id)
     return Applied(record, became_failed=became_failed)
-
-
-async def _close_review(conn: asyncpg.Connection, notification_id: str, outcome: str) -> None:
-    await conn.execute(
-        "UPDATE agent_tasks SET status = 'done', outcome = $2, completed_at = now() "
-        "WHERE notification_id = $1 AND kind = 'delivery_review' AND status <> 'done'",
-        notification_id, outcome)
 
 
 async def set_status(conn: asyncpg.Connection, notification_id: str, status: str,
@@ -109,10 +201,7 @@ async def set_status(conn: asyncpg.Connection, notification_id: str, status: str
         notification_id, status, error_code)
     if row is None:
         return None
-    await conn.execute(
-        "INSERT INTO notification_events (notification_id, status, error_code, detail, "
-        "occurred_at) VALUES ($1, $2, $3, $4, now())", notification_id, status, error_code,
-        detail)
+    await add_event(conn, notification_id, status, error_code, detail)
     return Notification(**dict(row))
 
 
@@ -125,19 +214,13 @@ async def mark_unknown(conn: asyncpg.Connection, notification_id: str, policy_nu
         await conn.execute(
             "UPDATE notifications SET status = 'unknown', error_code = $2, updated_at = now() "
             "WHERE notification_id = $1", notification_id, reason)
-        await conn.execute(
-            "INSERT INTO notification_events (notification_id, status, error_code, detail, "
-            "occurred_at) VALUES ($1, 'unknown', $2, $3, now())", notification_id, reason,
-            detail or "not re-sent: the provider may have it")
+        await add_event(conn, notification_id, "unknown", reason,
+                        detail or "not re-sent: the provider may have it")
         if not review:
             return
-        await conn.execute(
-            "INSERT INTO agent_tasks (task_id, policy_number, journey_id, kind, priority, "
-            "  due_at, sla_at, notification_id) "
-            "VALUES ($1, $2, $3, 'delivery_review', 2, $4, $5, $6) "
-            "ON CONFLICT (task_id) DO NOTHING",
-            f"{notification_id}#review", policy_number, journey_id, now,
-            now + timedelta(days=1), notification_id)
+        await agent_tasks.open_for_notification(
+            conn, f"{notification_id}#review", policy_number, journey_id, "delivery_review", 2,
+            now, notification_id, sla=timedelta(days=1))
 
 
 async def settle_found(conn: asyncpg.Connection, notification_id: str, provider: str,
@@ -153,11 +236,10 @@ async def settle_found(conn: asyncpg.Connection, notification_id: str, provider:
                 "  provider_message_id = COALESCE(provider_message_id, $3), updated_at = now() "
                 "WHERE notification_id = $1 AND status IN ('sending', 'unknown')",
                 notification_id, provider, provider_message_id or None)
-            await conn.execute(
-                "INSERT INTO notification_events (notification_id, status, error_code, detail, "
-                "occurred_at) VALUES ($1, 'sent', NULL, $2, now())", notification_id,
-                f"{provider} has it: found by look-up")
-            await _close_review(conn, notification_id, f"settled by {provider} look-up: sent")
+            await add_event(conn, notification_id, "sent", None,
+                            f"{provider} has it: found by look-up")
+            await agent_tasks.close_review(conn, notification_id,
+                                           f"settled by {provider} look-up: sent")
     except asyncpg.UniqueViolationError:
         return False
     return True
@@ -178,10 +260,8 @@ async def reopen(conn: asyncpg.Connection, notification_id: str, why: str,
             "UPDATE notifications SET status = 'queued', error_code = $2, updated_at = now() "
             "WHERE notification_id = $1 AND status IN ('sending', 'unknown')",
             notification_id, why)
-        await conn.execute(
-            "INSERT INTO notification_events (notification_id, status, error_code, detail, "
-            "occurred_at) VALUES ($1, 'queued', $2, $3, now())", notification_id, why, detail)
-        await _close_review(conn, notification_id, f"sent again: {detail}")
+        await add_event(conn, notification_id, "queued", why, detail)
+        await agent_tasks.close_review(conn, notification_id, f"sent again: {detail}")
 
 
 async def uncertain_since(conn: asyncpg.Connection, notification_id: str) -> datetime | None:
@@ -258,3 +338,129 @@ async def policies_for_refs(conn: asyncpg.Connection, refs: list[str]) -> dict[s
                             "WHERE provider_ref = ANY($1::text[])", refs)
     return {r["provider_ref"]: r["policy_number"] for r in rows}
 
+
+
+# --- what a journey, a number or a customer was sent ---------------------------------------
+
+class Delivery(BaseModel):
+    """One notification record: a message to one recipient on one channel, as delivered."""
+
+    notification_id: str
+    milestone: str  # the record's key as stored
+    channel: Channel
+    recipient_role: Role
+    status: NotificationStatus
+    error_code: str | None
+    provider: str | None
+    attempts: int
+    # The journey moment the message belongs to (under compressed time it runs ahead of
+    # the wall clock), and when its record last changed (wall clock).
+    created_at: datetime | None = None
+    updated_at: datetime
+
+
+class JourneyRecord(Delivery):
+    """A record with its text, and whether a paper letter's PDF is in the print queue."""
+
+    subject: str | None
+    body: str | None
+    has_letter: bool
+
+
+_JOURNEY_RECORDS = """
+SELECT n.notification_id, n.milestone, n.channel, n.recipient_role, n.status, n.error_code,
+       n.provider, n.attempts, n.subject, n.body, n.created_at, n.updated_at,
+       q.letter_id IS NOT NULL AS has_letter
+FROM notifications n LEFT JOIN print_queue q ON q.letter_id = n.notification_id
+WHERE n.journey_id = $1 ORDER BY n.created_at, n.notification_id
+"""
+
+# Automated calls, on any journey, to the number the policy's holder has now.
+_CALLS_TO_HOLDER = """
+SELECT count(*) FROM notifications n
+JOIN customers c ON c.customer_id = n.recipient_id
+WHERE n.channel = 'voice' AND n.created_at >= $2 AND n.created_at < $3
+  AND c.mobile = (SELECT h.mobile FROM policies p JOIN customers h
+                  ON h.customer_id = p.policyholder_id WHERE p.policy_number = $1)
+"""
+
+# Messages (any journey, any policy) that reached or may have reached the customer after
+# $2, but for those of the milestone $3.
+_SENT_TO_SINCE = """
+SELECT created_at FROM notifications
+WHERE recipient_id = $1 AND created_at > $2 AND milestone <> $3
+  AND status NOT IN ('failed', 'bounced', 'skipped')
+"""
+
+
+async def journey_records(conn: asyncpg.Connection | asyncpg.Pool,
+                          journey_id: str) -> list[JourneyRecord]:
+    """Every record of the journey (the workflow id), oldest first."""
+    return [JourneyRecord(**dict(r)) for r in await conn.fetch(_JOURNEY_RECORDS, journey_id)]
+
+
+async def calls_to_holder(conn: asyncpg.Connection, policy_number: str, start: datetime,
+                          end: datetime) -> int:
+    return await conn.fetchval(_CALLS_TO_HOLDER, policy_number, start, end)
+
+
+async def sent_to_since(conn: asyncpg.Connection, customer_id: str, since: datetime,
+                        except_milestone: str) -> list[datetime]:
+    return [r["created_at"] for r in await conn.fetch(_SENT_TO_SINCE, customer_id, since,
+                                                      except_milestone)]
+
+
+# --- a campaign's message ------------------------------------------------------------------
+
+# Written 'sending' before the provider call, by its deterministic id; a record still
+# 'queued' (a transient refusal) is tried again, any other is left as it is.
+_START_CAMPAIGN_MESSAGE = """
+INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, channel,
+                           recipient_id, recipient_role, template_id, template_version,
+                           subject, body, status, attempts, provider_ref)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'sending', 1, $12)
+ON CONFLICT (notification_id) DO UPDATE
+SET status = 'sending', attempts = notifications.attempts + 1, updated_at = now()
+WHERE notifications.status = 'queued'
+RETURNING true
+"""
+_STATUS = "SELECT status FROM notifications WHERE notification_id = $1"
+
+
+async def start_campaign_message(conn: asyncpg.Connection, notification_id: str, run: str,
+                                 policy_number: str, milestone: str, channel: Channel,
+                                 recipient_id: str, role: str,
+                                 rendered: RenderedMessage | None) -> bool:
+    """A campaign's message on record like a journey's, `sending`; False when its record
+    exists and is past `queued` (nothing to send)."""
+    return bool(await conn.fetchval(
+        _START_CAMPAIGN_MESSAGE, notification_id, run, policy_number, milestone, channel.value,
+        recipient_id, role, rendered and rendered.template_id,
+        rendered and rendered.template_version, rendered and rendered.subject,
+        rendered and rendered.body, provider_ref(notification_id)))
+
+
+async def status_of(conn: asyncpg.Connection, notification_id: str) -> str | None:
+    return await conn.fetchval(_STATUS, notification_id)
+
+
+# --- keys pressed during calls: the call's record --------------------------------------------
+
+@dataclass(frozen=True)
+class CalledNotification:
+    notification_id: str
+    journey_id: str
+    policy_number: str
+    template_id: str | None
+    recipient_role: str | None = None
+
+
+_BY_REF = """
+SELECT notification_id, journey_id, policy_number, template_id, recipient_role
+FROM notifications WHERE provider_ref = $1
+"""
+
+
+async def called_notification(conn: asyncpg.Connection, ref: str) -> CalledNotification | None:
+    row = await conn.fetchrow(_BY_REF, ref)
+    return CalledNotification(**dict(row)) if row else None

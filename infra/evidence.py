@@ -34,8 +34,6 @@ from infra.journey_history import RunHistory, read_run
 EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
-POLICY_EXISTS = "SELECT true FROM policies WHERE policy_number = $1"
-
 HEAD = """
 SELECT seq, entry_hash FROM evidence_chain
 WHERE chain_kind = 'journey' AND chain_id = $1 ORDER BY seq DESC LIMIT 1
@@ -67,10 +65,6 @@ def address_hash(notification_id: str, address: str) -> str:
     """Lets a claimed address be checked ("was it sent to this number?") without keeping
     more of it than the masked form."""
     return hashlib.sha256(f"{notification_id}\n{address.strip()}".encode()).hexdigest()
-
-
-async def known_policy(conn: asyncpg.Connection | asyncpg.Pool, policy_number: str) -> bool:
-    return bool(await conn.fetchval(POLICY_EXISTS, policy_number))
 
 
 async def chain_head(conn: asyncpg.Connection, journey_id: str) -> ChainHead:

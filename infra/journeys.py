@@ -63,8 +63,9 @@ from domain.journey import (
     Stage,
     payment_problem,
 )
-from domain.models import Channel, NotificationStatus, Role, Trigger, TriggerKind
+from domain.models import Trigger, TriggerKind
 from infra import payments, store
+from infra.deliveries import Delivery, journey_records
 
 
 class JourneyNotRunning(LookupError):
@@ -295,13 +296,6 @@ def namespace_missing(err: RPCError) -> bool:
 
 # --- the payment system's door --------------------------------------------------------------
 
-_INSERT_DEBIT_ATTEMPT = """
-INSERT INTO debit_attempts (policy_number, attempted_at, amount, succeeded, reason_code,
-                            reason_text)
-VALUES ($1, $2, $3, false, $4, $5) ON CONFLICT (policy_number, attempted_at) DO NOTHING
-"""
-
-
 class PaymentSystem:
     """What the payment system imports: payments and debit failures by policy number, on
     the journey client and the database.
@@ -333,8 +327,7 @@ class PaymentSystem:
     async def _record_without_journey(self, policy_number: str,
                                       payment: Payment) -> PaymentResult:
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT true FROM policies WHERE policy_number = $1",
-                                       policy_number):
+            if not await store.policy_exists(conn, policy_number):
                 raise store.NotFound(f"unknown policy {policy_number}")
             stored = await payments.store_payment(conn, policy_number, payment)
         if stored.outcome == "conflict":
@@ -351,8 +344,7 @@ class PaymentSystem:
         """Record the failed attempt; signal the running journey, or start one with the
         failure as its first signal (`Journeys.start_with_signal`)."""
         async with self._pool.acquire() as conn:
-            await conn.execute(_INSERT_DEBIT_ATTEMPT, policy_number, failure.failed_at,
-                               failure.amount, failure.reason_code.value, failure.reason_text)
+            await store.record_debit_failure(conn, policy_number, failure)
             bundle = await store.load_policy(conn, policy_number, with_members=False)
         # The bank's free text stays in debit_attempts; the journey gets the reason code.
         failure = failure.model_copy(update={"reason_text": ""})
@@ -375,30 +367,7 @@ def _check_payment(payment: Payment) -> None:
 # --- what agents read besides the workflow's own state ----------------------------------------
 
 
-class Delivery(BaseModel):
-    """One notification record: a message to one recipient on one channel, as delivered."""
-
-    notification_id: str
-    milestone: str  # the record's key as stored
-    channel: Channel
-    recipient_role: Role
-    status: NotificationStatus
-    error_code: str | None
-    provider: str | None
-    attempts: int
-    # The journey moment the message belongs to (under compressed time it runs ahead of
-    # the wall clock), and when its record last changed (wall clock).
-    created_at: datetime | None = None
-    updated_at: datetime
-
-
-_DELIVERIES = """
-SELECT notification_id, milestone, channel, recipient_role, status, error_code, provider,
-       attempts, created_at, updated_at
-FROM notifications WHERE journey_id = $1 ORDER BY created_at, notification_id
-"""
-
-
 async def deliveries(pool: asyncpg.Pool, journey_id: str) -> list[Delivery]:
-    rows = await pool.fetch(_DELIVERIES, journey_id)
-    return [Delivery(**dict(r)) for r in rows]
+    """The journey's records without their texts (what `lapse journey status` shows)."""
+    return [Delivery(**r.model_dump(include=set(Delivery.model_fields)))
+            for r in await journey_records(pool, journey_id)]

@@ -1,4 +1,5 @@
-"""The payments ledger: one home for storing a payment and applying it to the dues.
+"""The payments ledger (payments, and what they paid of premium_dues): one home for storing
+a payment, applying it to the dues, and reading what is owed and what was paid.
 
 Used by the journey's activity and by the payment system's door when no journey runs, so
 a payment has one effect whichever way it arrives.
@@ -6,11 +7,12 @@ a payment has one effect whichever way it arrives.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
 
-from domain.journey import Payment, PaymentStored
+from domain.journey import Payment, PaymentStored, PolicyCheck
 
 _INSERT = """
 INSERT INTO payments (transaction_id, policy_number, amount, currency, paid_at, journey_id)
@@ -28,10 +30,33 @@ WHERE policy_number = $1 AND due_date = $2
 _OWED = """
 SELECT COALESCE(sum(amount - paid_amount), 0) FROM premium_dues WHERE policy_number = $1
 """
+_PAID_BETWEEN = """
+SELECT COALESCE(sum(amount), 0) FROM payments
+WHERE policy_number = $1 AND paid_at >= $2 AND paid_at <= $3
+"""
+# What fell due by the policy's due date and is unpaid; a policy without dues on record
+# owes its premium.
+_STANDING = """
+SELECT p.status, COALESCE((SELECT sum(amount - paid_amount) FROM premium_dues d
+                           WHERE d.policy_number = p.policy_number
+                             AND d.due_date <= p.due_date), p.premium) AS outstanding
+FROM policies p WHERE p.policy_number = $1
+"""
 
 
 async def owed(conn: asyncpg.Connection, policy_number: str) -> Decimal:
     return await conn.fetchval(_OWED, policy_number)
+
+
+async def paid_between(conn: asyncpg.Connection, policy_number: str, start: datetime,
+                       end: datetime) -> Decimal:
+    return await conn.fetchval(_PAID_BETWEEN, policy_number, start, end)
+
+
+async def standing(conn: asyncpg.Connection, policy_number: str) -> PolicyCheck | None:
+    """The policy's status and what it owes now; None for an unknown policy."""
+    row = await conn.fetchrow(_STANDING, policy_number)
+    return PolicyCheck(outstanding=row["outstanding"], status=row["status"]) if row else None
 
 
 async def store_payment(conn: asyncpg.Connection, policy_number: str,

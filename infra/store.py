@@ -1,9 +1,11 @@
-"""Named, parameterised queries over the policy tables; the only SQL outside migrations/."""
+"""Named, parameterised queries over the policy tables (products, customers, policies,
+policy_insured, premium_dues, debit_attempts) and the business calendar."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 from pydantic import ValidationError
@@ -12,6 +14,7 @@ from domain.calendar import CalendarYear
 from domain.models import (
     Customer,
     DebitAttempt,
+    DebitFailure,
     PaymentMethod,
     Policy,
     PremiumDue,
@@ -306,6 +309,74 @@ async def policy_numbers(conn: asyncpg.Connection) -> list[str]:
         r["policy_number"]
         for r in await conn.fetch("SELECT policy_number FROM policies ORDER BY policy_number")
     ]
+
+
+_EXISTS = "SELECT true FROM policies WHERE policy_number = $1"
+_HOLDER_POLICIES = """
+SELECT policy_number FROM policies WHERE policyholder_id = $1 ORDER BY policy_number
+"""
+_MEMBER_COUNT = """
+SELECT count(*) FROM policy_insured WHERE policy_number = $1 AND role = 'member'
+"""
+_MEMBERS_PAGE = """
+SELECT customer_id FROM policy_insured WHERE policy_number = $1 AND role = 'member'
+ORDER BY customer_id OFFSET $2 LIMIT $3
+"""
+# Only members of this policy: a crafted id never reaches another customer.
+_MEMBERS_AMONG = """
+SELECT customer_id FROM policy_insured
+WHERE policy_number = $1 AND role = 'member' AND customer_id = ANY($2::text[])
+ORDER BY customer_id
+"""
+
+
+async def policy_exists(conn: asyncpg.Connection | asyncpg.Pool, policy_number: str) -> bool:
+    return bool(await conn.fetchval(_EXISTS, policy_number))
+
+
+async def holder_policies(conn: asyncpg.Connection, customer_id: str) -> list[str]:
+    """The policies the customer holds."""
+    return [r["policy_number"] for r in await conn.fetch(_HOLDER_POLICIES, customer_id)]
+
+
+async def member_count(conn: asyncpg.Connection, policy_number: str) -> int:
+    """How many members a group policy insures (0 for any other policy)."""
+    return await conn.fetchval(_MEMBER_COUNT, policy_number)
+
+
+async def member_ids(conn: asyncpg.Connection, policy_number: str, *, offset: int = 0,
+                     limit: int | None = None, among: list[str] | None = None) -> list[str]:
+    """The group's member ids in order: a page of them, or those of `among` that are
+    members of this policy."""
+    rows = (await conn.fetch(_MEMBERS_AMONG, policy_number, among) if among is not None
+            else await conn.fetch(_MEMBERS_PAGE, policy_number, offset, limit))
+    return [r["customer_id"] for r in rows]
+
+
+# --- what happens to a policy --------------------------------------------------------------
+
+_SET_STATUS = """
+UPDATE policies SET status = $2, status_changed_at = $3, updated_at = now()
+WHERE policy_number = $1 AND status <> $2
+"""
+_DEBIT_FAILED = """
+INSERT INTO debit_attempts (policy_number, attempted_at, amount, succeeded, reason_code,
+                            reason_text)
+VALUES ($1, $2, $3, false, $4, $5) ON CONFLICT (policy_number, attempted_at) DO NOTHING
+"""
+
+
+async def set_policy_status(conn: asyncpg.Connection, policy_number: str, status: str,
+                            at: datetime) -> None:
+    """The policy's status as the journey decided it (lapsed, terminated, ...), once."""
+    await conn.execute(_SET_STATUS, policy_number, status, at)
+
+
+async def record_debit_failure(conn: asyncpg.Connection, policy_number: str,
+                               failure: DebitFailure) -> None:
+    """A failed debit the payment system reports, once per attempt."""
+    await conn.execute(_DEBIT_FAILED, policy_number, failure.failed_at, failure.amount,
+                       failure.reason_code.value, failure.reason_text)
 
 
 # --- the business calendar -----------------------------------------------------------------

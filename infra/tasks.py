@@ -1,5 +1,6 @@
-"""The agents' work queue (agent_tasks): list, take, complete, and what a completed task
-tells the journey, through the contract's existing signals."""
+"""The agents' work queue: what an agent may report, taking and completing a task, and what
+a completed task tells the journey, through the contract's existing signals. The queue's
+statements are infra/agent_tasks.py's."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from pydantic import BaseModel
 
 from contract import (
     CONTACT_UPDATED,
@@ -28,6 +28,7 @@ from domain.journey import (
 )
 from domain.models import Channel
 from domain.plan import TZ
+from infra.agent_tasks import TaskError, TaskView, get_task, mark_done, mark_taken
 from infra.deliveries import set_status
 from infra.journeys import JourneyNotRunning, Journeys
 
@@ -46,61 +47,6 @@ OUTCOMES: dict[str, tuple[str, ...]] = {
 }
 _NOT_REACHED = frozenset({"no_answer", "wrong_number", "not_delivered"})
 _REACHED = frozenset({"reached", "promised_to_pay", "hardship", "refused", "delivered"})
-
-
-class TaskError(ValueError):
-    """A task that does not exist or cannot change that way; the message says why."""
-
-
-class TaskView(BaseModel):
-    task_id: str
-    policy_number: str
-    kind: str
-    priority: int
-    status: str
-    due_at: datetime
-    sla_at: datetime | None
-    overdue: bool
-    taken_by: str | None
-    outcome: str | None
-    notification_id: str | None
-    script: str | None  # the call script (an outbound call's notification text)
-    rules: list[str] = []  # a data check's failed rules (names, never values)
-    closed_reason: str | None = None  # why a task was cancelled (its journey closed)
-    # The task's journey, once it closed: its task asks nothing of an agent any more.
-    journey_closed_at: datetime | None = None
-    journey_outcome: str | None = None
-
-
-# A closed journey's call script is never read out: it asks for a premium nobody owes now.
-_SELECT = """
-SELECT t.task_id, t.policy_number, t.kind, t.priority, t.status, t.due_at, t.sla_at,
-       t.taken_by, t.outcome, t.notification_id, COALESCE(t.rules, '{}') AS rules,
-       t.closed_reason,
-       (t.status IN ('open', 'taken') AND COALESCE(t.sla_at, t.due_at) < now()) AS overdue,
-       CASE WHEN t.kind = 'outbound_call' AND j.closed_at IS NULL THEN n.body END AS script,
-       j.closed_at AS journey_closed_at, j.outcome AS journey_outcome
-FROM agent_tasks t LEFT JOIN notifications n ON n.notification_id = t.notification_id
-     LEFT JOIN journeys j ON j.journey_id = t.journey_id
-"""
-
-
-async def list_tasks(conn: asyncpg.Connection, *, status: str | None = None,
-                     kind: str | None = None, policy_number: str | None = None
-                     ) -> list[TaskView]:
-    rows = await conn.fetch(
-        _SELECT + "WHERE ($1::text IS NULL AND t.status IN ('open', 'taken') "
-        "OR t.status = $1) "
-        "AND ($2::text IS NULL OR t.kind = $2) AND ($3::text IS NULL OR t.policy_number = $3) "
-        "ORDER BY t.priority, t.due_at, t.task_id", status, kind, policy_number)
-    return [TaskView(**dict(r)) for r in rows]
-
-
-async def get_task(conn: asyncpg.Connection, task_id: str) -> TaskView:
-    row = await conn.fetchrow(_SELECT + "WHERE t.task_id = $1", task_id)
-    if row is None:
-        raise TaskError(f"no task {task_id}")
-    return TaskView(**dict(row))
 
 
 def closed_journey(task: TaskView) -> str | None:
@@ -124,8 +70,7 @@ async def take_task(conn: asyncpg.Connection, task_id: str, agent: str) -> TaskV
         raise TaskError(f"task {task_id} is not offered: {closed}")
     if task.status == "taken" and task.taken_by != agent:
         raise TaskError(f"task {task_id} is taken by {task.taken_by}")
-    await conn.execute("UPDATE agent_tasks SET status = 'taken', taken_by = $2, "
-                       "taken_at = now() WHERE task_id = $1", task_id, agent)
+    await mark_taken(conn, task_id, agent)
     return await get_task(conn, task_id)
 
 
@@ -158,10 +103,7 @@ async def complete_task(pool: asyncpg.Pool, journeys: Journeys, task_id: str,
         if outcome not in allowed:
             raise TaskError(f"outcome must be one of {', '.join(allowed)} for a {task.kind} "
                             f"task (got {outcome!r})")
-        await conn.execute(
-            "UPDATE agent_tasks SET status = 'done', outcome = $2, note = $3, "
-            "taken_by = COALESCE(taken_by, $4), completed_at = now() WHERE task_id = $1",
-            task_id, outcome, note or None, agent)
+        await mark_done(conn, task_id, outcome, note or None, agent)
         signal, payload = None, None
         if task.notification_id and outcome in _REACHED | _NOT_REACHED:
             failed = outcome in _NOT_REACHED

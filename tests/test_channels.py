@@ -19,8 +19,9 @@ from activities.rate_limit import FORMAL, RateLimited, TokenBucket
 from activities.senders import build_senders, close_senders
 from domain.models import Channel
 from domain.plan import TZ
+from infra.agent_tasks import list_tasks
 from infra.settings import Settings, SettingsError
-from infra.tasks import complete_task, list_tasks
+from infra.tasks import complete_task
 from tests.channel_helpers import (
     FakeJourneys,
     attempt_env,

@@ -16,9 +16,9 @@ from domain.journey import InquiryKind, InquiryView, JourneyStatus, NextMileston
 from domain.models import Channel, Segment
 from domain.plan import TZ
 from domain.reinstatement import ReinstatementQuote
+from infra.deliveries import JourneyRecord
 from tests.ops_helpers import clean_env, run_lapse
 from web.console import actions, auth, timeline, words
-from web.console.queries import MessageRecord
 
 NOW = datetime(2026, 12, 28, 11, 0, tzinfo=TZ)
 
@@ -113,11 +113,11 @@ def test_overdue_inquiries_come_first_and_are_flagged():
     assert timeline.inquiries(None) == []
 
 
-def record(milestone: str, channel: str, status: str = "delivered") -> MessageRecord:
-    return MessageRecord(notification_id=f"j/{milestone}/{channel}/C1", milestone=milestone,
+def record(milestone: str, channel: str, status: str = "delivered") -> JourneyRecord:
+    return JourneyRecord(notification_id=f"j/{milestone}/{channel}/C1", milestone=milestone,
                          channel=channel, recipient_role="policyholder", status=status,
-                         error_code=None, subject=None, body="正文",
-                         created_at=datetime(2026, 12, 25, 10, tzinfo=TZ),
+                         error_code=None, provider="sandbox", attempts=1, subject=None,
+                         body="正文", created_at=datetime(2026, 12, 25, 10, tzinfo=TZ),
                          updated_at=datetime(2026, 12, 25, 10, 1, tzinfo=TZ), has_letter=False)
 
 

@@ -15,7 +15,6 @@ from activities.twilio_sender import GATHER_PATH
 from domain.models import Channel
 from domain.voice_menu import CONNECTING, amount_sentence, menu_for, prompt
 from infra import store
-from infra.outreach import call_choices
 from tests.channel_helpers import attempt_env, sandbox_stack, send_request
 from tests.journey_helpers import load_sample
 from web.gather import hotline_number
@@ -56,6 +55,13 @@ async def call(stack, pool, message: str = "second_reminder", keys: str | None =
                                req.journey_id)
 
 
+async def call_choices(conn, notification_id: str) -> list:
+    """The keys pressed during the call, in order, as operations read them (psql)."""
+    return await conn.fetch("SELECT call_sid, digits, choice FROM call_choices "
+                            "WHERE notification_id = $1 ORDER BY pressed_at, choice_id",
+                            notification_id)
+
+
 async def test_the_callee_hears_the_amount_again_then_asks_for_an_agent(sample):
     async with sandbox_stack(sample) as stack:
         row = await call(stack, sample, keys="21")
@@ -69,8 +75,9 @@ async def test_the_callee_hears_the_amount_again_then_asks_for_an_agent(sample):
     assert f'{GATHER_PATH}?ref={row["provider_ref"]}"' in entry.twiml
     assert entry.keys == [("2", amount_sentence(owed) + menu),
                           ("1", f"{CONNECTING} (dialled {hotline_number()})")]
-    assert [(c.digits, c.choice) for c in choices] == [("2", "repeat_amount"), ("1", "agent")]
-    assert {c.call_sid for c in choices} == {entry.id}
+    assert [(c["digits"], c["choice"]) for c in choices] == [("2", "repeat_amount"),
+                                                             ("1", "agent")]
+    assert {c["call_sid"] for c in choices} == {entry.id}
     assert row["status"] == "delivered"  # the call went on to complete
 
 
@@ -81,7 +88,7 @@ async def test_a_key_not_offered_is_recorded_and_the_menu_said_again(sample):
         async with sample.acquire() as conn:
             choices = await call_choices(conn, row["notification_id"])
     assert entry.keys[0][0] == "9" and entry.keys[0][1].startswith("您的输入有误。")
-    assert [c.choice for c in choices] == ["invalid"]
+    assert [c["choice"] for c in choices] == ["invalid"]
 
 
 async def test_an_emergency_contact_can_reach_an_agent_but_never_hear_an_amount(sample):
@@ -92,7 +99,7 @@ async def test_an_emergency_contact_can_reach_an_agent_but_never_hear_an_amount(
         async with sample.acquire() as conn:
             choices = await call_choices(conn, row["notification_id"])
     assert "请按2" not in entries[0].twiml and "请按1" in entries[0].twiml
-    assert [c.choice for c in choices] == ["invalid"]
+    assert [c["choice"] for c in choices] == ["invalid"]
     assert "元" not in entries[0].keys[0][1]
 
 
@@ -126,7 +133,7 @@ async def test_the_endpoint_refuses_unsigned_or_malformed_requests(sample):
     assert unsigned[0] == 403 and malformed[0] == 400
     assert stranger[0] == 200 and "<Hangup/>" in stranger[1]  # unknown call: goodbye
     assert accepted[0] == 200 and f"<Dial>{hotline_number()}</Dial>" in accepted[1]
-    assert [c.choice for c in choices] == ["agent"]  # only the good request left a record
+    assert [c["choice"] for c in choices] == ["agent"]  # only the good request left a record
 
 
 async def test_callee_rules_are_validated_and_listed_over_http(sample):

@@ -24,7 +24,7 @@ from domain.journey import (
     VerificationOutcome,
 )
 from domain.models import Channel
-from infra import tasks
+from infra import agent_tasks, tasks
 from infra.journeys import Journeys, PaymentRefused, PaymentSystem
 from tests.channel_helpers import eventually
 from tests.journey_helpers import (
@@ -145,17 +145,17 @@ async def test_closing_a_journey_cancels_its_open_tasks(time_skipping_env, sampl
             inquiry_id="Q-OPEN", kind=InquiryKind.QUESTION, received_at=at("2026-11-23 09:00")))
         await time_skipping_env.sleep(timedelta(days=2))  # unanswered for a business day
         async with sample.acquire() as conn:
-            open_before = await tasks.list_tasks(conn, policy_number=STANDARD)
+            open_before = await agent_tasks.list_tasks(conn, policy_number=STANDARD)
         await handle.signal("payment_received", pay("3600.00"))
         result = await handle.result()
     assert result.outcome is Outcome.PAID
     assert {t.kind for t in open_before} == {"inquiry_escalation"}
     async with sample.acquire() as conn:
-        assert await tasks.list_tasks(conn, policy_number=STANDARD) == []
-        cancelled = await tasks.list_tasks(conn, status="cancelled", policy_number=STANDARD)
+        assert await agent_tasks.list_tasks(conn, policy_number=STANDARD) == []
+        cancelled = await agent_tasks.list_tasks(conn, status="cancelled", policy_number=STANDARD)
         assert {t.task_id for t in cancelled} == {t.task_id for t in open_before}
         assert all(t.closed_reason == "journey closed: paid" for t in cancelled)
-        with pytest.raises(tasks.TaskError, match="cancelled: journey closed: paid"):
+        with pytest.raises(agent_tasks.TaskError, match="cancelled: journey closed: paid"):
             await tasks.take_task(conn, open_before[0].task_id, "agent.li")
 
 
@@ -167,7 +167,7 @@ async def _held(env, journeys, sample, sender):
     assert status.held_rules == ["id_number_birth_date"]
     assert [m for m in sender.sent if m.policy_number == HELD] == []
     async with sample.acquire() as conn:
-        [task] = await tasks.list_tasks(conn, policy_number=HELD)
+        [task] = await agent_tasks.list_tasks(conn, policy_number=HELD)
     return handle, task
 
 
@@ -192,7 +192,7 @@ async def test_a_journey_with_wrong_data_is_held_until_verified(time_skipping_en
     sent = await sent_records(sample, HELD)
     assert sent[("first_reminder", "sms")] == 1  # what fell due while held goes out now
     async with sample.acquire() as conn:
-        assert await tasks.list_tasks(conn, policy_number=HELD) == []  # settled by the signal
+        assert await agent_tasks.list_tasks(conn, policy_number=HELD) == []  # settled by the signal
 
 
 async def test_a_held_journey_cancelled_sends_nothing(time_skipping_env, sample):
@@ -250,7 +250,7 @@ async def test_an_unanswered_call_is_redialled_then_an_elderly_customer_gets_a_v
     assert len({t.date() for t in times}) == 1
     assert status.stage is Stage.AT_RISK
     async with sample.acquire() as conn:
-        visits = await tasks.list_tasks(conn, kind="home_visit", policy_number=ELDERLY)
+        visits = await agent_tasks.list_tasks(conn, kind="home_visit", policy_number=ELDERLY)
         branch = await conn.fetchval("SELECT branch_code FROM agent_tasks WHERE kind = "
                                      "'home_visit' AND policy_number = $1", ELDERLY)
     assert len(visits) == 1 and branch

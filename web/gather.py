@@ -31,8 +31,10 @@ from domain.voice_menu import (
     menu_for,
 )
 from infra import store
+from infra.agent_tasks import open_home_visit
 from infra.branches import load_branches
-from infra.outreach import called_notification, open_home_visit, record_call_choice
+from infra.deliveries import called_notification
+from infra.outreach import record_call_choice
 
 log = logging.getLogger("lapse.gather")
 
@@ -79,7 +81,8 @@ class CallChoices:
         if self._branches is None:
             self._branches = load_branches()
         branch = nearest_branch(holder.postal_address, self._branches)
-        await open_home_visit(conn, called, branch.code)
+        await open_home_visit(conn, called.journey_id, called.policy_number,
+                              called.notification_id, branch.code)
 
     async def gathered(self, request: web.Request) -> web.Response:
         signature = request.headers.get("X-Twilio-Signature")

@@ -11,24 +11,16 @@ from aiohttp import web
 
 from domain.content import InsurerContact, mask_policy_number, short_name
 from domain.plan import TZ
-
-_LISTED = """
-SELECT n.policy_number, n.listed_at, c.name, c.gender, c.is_organisation
-FROM public_notices n
-JOIN policies p ON p.policy_number = n.policy_number
-JOIN customers c ON c.customer_id = p.policyholder_id
-WHERE n.removed_at IS NULL
-ORDER BY n.listed_at, n.policy_number
-"""
+from infra import journey_records
 
 
 async def notice_entries(conn: asyncpg.Connection) -> list[dict[str, str]]:
     """Masked: the policy number's series and tail, the holder as surname and honorific
     (an organisation's name is not personal data); never an amount or a product."""
-    rows = await conn.fetch(_LISTED)
-    return [{"policy": mask_policy_number(r["policy_number"]),
-             "holder": r["name"] if r["is_organisation"] else short_name(r["name"], r["gender"]),
-             "listed_on": r["listed_at"].astimezone(TZ).date().isoformat()} for r in rows]
+    return [{"policy": mask_policy_number(r.policy_number),
+             "holder": r.name if r.is_organisation else short_name(r.name, r.gender),
+             "listed_on": r.listed_at.astimezone(TZ).date().isoformat()}
+            for r in await journey_records.listed(conn)]
 
 
 class PublicNotice:

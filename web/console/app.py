@@ -20,19 +20,14 @@ from temporalio.service import RPCError
 from domain.content.masking import mask_phone, mask_policy_number, short_name
 from domain.models import Gender, PolicyNumber
 from domain.plan import TZ
+from infra import console_queries as q
 from infra import notes
-from infra.tasks import (
-    OUTCOMES,
-    TaskError,
-    TaskView,
-    closed_journey,
-    complete_task,
-    get_task,
-    list_tasks,
-)
+from infra.agent_tasks import TaskError, TaskView, get_task, list_tasks
+from infra.deliveries import journey_records
+from infra.print_queue import letter_pdf
+from infra.tasks import OUTCOMES, closed_journey, complete_task
 from infra.tasks import take_task as take_task_row
 from web.console import actions, auth, timeline, words
-from web.console import queries as q
 from web.console.journey_port import JourneyBusy, JourneyPort
 
 log = logging.getLogger("lapse.console")
@@ -301,7 +296,7 @@ async def journey_page(request: web.Request) -> web.Response:
     async with console.pool.acquire() as conn:
         if status is not None:
             link = await console.port.link(number)
-            entries = timeline.build(status, await q.records(conn, link.records_key))
+            entries = timeline.build(status, await journey_records(conn, link.records_key))
         tasks = _offered(await list_tasks(conn, policy_number=number))
         await q.log_page_view(conn, agent.name, [number], "journey")
         answer = await _answer_context(conn, request, number, status)
@@ -408,7 +403,7 @@ async def letter(request: web.Request) -> web.Response:
     console = _console(request)
     policy = await _policy_or_404(request)
     async with console.pool.acquire() as conn:
-        pdf = await q.letter_pdf(conn, request.query.get("id", ""), policy.policy_number)
+        pdf = await letter_pdf(conn, request.query.get("id", ""), policy.policy_number)
         if pdf is None:
             raise web.HTTPNotFound()
         await q.log_page_view(conn, request[AGENT].name, [policy.policy_number], "letter")

@@ -17,7 +17,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from web.console import queries as q
+from infra import console_queries as q
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
 PASSWORD_MIN, PASSWORD_MAX = 10, 128

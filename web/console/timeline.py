@@ -9,8 +9,8 @@ from datetime import date, datetime, time
 
 from domain.journey import InquiryView, JourneyStatus
 from domain.plan import TZ
+from infra.deliveries import JourneyRecord
 from web.console import words
-from web.console.queries import MessageRecord
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Entry:
     shown_at: str
     done: bool  # already past on the journey's clock
     channels: list[str] = field(default_factory=list)
-    messages: list[MessageRecord] = field(default_factory=list)
+    messages: list[JourneyRecord] = field(default_factory=list)
 
 
 def _date_entry(title: str, on: date, now: datetime, end_of_day: bool = False) -> Entry:
@@ -29,7 +29,7 @@ def _date_entry(title: str, on: date, now: datetime, end_of_day: bool = False) -
     return Entry(moment, title, "date", words.day(on), moment <= now)
 
 
-def build(status: JourneyStatus, records: list[MessageRecord]) -> list[Entry]:
+def build(status: JourneyStatus, records: list[JourneyRecord]) -> list[Entry]:
     now = status.journey_now
     entries = [_date_entry("保费应缴日", status.due_date, now)]
     if status.grace_ends_at:

@@ -1,6 +1,7 @@
-"""Every SQL statement of the console, named and parameterised: accounts, sessions, the
-audit and page-view logs, and the records a journey page reads (policy, customer, message
-records, letters). The journey's own state comes from `journey_port`, never from here."""
+"""Named queries of the agents' console (web/console/): its own tables (console_agents,
+console_sessions, console_audit, console_page_views) and its read model of a policy and
+its customer. A journey page's message records and letters are infra/deliveries.py's and
+infra/print_queue.py's; the journey's own state comes from `journey_port`, never from here."""
 
 from __future__ import annotations
 
@@ -245,41 +246,3 @@ async def policy(conn: asyncpg.Connection, policy_number: str) -> PolicyRow | No
 async def by_phone_tail(conn: asyncpg.Connection, digits: str,
                         limit: int = 20) -> list[PhoneMatch]:
     return [PhoneMatch(**dict(r)) for r in await conn.fetch(_BY_PHONE_TAIL, digits, limit)]
-
-
-# --- what was sent ---------------------------------------------------------------------------
-
-_RECORDS = """
-SELECT n.notification_id, n.milestone, n.channel, n.recipient_role, n.status, n.error_code,
-       n.subject, n.body, n.created_at, n.updated_at, q.letter_id IS NOT NULL AS has_letter
-FROM notifications n LEFT JOIN print_queue q ON q.letter_id = n.notification_id
-WHERE n.journey_id = $1 ORDER BY n.created_at, n.notification_id
-"""
-_LETTER = """
-SELECT pdf FROM print_queue WHERE letter_id = $1 AND policy_number = $2
-"""
-
-
-@dataclass(frozen=True)
-class MessageRecord:
-    notification_id: str
-    milestone: str
-    channel: str
-    recipient_role: str
-    status: str
-    error_code: str | None
-    subject: str | None
-    body: str | None
-    created_at: datetime
-    updated_at: datetime
-    has_letter: bool
-
-
-async def records(conn: asyncpg.Connection, journey_key: str) -> list[MessageRecord]:
-    return [MessageRecord(**dict(r)) for r in await conn.fetch(_RECORDS, journey_key)]
-
-
-async def letter_pdf(conn: asyncpg.Connection, letter_id: str, policy_number: str
-                     ) -> bytes | None:
-    """The paper letter's PDF as queued for the print vendor (activities/letters.py)."""
-    return await conn.fetchval(_LETTER, letter_id, policy_number)
