@@ -4,9 +4,7 @@ journeys run through all of it."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +28,7 @@ from domain.triggers import detect_trigger, segments_for
 from infra import store
 from infra.journeys import JourneyNotRunning, Journeys
 from infra.settings import Settings
+from tests.journey_helpers import eventually  # noqa: F401 (its importers' name)
 from web import build_app, serve
 from web.callbacks import SENDGRID_EVENTS_PATH
 from worker import build_worker
@@ -159,16 +158,6 @@ async def events(pool: asyncpg.Pool, notification_id: str) -> list[str]:
     rows = await pool.fetch("SELECT status FROM notification_events WHERE notification_id = $1 "
                             "ORDER BY event_id", notification_id)
     return [r["status"] for r in rows]
-
-
-async def eventually(check, within: float = 20.0):
-    """For what cannot be awaited (a workflow reacting to a signal): ask until it holds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections import Counter
@@ -10,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import asyncpg
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 
 from activities.channels import Outgoing, PermanentSendError, TransientSendError
 from domain.models import Channel
@@ -20,6 +21,7 @@ from domain.triggers import detect_trigger
 from infra import store
 from infra.journeys import Journeys
 from worker import build_worker
+from workflows.policy_lapse import PolicyLapseWorkflow
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample-policies.jsonl"
 
@@ -82,7 +84,34 @@ async def start_journey(journeys: Journeys, pool: asyncpg.Pool, policy_number: s
     assert trigger is not None, f"{policy_number} is not at risk on {start.date()}"
     if trigger_changes:
         trigger = trigger.model_copy(update=trigger_changes)
-    return await journeys.start(trigger, bundle.product.kind.value, journey_start=start)
+    handle = await journeys.start(trigger, bundle.product.kind.value, journey_start=start)
+    await planned(handle)
+    return handle
+
+
+async def eventually(check, within: float = 20.0):
+    """For what cannot be awaited (a workflow reacting to a signal, visibility catching
+    up): ask until it holds or `within` seconds pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = await check()
+        if result or loop.time() > deadline:
+            return result
+        await asyncio.sleep(0.05)
+
+
+async def planned(handle: WorkflowHandle):
+    """The journey's status once it has planned: the status query refuses until then, and
+    a test that asks at once would race the planning activity."""
+    async def ask():
+        try:
+            return await handle.query(PolicyLapseWorkflow.status)
+        except WorkflowQueryFailedError:
+            return None
+    status = await eventually(ask, within=60)
+    assert status is not None, "the journey was not planned within 60 s"
+    return status
 
 
 async def sent_records(pool: asyncpg.Pool, policy_number: str) -> Counter:

@@ -15,7 +15,7 @@ from temporalio.service import RPCError
 
 from domain.policy_file import parse_policy_file
 from infra import store
-from tests.journey_helpers import SAMPLE
+from tests.journey_helpers import SAMPLE, eventually  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 _CONFIGURED = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS_CERT",
@@ -56,18 +56,6 @@ async def run_lapse(*args: str, env: dict[str, str], limit: float = 60
         await process.wait()
         raise
     return process.returncode, out.decode(), err.decode()
-
-
-async def eventually(check, limit: float = 20.0):
-    """Ask `check()` until it returns something truthy or `limit` seconds pass; for state
-    that cannot be awaited (a workflow reacting, visibility catching up)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while True:
-        result = await check()
-        if result or loop.time() > deadline:
-            return result
-        await asyncio.sleep(0.2)
 
 
 async def terminate_journeys(client: Client, numbers: list[str]) -> None:
