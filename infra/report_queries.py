@@ -109,7 +109,7 @@ GROUP BY kind
 
 # A decision on record: the policy's journey closed `reinstated` after the application, or
 # the refusal message of this application was sent: its milestone key names the
-# application (MilestoneKey reinstatement_refused-application:ID, tests/test_vocabulary.py).
+# application (MilestoneKey reinstatement_refused-application:ID, tests/domain/test_vocabulary.py).
 APPLICATIONS = """
 SELECT count(*) AS received,
        count(*) FILTER (WHERE EXISTS (

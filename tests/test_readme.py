@@ -73,7 +73,8 @@ SKIPPED_LINES = {
         "the payloads sealed under the local key unreadable to the later commands",
     "./run lapse task take TASK_ID":
         "no agent task exists minutes into a fresh run (calls and repairs come at the "
-        "second reminder, weeks later in journey time); tests/test_channels.py takes tasks",
+        "second reminder, weeks later in journey time); "
+        "tests/activities/test_channels.py takes tasks",
     "./run lapse task complete TASK_ID": "as `task take`: no task to complete yet",
 }
 

@@ -58,7 +58,7 @@ from domain.plan import TZ, ChannelSlot, JourneyPlan, PlannedMilestone
 from domain.planner import plan_journey
 from domain.reinstatement import Due, reinstatement_quote
 from infra.store import PolicyBundle
-from tests.test_masking import resident_id
+from tests.domain.test_masking import resident_id
 
 DUE = date(2026, 9, 1)
 GRACE_ENDS = date(2026, 10, 30)

@@ -17,7 +17,7 @@ from domain.models import Customer, Policy, Product, Trigger
 from domain.policy_file import PolicyFileError, json_schema, parse_policy_file
 from tests.journey_helpers import SAMPLE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def lapse(*args: str, db_url: str, data_dir: Path,

@@ -127,7 +127,7 @@ async def sign_in(browser: Browser, world: World, name: str = "agent1") -> Page:
     return page
 
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 RECORDING = os.environ.get("RECORD_SCREENSHOTS") == "1"
 
 

@@ -17,7 +17,7 @@ from domain.calendar import (
 from infra.calendar_seed import package_years
 
 # A plausible 2027 schedule for tests only: the State Council had not published 2027.
-FIXTURE_2027 = Path(__file__).parent / "data" / "calendar-2027.json"
+FIXTURE_2027 = Path(__file__).resolve().parents[1] / "data" / "calendar-2027.json"
 # Up to 2026 only, so that these tests hold when a newer chinese_calendar knows 2027.
 SEED = [y for y in package_years() if y.year <= 2026]
 CAL = BusinessCalendar(SEED)

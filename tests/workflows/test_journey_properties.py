@@ -20,7 +20,7 @@ emergency contact.
 the random test (LAPSE_PROPERTY_PROFILE): `ci` (default) runs the same 15 examples every
 time, without shrinking (an example takes seconds); `thorough` runs 200 random ones with
 Hypothesis' example database and shrinks what fails (Hypothesis bounds the shrinking).
-    LAPSE_PROPERTY_PROFILE=thorough ./run tests tests/test_journey_properties.py -x
+    LAPSE_PROPERTY_PROFILE=thorough ./run tests tests/workflows/test_journey_properties.py -x
 """
 
 from __future__ import annotations

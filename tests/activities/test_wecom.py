@@ -19,8 +19,8 @@ from domain.models import Channel, Customer
 from domain.policy_file import PolicyFileError, parse_policy_file
 from infra import store
 from tests.channel_helpers import sandbox_alone
+from tests.domain.test_content import CASES, for_kind
 from tests.journey_helpers import SAMPLE, load_sample
-from tests.test_content import CASES, for_kind
 
 USERID = "sunli"
 

@@ -36,7 +36,7 @@ from infra.settings import Settings
 from infra.temporal import SEARCH_ATTRIBUTES
 from tests.codec_helpers import DATA_CONVERTER
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _CONFIGURED = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS_CERT",
                "TEMPORAL_TLS_KEY", "DATABASE_URL")  # fmt: skip
 

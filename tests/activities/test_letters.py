@@ -2,7 +2,7 @@
 text, extracted again, is the template's text; what no font can draw goes to review.
 
 The PNGs under docs/letters/ are these letters as sent: RECORD_LETTERS=1 ./run tests
-tests/test_letters.py renders them again from real sends through the sandbox.
+tests/activities/test_letters.py renders them again from real sends through the sandbox.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from infra.deliveries import provider_ref
 from tests.channel_helpers import attempt_env, record, sandbox_stack, send_request
 from tests.journey_helpers import load_sample
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "letters"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "letters"
 RARE = [  # a name with a character outside both fonts (CJK extension B)
     '{"record": "customer", "customer_id": "C0950", "name": "司马𠀾", "birth_date": '
     '"1985-03-03", "mobile": "+8613800000950", "postal_address": {"province": "上海市", '

@@ -24,7 +24,7 @@ from infra.evidence_pack import gather, log_request, log_result, new_reference
 from tests.channel_helpers import LOST, journeys_with_sandbox
 from tests.journey_helpers import at, load_sample, start_journey
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 KINDS = {"never-paid": "P2026000001", "unreachable": "P2026000900",
          "reinstated": "P2026000002"}
 UNREACHABLE = [sb.Fault(fault="invalid_number", match="oSandboxLost01"),

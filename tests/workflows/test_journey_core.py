@@ -132,7 +132,7 @@ async def test_two_journeys_of_one_policy_have_their_own_records(dev_env, sample
 
 
 def test_the_workflow_never_reads_templates():
-    source = Path(__file__).resolve().parents[1] / "workflows" / "policy_lapse.py"
+    source = Path(__file__).resolve().parents[2] / "workflows" / "policy_lapse.py"
     imported = {node.module for node in ast.walk(ast.parse(source.read_text()))
                 if isinstance(node, ast.ImportFrom)}
     assert not {m for m in imported if m and m.startswith("domain.content")}

@@ -15,7 +15,7 @@ import pytest
 from infra.db import connect_pool
 from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SLOW_MIGRATIONS = {
     # The sleep keeps the first caller inside the lock while the second one arrives.

@@ -26,7 +26,7 @@ from domain.plan import TZ, CompanyRules, JourneyPlan, SendWindow
 from domain.planner import plan_journey
 from infra.calendar_seed import package_years
 
-FIXTURE_2027 = Path(__file__).parent / "data" / "calendar-2027.json"
+FIXTURE_2027 = Path(__file__).resolve().parents[1] / "data" / "calendar-2027.json"
 SEED = [y for y in package_years() if y.year <= 2026]
 CAL = BusinessCalendar(SEED)
 CAL_2027 = BusinessCalendar([*SEED, CalendarYear.model_validate_json(FIXTURE_2027.read_bytes())])
