@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 
-from domain.journey import Outcome, Stage
+from domain.journey import Outcome, PaymentOutcome, Stage
 from domain.models import Channel, MessageKind, PolicyStatus, ProductKind, Segment, TriggerKind
 
 
@@ -78,6 +78,18 @@ def recheck_outcome(stage: Stage, status: PolicyStatus, outstanding: Decimal) ->
     if status is PolicyStatus.IN_FORCE:
         return Outcome.REINSTATED
     return None
+
+
+def payment_outcome(trigger: TriggerKind, stage: Stage, outstanding: Decimal) -> PaymentOutcome:
+    """What a payment the ledger stored does to a journey, from what is still owed after it:
+    in grace (or held) it ends the journey when nothing is owed, else it is recorded; after
+    the lapse it is a step towards reinstatement, which the customer is told about; a
+    rescission is not undone by a payment."""
+    if trigger is TriggerKind.RESCISSION:
+        return PaymentOutcome.RECORDED
+    if stage in (Stage.AT_RISK, Stage.HELD):
+        return PaymentOutcome.PAID_IN_FULL if outstanding <= 0 else PaymentOutcome.RECORDED
+    return PaymentOutcome.AFTER_LAPSE
 
 
 def fallback_segment(segments: list[Segment]) -> Segment:

@@ -65,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         end_outcome,
         fallback_segment,
         is_short_term,
+        payment_outcome,
         stand_ins,
     )
     from domain.models import (
@@ -73,7 +74,6 @@ with workflow.unsafe.imports_passed_through():
         NotificationStatus,
         PolicyStatus,
         Segment,
-        TriggerKind,
     )
     from domain.plan import TZ, PlannedMilestone
     from domain.reinstatement import Due, ReinstatementQuote, journey_quote
@@ -808,19 +808,12 @@ class PolicyLapseWorkflow:
         payment = payment.model_copy(update={"amount": stored.amount})
         self._payment = payment
         s.amount_paid += stored.amount
-        if self._input.trigger.kind is TriggerKind.RESCISSION:
-            return PaymentAnswer(accepted=True, outcome=PaymentOutcome.RECORDED,
-                                 outstanding=self._outstanding())
-        if s.stage in (Stage.AT_RISK, Stage.HELD):
-            if self._outstanding() <= 0:
-                self._close(Outcome.PAID)
-                return PaymentAnswer(accepted=True, outcome=PaymentOutcome.PAID_IN_FULL,
-                                     outstanding=Decimal("0"))
-            return PaymentAnswer(accepted=True, outcome=PaymentOutcome.RECORDED,
-                                 outstanding=self._outstanding())
-        s.after_lapse.append(payment.transaction_id)
-        return PaymentAnswer(accepted=True, outcome=PaymentOutcome.AFTER_LAPSE,
-                             outstanding=self._outstanding())
+        outcome = payment_outcome(self._input.trigger.kind, s.stage, self._outstanding())
+        if outcome is PaymentOutcome.PAID_IN_FULL:
+            self._close(Outcome.PAID)
+        elif outcome is PaymentOutcome.AFTER_LAPSE:
+            s.after_lapse.append(payment.transaction_id)
+        return PaymentAnswer(accepted=True, outcome=outcome, outstanding=self._outstanding())
 
     async def _open_inquiry(self, inquiry: InquiryReceived) -> None:
         s = self._s
