@@ -36,6 +36,7 @@ from infra import store
 from tests.journey_helpers import (
     ProviderDouble,
     at,
+    begin_journey,
     journey_worker,
     keep_history,
     load_sample,
@@ -444,11 +445,8 @@ async def test_delivery_failed_falls_back_to_the_next_channel(time_skipping_env,
 
 async def test_compressed_time_runs_months_in_seconds_with_real_dates(dev_env, sample):
     async with journey_worker(dev_env.client, sample, ProviderDouble()) as journeys:
-        async with sample.acquire() as conn:
-            bundle = await store.load_policy(conn, "P2026000004", with_members=False)
-        trigger = detect_trigger(bundle.policy, bundle.product, at("2026-11-19 08:00").date())
-        handle = await journeys.start(trigger, "short_term", time_scale=10_000_000,
-                                      journey_start=at("2026-11-19 08:00"))
+        handle = await begin_journey(journeys, sample, "P2026000004", at("2026-11-19 08:00"),
+                                     10_000_000)
         result = await handle.result()
     assert result.outcome is Outcome.NOT_RENEWED
     # Dates stay the journey's calendar dates: the last offer goes out on 2027-02-19.
