@@ -22,13 +22,7 @@ from domain.models import Channel, DebitFailureReason
 from domain.plan import SendWindow
 from infra import store
 from infra.journeys import Journeys, PaymentRefused, PaymentSystem
-from tests.journey_helpers import (
-    ProviderDouble,
-    at,
-    begin_journey,
-    journey_worker,
-    start_journey,
-)
+from tests.journey_helpers import ProviderDouble, at, begin_journey, journey_worker, start_journey
 from tests.ops_helpers import (
     clean_env,
     eventually,
