@@ -1,11 +1,16 @@
-"""What a channel sender must do, the errors it raises, and the local outbox sender."""
+"""What a channel sender must do, the errors it raises, the thread pool of the senders on a
+provider's synchronous client, and the local outbox sender."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
+from activities.lookup import Lookup
 from domain.models import Channel
 
 
@@ -83,6 +88,44 @@ class Sender(Protocol):
     async def send(self, message: Outgoing) -> str:
         """Hand the message to the provider and return the provider's message id."""
         ...
+
+
+class ClientThreads:
+    """For a sender on a provider's synchronous client: its requests run on `threads`
+    threads, one `slot` per thread. A subclass gives `_send_blocking(message)` and
+    `_lookup_blocking(message, since)`, run on those threads."""
+
+    def __init__(self, threads: int, name: str):
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        # One per thread: who holds one has a thread ready for its request (see `slot`).
+        self._threads = asyncio.Semaphore(threads)
+
+    def _send_blocking(self, message: Outgoing) -> str:
+        raise NotImplementedError
+
+    def _lookup_blocking(self, message: Outgoing, since: datetime | None) -> Lookup:
+        raise NotImplementedError
+
+    def slot(self) -> asyncio.Semaphore:
+        """Held around `send`: once inside, a client thread is free, so the request leaves
+        at once (the send activity records `sending` only then)."""
+        return self._threads
+
+    async def send(self, message: Outgoing) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._send_blocking, message)
+
+    async def lookup(self, message: Outgoing, *, since: datetime | None = None) -> Lookup:
+        """Whether the provider has `message`, asked after an interrupted send (see the
+        subclass's `_lookup_blocking`). `since`: when our record said it was about to
+        leave. Raises TransientSendError when the provider cannot be asked now."""
+        loop = asyncio.get_running_loop()
+        async with self._threads:  # never takes the thread of a send that holds a slot
+            return await loop.run_in_executor(self._executor, self._lookup_blocking,
+                                              message, since)
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False)
 
 
 class LocalOutbox:

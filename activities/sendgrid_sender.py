@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import http.client
 import json
 import logging
 import re
 import urllib.error
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from python_http_client.exceptions import HTTPError
@@ -31,6 +29,7 @@ from sendgrid.helpers.mail import (
 )
 
 from activities.channels import (
+    ClientThreads,
     Outgoing,
     PermanentSendError,
     SendError,
@@ -73,7 +72,7 @@ def _html(text: str) -> str:
     return "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
 
 
-class SendGridEmail:
+class SendGridEmail(ClientThreads):
     provider = "sendgrid"
 
     def __init__(self, api_key: str, from_email: str, *, host: str | None = None,
@@ -82,9 +81,7 @@ class SendGridEmail:
         self._from = From(from_email, from_name)
         self._host = host
         self._timeout = timeout
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="sendgrid")
-        # One per thread: who holds one has a thread ready for its request (see `slot`).
-        self._threads = asyncio.Semaphore(threads)
+        super().__init__(threads, "sendgrid")
 
     def mail(self, message: Outgoing) -> Mail:
         mail = Mail(from_email=self._from, to_emails=To(message.address),
@@ -124,16 +121,10 @@ class SendGridEmail:
                                                       "without a message id")
         return message_id
 
-    def slot(self) -> asyncio.Semaphore:
-        """Held around `send`: once inside, a client thread is free, so the request leaves
-        at once (the send activity records `sending` only then)."""
-        return self._threads
-
-    async def send(self, message: Outgoing) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._send_blocking, message)
-
     def _lookup_blocking(self, message: Outgoing, since: datetime | None) -> Lookup:
+        """Whether SendGrid has `message`, by its reference in the Email Activity API (a
+        paid add-on; without it SendGrid cannot tell). A message not found is proven
+        missing only once the feed has had ACTIVITY_DELAY since `since` to show it."""
         if not _REFERENCE.match(message.reference):
             return CANNOT_TELL  # nothing we could have given SendGrid to find it by
         query = f"unique_args['{REFERENCE_ARG}']=\"{message.reference}\""
@@ -154,17 +145,3 @@ class SendGridEmail:
             return Lookup(found=True, provider_id=str(found[0].get("msg_id", "")).split(".")[0])
         settled = since is not None and datetime.now(UTC) - since > ACTIVITY_DELAY
         return NOT_FOUND if settled else CANNOT_TELL
-
-    async def lookup(self, message: Outgoing, *, since: datetime | None = None) -> Lookup:
-        """Whether SendGrid has `message`, by its reference in the Email Activity API (a
-        paid add-on; without it SendGrid cannot tell). `since`: when our record said it was
-        about to leave; a message not found is proven missing only once the feed has had
-        ACTIVITY_DELAY to show it. Raises TransientSendError when SendGrid cannot be asked
-        now."""
-        loop = asyncio.get_running_loop()
-        async with self._threads:  # never takes the thread of a send that holds a slot
-            return await loop.run_in_executor(self._executor, self._lookup_blocking,
-                                              message, since)
-
-    async def aclose(self) -> None:
-        self._executor.shutdown(wait=False)

@@ -3,12 +3,10 @@ they differ only in the resource they create (a Message, or a Call that speaks T
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -22,6 +20,7 @@ from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
 from activities.channels import (
+    ClientThreads,
     Outgoing,
     PermanentSendError,
     SendError,
@@ -107,7 +106,7 @@ class _HttpClient(TwilioHttpClient):
         return response
 
 
-class _TwilioChannel:
+class _TwilioChannel(ClientThreads):
     """What SMS and voice share: a client per thread, the error mapping, the callbacks."""
 
     provider = "twilio"
@@ -121,9 +120,7 @@ class _TwilioChannel:
         self._base_url = base_url
         self._callback_base = callback_base
         self._timeout = timeout
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="twilio")
-        # One per thread: who holds one has a thread ready for its request (see `slot`).
-        self._threads = asyncio.Semaphore(threads)
+        super().__init__(threads, "twilio")
         self._local = threading.local()
 
     def _client(self) -> Client:
@@ -167,6 +164,8 @@ class _TwilioChannel:
         return self._calling(client, lambda: self._create(client, message, callback))
 
     def _lookup_blocking(self, message: Outgoing, since: datetime | None) -> Lookup:
+        """Whether Twilio has `message`: messages from before `since` are not ours; None
+        looks through the latest LOOKUP_LIMIT to the number."""
         client = self._client()
         try:
             return self._calling(client, lambda: self._find(client, message, since))
@@ -175,25 +174,6 @@ class _TwilioChannel:
             raise TransientSendError(err.code, "no answer to the look-up") from None
         except PermanentSendError:
             return CANNOT_TELL  # refused as a request: says nothing about the message
-
-    def slot(self) -> asyncio.Semaphore:
-        """Held around `send`: once inside, a client thread is free, so the request leaves
-        at once (the send activity records `sending` only then)."""
-        return self._threads
-
-    async def send(self, message: Outgoing) -> str:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._send_blocking, message)
-
-    async def lookup(self, message: Outgoing, *, since: datetime | None = None) -> Lookup:
-        """Whether Twilio has `message`, asked after an interrupted send. `since`: when our
-        record said it was about to leave (messages from before it are not ours); None
-        looks through the latest LOOKUP_LIMIT to the number. Raises TransientSendError
-        when Twilio cannot be asked now."""
-        loop = asyncio.get_running_loop()
-        async with self._threads:  # never takes the thread of a send that holds a slot
-            return await loop.run_in_executor(self._executor, self._lookup_blocking,
-                                              message, since)
 
     def _recent(self, resources, message: Outgoing, since: datetime | None,
                 ) -> tuple[list, bool]:
@@ -206,9 +186,6 @@ class _TwilioChannel:
         mine = [r for r in listed if start is None or r.date_created >= start]
         complete = len(listed) < LOOKUP_LIMIT or len(mine) < len(listed)
         return sorted(mine, key=lambda r: r.date_created), complete
-
-    async def aclose(self) -> None:
-        self._executor.shutdown(wait=False)
 
 
 def _ref_in(request: dict | None) -> str | None:

@@ -43,7 +43,12 @@ from domain.scan import ScanSummary  # noqa: E402
 from infra import store  # noqa: E402
 from infra.codec import new_payload_key  # noqa: E402
 from infra.db import connect_pool  # noqa: E402
-from infra.embedded import EmbeddedPostgres, EmbeddedTemporal, free_ports  # noqa: E402
+from infra.embedded import (  # noqa: E402
+    EmbeddedPostgres,
+    EmbeddedTemporal,
+    free_ports,
+    start_or_stop,
+)
 from infra.journeys import Journeys  # noqa: E402
 from infra.migrate import migrate  # noqa: E402
 from infra.settings import Settings  # noqa: E402
@@ -173,11 +178,7 @@ class BenchStack:
         self._postgres_down = False
 
     async def __aenter__(self) -> BenchStack:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stop()
-            raise
+        await start_or_stop(self._start, self._stop)
         return self
 
     async def __aexit__(self, *exc_info) -> None:

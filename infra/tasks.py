@@ -58,13 +58,18 @@ def closed_journey(task: TaskView) -> str | None:
             "nothing is asked of the customer any more")
 
 
+def _still_open(task: TaskView) -> None:
+    """Raise TaskError when `task` is done or cancelled: nothing is left to work on it."""
+    if task.status == "done":
+        raise TaskError(f"task {task.task_id} is already done ({task.outcome})")
+    if task.status == "cancelled":
+        raise TaskError(f"task {task.task_id} was cancelled: "
+                        f"{task.closed_reason or 'its journey closed'}")
+
+
 async def take_task(conn: asyncpg.Connection, task_id: str, agent: str) -> TaskView:
     task = await get_task(conn, task_id)
-    if task.status == "done":
-        raise TaskError(f"task {task_id} is already done")
-    if task.status == "cancelled":
-        raise TaskError(f"task {task_id} was cancelled: "
-                        f"{task.closed_reason or 'its journey closed'}")
+    _still_open(task)
     closed = closed_journey(task)
     if closed:
         raise TaskError(f"task {task_id} is not offered: {closed}")
@@ -92,11 +97,7 @@ async def complete_task(pool: asyncpg.Pool, journeys: Journeys, task_id: str,
     now = now or datetime.now(TZ)
     async with pool.acquire() as conn, conn.transaction():
         task = await get_task(conn, task_id)
-        if task.status == "done":
-            raise TaskError(f"task {task_id} is already done ({task.outcome})")
-        if task.status == "cancelled":
-            raise TaskError(f"task {task_id} was cancelled: "
-                            f"{task.closed_reason or 'its journey closed'}")
+        _still_open(task)
         if task.taken_by not in (None, agent):
             raise TaskError(f"task {task_id} is taken by {task.taken_by}")
         allowed = OUTCOMES[task.kind]

@@ -76,15 +76,24 @@ async def journey_worker(client: Client, pool: asyncpg.Pool, sender: ProviderDou
         yield Journeys(client, queue)
 
 
-async def start_journey(journeys: Journeys, pool: asyncpg.Pool, policy_number: str,
-                        start: datetime, **trigger_changes) -> WorkflowHandle:
+async def begin_journey(journeys: Journeys, pool: asyncpg.Pool, policy_number: str,
+                        start: datetime, time_scale: float = 1.0,
+                        **trigger_changes) -> WorkflowHandle:
+    """Start the stored policy's journey at `start`, on the trigger detected that day."""
     async with pool.acquire() as conn:
         bundle = await store.load_policy(conn, policy_number, with_members=False)
     trigger = detect_trigger(bundle.policy, bundle.product, start.date())
     assert trigger is not None, f"{policy_number} is not at risk on {start.date()}"
     if trigger_changes:
         trigger = trigger.model_copy(update=trigger_changes)
-    handle = await journeys.start(trigger, bundle.product.kind.value, journey_start=start)
+    return await journeys.start(trigger, bundle.product.kind.value, time_scale=time_scale,
+                                journey_start=start)
+
+
+async def start_journey(journeys: Journeys, pool: asyncpg.Pool, policy_number: str,
+                        start: datetime, **trigger_changes) -> WorkflowHandle:
+    """`begin_journey`, returning once the journey has planned."""
+    handle = await begin_journey(journeys, pool, policy_number, start, **trigger_changes)
     await planned(handle)
     return handle
 

@@ -18,13 +18,12 @@ from temporalio.service import RPCError
 
 from activities.scan import scan_policies
 from domain.plan import TZ
-from domain.triggers import detect_trigger
 from infra import logging as json_logging
-from infra import metrics, store
+from infra import metrics
 from infra.embedded import free_ports
 from infra.journeys import Journeys
 from tests.channel_helpers import sandbox_alone
-from tests.journey_helpers import ProviderDouble, journey_worker
+from tests.journey_helpers import ProviderDouble, begin_journey, journey_worker
 from tests.ops_helpers import ROOT, clean_env, eventually, load_sample_as, unique_prefix
 
 AS_OF = date(2026, 11, 27)
@@ -95,13 +94,19 @@ async def test_sigterm_stops_a_busy_worker_gracefully_and_others_carry_on(dev_en
                 pass
 
 
-def test_log_lines_are_json_without_personal_data():
-    stream = io.StringIO()
+def _logger_to(stream: io.StringIO, formatter: logging.Formatter) -> logging.Logger:
+    """A logger of this test's own whose lines `formatter` writes to `stream` only."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_logging.JsonFormatter())
+    handler.setFormatter(formatter)
     log = logging.getLogger(f"test.{uuid.uuid4().hex}")
     log.addHandler(handler)
     log.propagate = False
+    return log
+
+
+def test_log_lines_are_json_without_personal_data():
+    stream = io.StringIO()
+    log = _logger_to(stream, json_logging.JsonFormatter())
     log.warning("send to +8613800000001 failed for customer0001@example.com",
                 extra={"policy_number": "P2026000001", "mobile": "+8613800000001",
                        "channel": "sms", "id_number": "11010119850312101X"})
@@ -135,12 +140,8 @@ def test_a_bad_metrics_port_is_one_clear_error():
 
 def test_text_lines_for_a_person_carry_the_same_facts_and_no_personal_data():
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_logging.TextFormatter())
-    log = logging.getLogger(f"test.{uuid.uuid4().hex}")
-    log.addHandler(handler)
+    log = _logger_to(stream, json_logging.TextFormatter())
     log.setLevel(logging.INFO)
-    log.propagate = False
     log.info("P2026000001 first_reminder sms: 1 sent to +8613800000001",
              extra={"policy_number": "P2026000001", "mobile": "+8613800000001",
                     "task_queue": "policy-lapse",
@@ -230,11 +231,8 @@ async def test_a_worker_on_a_terminal_says_in_plain_lines_what_it_sends(dev_env,
         os.close(terminal)
         try:
             journeys = Journeys(dev_env.client, queue)
-            async with pool.acquire() as conn:
-                bundle = await store.load_policy(conn, number, with_members=False)
-            trigger = detect_trigger(bundle.policy, bundle.product, date(2026, 11, 21))
-            await journeys.start(trigger, "long_term", time_scale=20_000,
-                                 journey_start=datetime(2026, 11, 21, 8, tzinfo=TZ))
+            await begin_journey(journeys, pool, number, datetime(2026, 11, 21, 8, tzinfo=TZ),
+                                20_000)
             wanted = f"{number} first_reminder sms: 1 sent"
 
             async def said() -> bool:

@@ -6,7 +6,13 @@ One module per part: `_postgres` (PostgreSQL), `_temporal` (the Temporal dev ser
 `_endpoints` (finding them from other commands).
 """
 
-from infra.embedded._common import BIN_DIR, TEMPORAL_BIN, CleanupMode, StackError
+from infra.embedded._common import (
+    BIN_DIR,
+    TEMPORAL_BIN,
+    CleanupMode,
+    StackError,
+    start_or_stop,
+)
 from infra.embedded._endpoints import NO_TEMPORAL, Endpoints, resolve_endpoints
 from infra.embedded._postgres import DATABASE_NAME, EmbeddedPostgres
 from infra.embedded._stack import Stack
@@ -29,4 +35,5 @@ __all__ = [
     "free_ports",
     "read_stack_file",
     "resolve_endpoints",
+    "start_or_stop",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal
 
@@ -14,3 +15,13 @@ CleanupMode = Literal["stop", "delete"]
 
 class StackError(RuntimeError):
     """An embedded server could not start or be found; the message says what to do."""
+
+
+async def start_or_stop(start: Callable[[], Awaitable[object]],
+                        stop: Callable[[], Awaitable[object]]) -> None:
+    """`start()`; if it fails (Ctrl-C included), `stop()` what it began, then raise."""
+    try:
+        await start()
+    except BaseException:
+        await stop()
+        raise

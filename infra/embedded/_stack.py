@@ -8,7 +8,7 @@ import os
 
 import psutil
 
-from infra.embedded._common import CleanupMode, StackError
+from infra.embedded._common import CleanupMode, StackError, start_or_stop
 from infra.embedded._postgres import EmbeddedPostgres
 from infra.embedded._stack_file import (
     STACK_FILE,
@@ -55,11 +55,7 @@ class Stack:
                 f"`lapse dev` (or a demo) is already running on {self.data_dir} "
                 f"(pid {running.pid}): stop it first, or set another LAPSE_DATA_DIR"
             )
-        try:
-            await self._start()
-        except BaseException:
-            await self._stop()
-            raise
+        await start_or_stop(self._start, self._stop)
         return self
 
     async def _start(self) -> None:

@@ -18,7 +18,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from infra.embedded._common import TEMPORAL_BIN, StackError
+from infra.embedded._common import TEMPORAL_BIN, StackError, start_or_stop
 from infra.temporal import ensure_search_attributes, search_attribute_flags
 
 
@@ -143,11 +143,7 @@ class EmbeddedTemporal:
 
     async def start(self) -> EmbeddedTemporal:
         self.launch()
-        try:
-            await self.wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
+        await start_or_stop(self.wait_ready, self.stop)
         return self
 
     async def stop(self) -> None:

@@ -20,10 +20,9 @@ from domain.journey import (
 )
 from domain.models import Channel, DebitFailureReason
 from domain.plan import SendWindow
-from domain.triggers import detect_trigger
 from infra import store
 from infra.journeys import Journeys, PaymentRefused, PaymentSystem
-from tests.journey_helpers import ProviderDouble, at, journey_worker, start_journey
+from tests.journey_helpers import ProviderDouble, at, begin_journey, journey_worker, start_journey
 from tests.ops_helpers import (
     clean_env,
     eventually,
@@ -123,11 +122,7 @@ async def test_status_card_list_and_inquiry_from_the_command_line(dev_env, pool,
                 await start_journey(journeys, pool, n, at("2026-11-27 09:00"))
             # The elderly one at a high time scale, so that messages exist soon.
             await journeys.handle(numbers[0]).terminate("restart faster")
-            async with pool.acquire() as conn:
-                bundle = await store.load_policy(conn, numbers[0], with_members=False)
-            trigger = detect_trigger(bundle.policy, bundle.product, date(2026, 11, 27))
-            await journeys.start(trigger, "long_term", time_scale=FAST,
-                                 journey_start=at("2026-11-27 09:00"))
+            await begin_journey(journeys, pool, numbers[0], at("2026-11-27 09:00"), FAST)
 
             async def has_sent() -> bool:
                 return bool(await pool.fetchval(
@@ -185,14 +180,6 @@ def test_the_visibility_query_is_what_the_web_ui_takes():
         None, None, date(2027, 1, 1), running_only=False)
 
 
-async def _start_at(journeys, pool, number: str, start: str, time_scale: float = 1.0):
-    async with pool.acquire() as conn:
-        bundle = await store.load_policy(conn, number, with_members=False)
-    trigger = detect_trigger(bundle.policy, bundle.product, at(start).date())
-    return await journeys.start(trigger, bundle.product.kind.value, time_scale=time_scale,
-                                journey_start=at(start))
-
-
 def _env(dev_env, db_url, journeys, **more) -> dict[str, str]:
     return clean_env(TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
                      DATABASE_URL=db_url, TEMPORAL_TASK_QUEUE=journeys.task_queue, **more)
@@ -209,7 +196,7 @@ async def test_status_reads_provider_codes_and_dates_messages_by_journey_time(
     try:
         async with journey_worker(dev_env.client, pool,
                                   ProviderDouble(permanent={mobile})) as journeys:
-            await _start_at(journeys, pool, number, "2026-11-18 08:00", FAST)
+            await begin_journey(journeys, pool, number, at("2026-11-18 08:00"), FAST)
 
             async def refused() -> bool:
                 return bool(await pool.fetchval(
@@ -237,8 +224,8 @@ async def test_list_keeps_the_policy_number_whole_and_shows_outcomes_and_the_gra
     try:
         async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
             env = _env(dev_env, db_url, journeys, COLUMNS="80")
-            await _start_at(journeys, pool, paid, "2026-11-23 09:00")
-            await _start_at(journeys, pool, running, "2026-11-23 09:00")
+            await begin_journey(journeys, pool, paid, at("2026-11-23 09:00"))
+            await begin_journey(journeys, pool, running, at("2026-11-23 09:00"))
             await journeys.pay(paid, _payment("T-L1", "3600.00", "2026-11-23 09:30"))
             await journeys.handle(paid).result()
             status = await journeys.status(running)
@@ -289,7 +276,7 @@ async def test_start_shows_the_running_journey_even_after_it_lapsed_the_policy(
     number = f"{prefix}-P2026000001"  # grace ends 2027-01-19: lapsed an hour after this
     try:
         async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
-            await _start_at(journeys, pool, number, "2027-01-19 23:00", FAST)
+            await begin_journey(journeys, pool, number, at("2027-01-19 23:00"), FAST)
             lapsed = await eventually(lambda: _lapsed(journeys, number), 30)
             assert lapsed
             code, out, err = await run_lapse("start", number, "--trigger", "premium_overdue",
@@ -311,7 +298,7 @@ async def test_status_of_a_reinstated_policy_shows_the_back_premium_and_interest
     number = f"{prefix}-P2026000008"  # ¥1,980.00, grace ends 2027-01-18
     try:
         async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
-            await _start_at(journeys, pool, number, "2027-01-18 23:00", FAST)
+            await begin_journey(journeys, pool, number, at("2027-01-18 23:00"), FAST)
 
             async def quoted():
                 s = await _status(journeys, number)
@@ -394,7 +381,7 @@ async def test_taking_a_task_of_a_closed_journey_says_so_and_reads_out_no_script
             journeys = Journeys(dev_env.client, queue)
             env = _env(dev_env, db_url, journeys)
             # A minute before the second reminder, at ten journey seconds a second.
-            await _start_at(journeys, pool, number, "2026-12-25 09:59", time_scale=10)
+            await begin_journey(journeys, pool, number, at("2026-12-25 09:59"), time_scale=10)
 
             async def call_task() -> str | None:
                 return await pool.fetchval("SELECT task_id FROM agent_tasks WHERE "

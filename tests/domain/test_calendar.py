@@ -1,7 +1,6 @@
 """The business calendar: official 2026 data, the Monday-Friday fallback, the file format."""
 
 from datetime import date
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -15,13 +14,7 @@ from domain.calendar import (
     fallback_warning,
 )
 from infra.calendar_seed import package_years
-
-# A plausible 2027 schedule for tests only: the State Council had not published 2027.
-FIXTURE_2027 = Path(__file__).resolve().parents[1] / "data" / "calendar-2027.json"
-# Up to 2026 only, so that these tests hold when a newer chinese_calendar knows 2027.
-SEED = [y for y in package_years() if y.year <= 2026]
-CAL = BusinessCalendar(SEED)
-CAL_2027 = BusinessCalendar([*SEED, CalendarYear.model_validate_json(FIXTURE_2027.read_bytes())])
+from tests.calendar_helpers import CAL, CAL_2027, SEED
 
 
 def test_seed_covers_the_package_years_with_chinese_names():

@@ -3,13 +3,12 @@
 import json
 from datetime import date, datetime, time
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from commands.plan_view import plan_json, plan_table
-from domain.calendar import BusinessCalendar, CalendarYear, fallback_warning
+from domain.calendar import fallback_warning
 from domain.models import (
     Channel,
     DebitFailure,
@@ -24,12 +23,8 @@ from domain.models import (
 )
 from domain.plan import TZ, CompanyRules, JourneyPlan, SendWindow
 from domain.planner import plan_journey
-from infra.calendar_seed import package_years
+from tests.calendar_helpers import CAL, CAL_2027
 
-FIXTURE_2027 = Path(__file__).resolve().parents[1] / "data" / "calendar-2027.json"
-SEED = [y for y in package_years() if y.year <= 2026]
-CAL = BusinessCalendar(SEED)
-CAL_2027 = BusinessCalendar([*SEED, CalendarYear.model_validate_json(FIXTURE_2027.read_bytes())])
 NO_2027 = fallback_warning(2027)
 STANDARD = {Segment.STANDARD}
 SMS, WECHAT, VOICE, AGENT, EMAIL, LETTER = (

@@ -27,13 +27,19 @@ from domain.journey import (
 )
 from domain.models import Customer, DebitFailureReason
 from domain.policy_file import parse_policy_file
-from domain.triggers import detect_trigger
 from infra import store
 from infra.embedded import TEMPORAL_BIN, EmbeddedTemporal
 from infra.settings import Settings
 from tests.channel_helpers import eventually
 from tests.codec_helpers import DATA_CONVERTER, TEST_KEYS
-from tests.journey_helpers import SAMPLE, ProviderDouble, at, journey_worker, load_sample
+from tests.journey_helpers import (
+    SAMPLE,
+    ProviderDouble,
+    at,
+    begin_journey,
+    journey_worker,
+    load_sample,
+)
 from web.codec_server import serve_codec
 from workflows.policy_lapse import PolicyLapseWorkflow
 
@@ -108,14 +114,6 @@ async def temporal_cli(*args: str) -> str:
     return out.decode()
 
 
-async def start(journeys, pool, policy: str, when: str, time_scale: float = 1.0):
-    async with pool.acquire() as conn:
-        bundle = await store.load_policy(conn, policy, with_members=False)
-    trigger = detect_trigger(bundle.policy, bundle.product, at(when).date())
-    return await journeys.start(trigger, bundle.product.kind.value, time_scale=time_scale,
-                                journey_start=at(when))
-
-
 async def status_when(handle, check):
     """The status query's answer once `check` holds (the query fails until planned)."""
     async def ask():
@@ -137,12 +135,13 @@ async def run_journeys(client: Client, pool) -> dict[str, Outcome | None]:
     # The provider refuses its number; it has no e-mail, WeChat or postal address.
     sender = ProviderDouble(permanent={lost.policyholder.mobile})
     async with journey_worker(client, pool, sender) as journeys:
-        never = await start(journeys, pool, NEVER_PAID, "2026-11-21 08:00", COMPRESSED)
-        group = await start(journeys, pool, GROUP, "2026-11-17 08:00", COMPRESSED)
-        unreachable = await start(journeys, pool, UNREACHABLE, "2026-11-18 08:00", COMPRESSED)
+        never = await begin_journey(journeys, pool, NEVER_PAID, at("2026-11-21 08:00"), COMPRESSED)
+        group = await begin_journey(journeys, pool, GROUP, at("2026-11-17 08:00"), COMPRESSED)
+        unreachable = await begin_journey(journeys, pool, UNREACHABLE, at("2026-11-18 08:00"),
+                                          COMPRESSED)
 
         # Paid in grace, after the first reminder (started after it was due: sent at once).
-        paid = await start(journeys, pool, PAID, "2026-11-27 11:00")
+        paid = await begin_journey(journeys, pool, PAID, at("2026-11-27 11:00"))
         await status_when(paid, lambda s: any(n.status == "sent" for n in s.notifications))
         await paid.signal("payment_received", Payment(
             transaction_id="T-SEALED-1", amount=Decimal("2400.00"), currency="CNY",
@@ -150,7 +149,7 @@ async def run_journeys(client: Client, pool) -> dict[str, Outcome | None]:
 
         # A failed debit: a second failure typed in with a card number, an inquiry handled
         # with a note holding a phone number and an address, a partial payment by update.
-        debit = await start(journeys, pool, DEBIT, "2026-11-16 08:00")
+        debit = await begin_journey(journeys, pool, DEBIT, at("2026-11-16 08:00"))
         await debit.signal("debit_failed", DebitFailedSignal(
             failed_at=at("2026-11-16 09:00"), amount=Decimal("5280.00"),
             reason_code=DebitFailureReason.CARD_CANCELLED, reason_text=REASON))

@@ -55,9 +55,9 @@ async def call(stack, pool, message: str = "second_reminder", keys: str | None =
                                req.journey_id)
 
 
-async def call_choices(conn, notification_id: str) -> list:
+async def call_choices(pool, notification_id: str) -> list:
     """The keys pressed during the call, in order, as operations read them (psql)."""
-    return await conn.fetch("SELECT call_sid, digits, choice FROM call_choices "
+    return await pool.fetch("SELECT call_sid, digits, choice FROM call_choices "
                             "WHERE notification_id = $1 ORDER BY pressed_at, choice_id",
                             notification_id)
 
@@ -66,8 +66,8 @@ async def test_the_callee_hears_the_amount_again_then_asks_for_an_agent(sample):
     async with sandbox_stack(sample) as stack:
         row = await call(stack, sample, keys="21")
         [entry] = stack.sandbox.outbox.entries
+        choices = await call_choices(sample, row["notification_id"])
         async with sample.acquire() as conn:
-            choices = await call_choices(conn, row["notification_id"])
             owed = (await store.load_policy(conn, STANDARD, with_members=False)).policy.outstanding
     menu = prompt(menu_for("second_reminder.voice"))
     # The menu went out with the call; its action carries only the opaque reference.
@@ -85,8 +85,7 @@ async def test_a_key_not_offered_is_recorded_and_the_menu_said_again(sample):
     async with sandbox_stack(sample) as stack:
         row = await call(stack, sample, keys="9")
         [entry] = stack.sandbox.outbox.entries
-        async with sample.acquire() as conn:
-            choices = await call_choices(conn, row["notification_id"])
+        choices = await call_choices(sample, row["notification_id"])
     assert entry.keys[0][0] == "9" and entry.keys[0][1].startswith("您的输入有误。")
     assert [c["choice"] for c in choices] == ["invalid"]
 
@@ -96,8 +95,7 @@ async def test_an_emergency_contact_can_reach_an_agent_but_never_hear_an_amount(
         row = await call(stack, sample, message="emergency_contact", keys="2",
                          policy=WITH_CONTACT, number=CONTACT_PHONE, scope="emergency_contact")
         entries = stack.sandbox.outbox.entries
-        async with sample.acquire() as conn:
-            choices = await call_choices(conn, row["notification_id"])
+        choices = await call_choices(sample, row["notification_id"])
     assert "请按2" not in entries[0].twiml and "请按1" in entries[0].twiml
     assert [c["choice"] for c in choices] == ["invalid"]
     assert "元" not in entries[0].keys[0][1]
@@ -106,8 +104,7 @@ async def test_an_emergency_contact_can_reach_an_agent_but_never_hear_an_amount(
 async def test_nobody_pressing_a_key_records_nothing(sample):
     async with sandbox_stack(sample) as stack:
         row = await call(stack, sample)
-        async with sample.acquire() as conn:
-            assert await call_choices(conn, row["notification_id"]) == []
+        assert await call_choices(sample, row["notification_id"]) == []
     assert stack.sandbox.outbox.entries[0].keys == []
 
 
@@ -128,8 +125,7 @@ async def test_the_endpoint_refuses_unsigned_or_malformed_requests(sample):
         malformed = await post({**good, "Digits": "1; DROP"})
         stranger = await post(good, target=f"{stack.url}{GATHER_PATH}?ref={'ab' * 16}")
         accepted = await post(good)
-        async with sample.acquire() as conn:
-            choices = await call_choices(conn, row["notification_id"])
+        choices = await call_choices(sample, row["notification_id"])
     assert unsigned[0] == 403 and malformed[0] == 400
     assert stranger[0] == 200 and "<Hangup/>" in stranger[1]  # unknown call: goodbye
     assert accepted[0] == 200 and f"<Dial>{hotline_number()}</Dial>" in accepted[1]

@@ -22,6 +22,7 @@ from domain.journey import (
     InquiryKind,
     InquiryReceived,
     JourneyInput,
+    JourneyStatus,
     Outcome,
     Payment,
     PaymentAnswer,
@@ -36,6 +37,7 @@ from infra import store
 from tests.journey_helpers import (
     ProviderDouble,
     at,
+    begin_journey,
     journey_worker,
     keep_history,
     load_sample,
@@ -66,12 +68,21 @@ async def sample(pool):
     return pool
 
 
+async def left_alone(env, pool, policy_number: str, start: str, history: str,
+                     sender: ProviderDouble | None = None) -> JourneyStatus:
+    """The journey run to its end with nothing from outside (no payment, no signal); its
+    history kept as `history` for the replay tests."""
+    async with journey_worker(env.client, pool, sender or ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, pool, policy_number, at(start))
+        result = await handle.result()
+        await keep_history(handle, history)
+    return result
+
+
 async def test_never_paid_runs_the_whole_journey(time_skipping_env, sample):
     sender = ProviderDouble()
-    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
-        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
-        result = await handle.result()
-        await keep_history(handle, "never_paid")
+    result = await left_alone(time_skipping_env, sample, STANDARD, "2026-11-21 08:00",
+                              "never_paid", sender)
     assert result.outcome is Outcome.FOLLOW_UP_ENDED
     assert await sent_records(sample, STANDARD) == NEVER_PAID
     assert sender.count() == NEVER_PAID
@@ -231,10 +242,8 @@ async def test_payment_after_lapse_explains_reinstatement(time_skipping_env, sam
 
 
 async def test_rescission_sends_one_formal_notice(time_skipping_env, sample):
-    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
-        handle = await start_journey(journeys, sample, "P2026000005", at("2026-11-26 18:00"))
-        result = await handle.result()
-        await keep_history(handle, "rescission")
+    result = await left_alone(time_skipping_env, sample, "P2026000005", "2026-11-26 18:00",
+                              "rescission")
     assert result.outcome is Outcome.RESCINDED
     assert await sent_records(sample, "P2026000005") == Counter({
         ("rescission_notice", "letter"): 1, ("rescission_notice", "email"): 1,
@@ -242,10 +251,8 @@ async def test_rescission_sends_one_formal_notice(time_skipping_env, sample):
 
 
 async def test_short_term_not_renewed_offers_re_enrolment(time_skipping_env, sample):
-    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
-        handle = await start_journey(journeys, sample, "P2026000004", at("2026-11-19 08:00"))
-        result = await handle.result()
-        await keep_history(handle, "short_term")
+    result = await left_alone(time_skipping_env, sample, "P2026000004", "2026-11-19 08:00",
+                              "short_term")
     assert result.outcome is Outcome.NOT_RENEWED
     assert result.reinstatement is None
     assert await sent_records(sample, "P2026000004") == Counter({
@@ -444,11 +451,8 @@ async def test_delivery_failed_falls_back_to_the_next_channel(time_skipping_env,
 
 async def test_compressed_time_runs_months_in_seconds_with_real_dates(dev_env, sample):
     async with journey_worker(dev_env.client, sample, ProviderDouble()) as journeys:
-        async with sample.acquire() as conn:
-            bundle = await store.load_policy(conn, "P2026000004", with_members=False)
-        trigger = detect_trigger(bundle.policy, bundle.product, at("2026-11-19 08:00").date())
-        handle = await journeys.start(trigger, "short_term", time_scale=10_000_000,
-                                      journey_start=at("2026-11-19 08:00"))
+        handle = await begin_journey(journeys, sample, "P2026000004", at("2026-11-19 08:00"),
+                                     10_000_000)
         result = await handle.result()
     assert result.outcome is Outcome.NOT_RENEWED
     # Dates stay the journey's calendar dates: the last offer goes out on 2027-02-19.

@@ -55,25 +55,26 @@ def test_what_the_policy_as_stored_does_to_a_journey(stage, status, owed, outcom
     assert recheck_outcome(stage, status, Decimal(owed)) is outcome
 
 
-async def _after_the_first_reminder(env, journeys, sample):
-    handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
-    while True:
-        status = await handle.query(PolicyLapseWorkflow.status)
-        if status.next_milestone and status.next_milestone.name == "second_reminder":
-            return handle
-        await env.sleep(60)
+async def _changed_after_the_first_reminder(env, sample, change: str):
+    """The journey run to its end, `change` (SQL on STANDARD, $1) made to the company's
+    records once the first reminder is out: its result and its history."""
+    async with journey_worker(env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        while True:
+            status = await handle.query(PolicyLapseWorkflow.status)
+            if status.next_milestone and status.next_milestone.name == "second_reminder":
+                break
+            await env.sleep(60)
+        await sample.execute(change, STANDARD)
+        return await handle.result(), await handle.fetch_history()
 
 
 async def test_a_premium_paid_through_another_route_ends_the_journey_before_it_sends(
         time_skipping_env, sample):
-    sender = ProviderDouble()
-    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
-        handle = await _after_the_first_reminder(time_skipping_env, journeys, sample)
-        # The counter settles the premium: the ledger says nothing is owed any more.
-        await sample.execute("UPDATE premium_dues SET paid_amount = amount "
-                             "WHERE policy_number = $1", STANDARD)
-        result = await handle.result()
-        history = await handle.fetch_history()
+    # The counter settles the premium: the ledger says nothing is owed any more.
+    result, history = await _changed_after_the_first_reminder(
+        time_skipping_env, sample,
+        "UPDATE premium_dues SET paid_amount = amount WHERE policy_number = $1")
     assert result.outcome is Outcome.PAID
     sent = await sent_records(sample, STANDARD)
     assert not any(m == "second_reminder" for m, _ in sent)
@@ -89,12 +90,9 @@ async def test_a_premium_paid_through_another_route_ends_the_journey_before_it_s
 
 async def test_a_policy_terminated_meanwhile_is_cancelled_and_sent_nothing_more(
         time_skipping_env, sample):
-    sender = ProviderDouble()
-    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
-        handle = await _after_the_first_reminder(time_skipping_env, journeys, sample)
-        await sample.execute("UPDATE policies SET status = 'terminated' "
-                             "WHERE policy_number = $1", STANDARD)
-        result = await handle.result()
+    result, _ = await _changed_after_the_first_reminder(
+        time_skipping_env, sample,
+        "UPDATE policies SET status = 'terminated' WHERE policy_number = $1")
     assert result.outcome is Outcome.CANCELLED
     assert {m for m, _ in await sent_records(sample, STANDARD)} == {"first_reminder"}
 
