@@ -9,6 +9,10 @@ add, never rename.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
+
 from pydantic import BaseModel, ValidationError
 from temporalio.common import SearchAttributeKey
 
@@ -107,3 +111,23 @@ LAPSE_OUTCOME = SearchAttributeKey.for_keyword("LapseOutcome")  # an addition: c
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (
     POLICY_NUMBER, LAPSE_STAGE, LAPSE_TRIGGER, PRODUCT_KIND, CUSTOMER_SEGMENT, GRACE_ENDS_AT,
     NEXT_REMINDER_AT, OUTSTANDING_AMOUNT, LAPSE_OUTCOME)
+
+
+def journey_search_attributes(policy_number: str, stage: str, trigger: str, product_kind: str,
+                              segments: Iterable[str], lapses_at: datetime | None,
+                              next_reminder_at: datetime | None, outstanding: Decimal,
+                              outcome: str | None = None,
+                              ) -> list[tuple[SearchAttributeKey, object]]:
+    """A journey's search attributes from its facts (None or []: not set): what the workflow
+    upserts when they change, and what a starter that planned the journey sets at start."""
+    return [
+        (POLICY_NUMBER, policy_number),
+        (LAPSE_STAGE, stage),
+        (LAPSE_TRIGGER, trigger),
+        (PRODUCT_KIND, product_kind),
+        (CUSTOMER_SEGMENT, sorted(segments)),
+        (GRACE_ENDS_AT, lapses_at),  # the end of grace: the lapse, cover suspended from then
+        (NEXT_REMINDER_AT, next_reminder_at),
+        (OUTSTANDING_AMOUNT, float(outstanding)),
+        (LAPSE_OUTCOME, outcome),
+    ]

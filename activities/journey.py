@@ -36,7 +36,18 @@ from domain.journey import (
     TaskRequest,
 )
 from domain.journey_rules import recheck_outcome
-from domain.models import Channel, MessageKind, PolicyStatus, Role, Segment, TriggerKind
+from domain.models import (
+    Channel,
+    Customer,
+    MessageKind,
+    Policy,
+    PolicyStatus,
+    Product,
+    Role,
+    Segment,
+    Trigger,
+    TriggerKind,
+)
 from domain.plan import TZ, CompanyRules
 from domain.planner import plan_journey
 from domain.triggers import elderly_from, segments_for
@@ -58,6 +69,48 @@ def _one_retry(errors: list[BaseException]) -> BaseException:
                             next_retry_delay=max(delays) if delays else None)
 
 
+def preparation(trigger: Trigger, policy: Policy, product: Product, holder: Customer, *,
+                members: int, open_dues: Decimal | None, paid_recently: Decimal,
+                calendar: BusinessCalendar, starts_at: datetime,
+                verify: bool = True) -> Preparation:
+    """The journey's plan, the channels each message may use and the data check before the
+    first message, from facts read beforehand: by `prepare_journey` for one policy, or by
+    the daily scan for a page of them at once (its journeys start planned). Identifiers,
+    dates, channels and rule names only: it goes into the journey's history."""
+    company = CompanyRules()
+    start_day = starts_at.astimezone(TZ).date()
+    segments = segments_for(policy, product, holder, start_day)
+    plan = plan_journey(trigger, product, segments, calendar, company=company,
+                        starts_at=starts_at, elderly_from=elderly_from(product, holder))
+    rules = product.rules
+    anomalies: list[str] = []
+    if verify:
+        first = plan.milestones[0].channels if plan.milestones else []
+        reachable = {c for c in Channel
+                     if address_of(Recipient(holder.customer_id, Role.POLICYHOLDER, holder), c)}
+        anomalies = [r.value for r in check_data(DataFacts(
+            trigger=trigger.kind, holder_name=holder.name,
+            is_organisation=holder.is_organisation, id_number=holder.id_number,
+            birth_date=holder.birth_date, policy_status=PolicyStatus(policy.status),
+            amount_due=trigger.amount_due, open_dues=open_dues,
+            paid_recently=paid_recently if trigger.kind is not TriggerKind.DEBIT_FAILED
+            else Decimal("0"),
+            first_channels=first, reachable_channels=reachable))]
+    hold_day = calendar.add_business_days(start_day, company.hold_business_days)
+    hold_until = datetime.combine(hold_day, starts_at.astimezone(TZ).timetz())
+    return Preparation(
+        plan=plan, product_kind=product.kind.value, product_name=product.name,
+        reinstatable=rules.reinstatable, interest_rate=rules.reinstatement_interest_rate,
+        recipients=1 + members, policyholder_id=holder.customer_id,
+        fallbacks={s: rules.fallbacks_for(s) for s in (Segment.STANDARD, Segment.ELDERLY)},
+        usable={k.value: available_channels(k) for k in MessageKind},
+        anomalies=anomalies, hold_until=hold_until,
+        max_dial_attempts=company.max_dial_attempts_per_day,
+        redial_gap_minutes=company.redial_gap_minutes,
+        voice_window=(company.send_windows[Channel.VOICE].start,
+                      company.send_windows[Channel.VOICE].end))
+
+
 class JourneyActivities:
     """Activities bound to a database pool and one sender per channel."""
 
@@ -72,56 +125,24 @@ class JourneyActivities:
 
     @activity.defn
     async def prepare_journey(self, req: PrepareRequest) -> Preparation:
-        """Plan the journey, decide what each message may use, and check the data."""
-        company = CompanyRules()
+        """Plan the journey, decide what each message may use, and check the data (a
+        journey the daily scan started planned has its preparation in its input)."""
         async with self._pool.acquire() as conn:
             bundle = await store.load_policy(conn, req.trigger.policy_number,
                                              with_members=False)
             members = await store.member_count(conn, req.trigger.policy_number)
             calendar = await self._calendar(conn)
-            start_day = req.starts_at.astimezone(TZ).date()
-            segments = segments_for(bundle.policy, bundle.product, bundle.policyholder,
-                                    start_day)
-            plan = plan_journey(req.trigger, bundle.product, segments, calendar,
-                                company=company, starts_at=req.starts_at,
-                                elderly_from=elderly_from(bundle.product,
-                                                          bundle.policyholder))
             paid_recently = await payments.paid_between(
                 conn, req.trigger.policy_number,
                 req.starts_at - timedelta(days=RECENT_PAYMENT_DAYS), req.starts_at)
             await journey_records.start_journey(conn, req.journey_id, req.trigger.policy_number,
                                                 req.trigger.kind.value, req.starts_at)
-        rules = bundle.product.rules
-        anomalies: list[str] = []
-        if req.verify:
-            holder = bundle.policyholder
-            first = plan.milestones[0].channels if plan.milestones else []
-            reachable = {c for c in Channel
-                         if address_of(Recipient(holder.customer_id, Role.POLICYHOLDER, holder), c)}
-            open_dues = (sum((d.amount - d.paid_amount for d in bundle.policy.dues
-                              if d.due_date <= req.trigger.due_date), Decimal("0"))
-                         if bundle.policy.dues else None)
-            anomalies = [r.value for r in check_data(DataFacts(
-                trigger=req.trigger.kind, holder_name=holder.name,
-                is_organisation=holder.is_organisation, id_number=holder.id_number,
-                birth_date=holder.birth_date, policy_status=PolicyStatus(bundle.policy.status),
-                amount_due=req.trigger.amount_due, open_dues=open_dues,
-                paid_recently=paid_recently if req.trigger.kind is not TriggerKind.DEBIT_FAILED
-                else Decimal("0"),
-                first_channels=first, reachable_channels=reachable))]
-        hold_day = calendar.add_business_days(start_day, company.hold_business_days)
-        hold_until = datetime.combine(hold_day, req.starts_at.astimezone(TZ).timetz())
-        return Preparation(
-            plan=plan, product_kind=bundle.product.kind.value, product_name=bundle.product.name,
-            reinstatable=rules.reinstatable, interest_rate=rules.reinstatement_interest_rate,
-            recipients=1 + members, policyholder_id=bundle.policyholder.customer_id,
-            fallbacks={s: rules.fallbacks_for(s) for s in (Segment.STANDARD, Segment.ELDERLY)},
-            usable={k.value: available_channels(k) for k in MessageKind},
-            anomalies=anomalies, hold_until=hold_until,
-            max_dial_attempts=company.max_dial_attempts_per_day,
-            redial_gap_minutes=company.redial_gap_minutes,
-            voice_window=(company.send_windows[Channel.VOICE].start,
-                          company.send_windows[Channel.VOICE].end))
+        open_dues = (sum((d.amount - d.paid_amount for d in bundle.policy.dues
+                          if d.due_date <= req.trigger.due_date), Decimal("0"))
+                     if bundle.policy.dues else None)
+        return preparation(req.trigger, bundle.policy, bundle.product, bundle.policyholder,
+                           members=members, open_dues=open_dues, paid_recently=paid_recently,
+                           calendar=calendar, starts_at=req.starts_at, verify=req.verify)
 
     @activity.defn
     async def send_notifications(self, req: SendRequest) -> SendOutcome:
@@ -174,6 +195,12 @@ class JourneyActivities:
         """Record the stage and hand the evidence chain's head to the journey's history."""
         info = activity.info()
         async with self._pool.acquire() as conn, conn.transaction():
+            if change.trigger is not None and change.started_at is not None:
+                # A journey started planned has its row from its starter, which may not
+                # have written it yet (or died first): the stage must not be lost.
+                await journey_records.start_journey(conn, change.journey_id,
+                                                    change.policy_number,
+                                                    change.trigger.value, change.started_at)
             await journey_records.set_stage(conn, change.journey_id, change.stage.value,
                                             change.outcome.value if change.outcome else None,
                                             change.at)

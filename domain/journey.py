@@ -373,6 +373,10 @@ class StageChange(Model):
     at: datetime
     outcome: Outcome | None = None
     policy_status: PolicyStatus | None = None  # the policy's status in the database too
+    # The journey's start: its row is written here should it not be there yet (a journey
+    # the scan started planned gets its row from the scan, right after the start).
+    trigger: TriggerKind | None = None
+    started_at: datetime | None = None
 
 
 # --- workflow input ----------------------------------------------------------------------
@@ -417,6 +421,10 @@ class JourneyInput(Model):
     # journeys started together by one scan share one clock under compressed time.
     wall_anchor: datetime | None = None
     time_scale: float = Field(1.0, gt=0, le=10_000_000)
+    # The plan, made by the starter (the daily scan plans a page of journeys at once): the
+    # journey runs no `prepare_journey` of its own. Identifiers, dates, channels and rule
+    # names only, like the activity's answer it stands for.
+    preparation: Preparation | None = None
     # Continue as new past this many history events (Temporal's limit is 51,200).
     continue_as_new_after: int = Field(10_000, ge=50, le=40_000)
     carry: JourneyState | None = None

@@ -54,6 +54,8 @@ async def read_run(client: Client, workflow_id: str, run_id: str | None) -> RunH
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             value = await _decode(client, event.workflow_execution_started_event_attributes.input)
             run.journey_input = _model(JourneyInput, value)
+            if run.journey_input is not None:  # planned by its starter (the daily scan)
+                run.preparation = run.journey_input.preparation
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             activity_types[event.event_id] = (
                 event.activity_task_scheduled_event_attributes.activity_type.name)

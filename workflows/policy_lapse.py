@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -133,7 +133,11 @@ class PolicyLapseWorkflow:
         if inp.carry is not None:
             self._s = inp.carry
         else:
-            self._s = await self._prepare(inp)
+            now = workflow.now()
+            start = inp.journey_start or now
+            # Planned by the starter (the daily scan plans its pages), or planned here.
+            prep = inp.preparation or await self._plan(inp, start)
+            self._s = self._started(inp, prep, start, now)
             if self._s.prep.anomalies:
                 await self._hold()
         if not self._due_now():  # a first reminder due at once: one upsert after it
@@ -160,15 +164,17 @@ class PolicyLapseWorkflow:
 
     # --- the journey ------------------------------------------------------------------
 
-    async def _prepare(self, inp: JourneyInput, starts_at: datetime | None = None,
-                       verify: bool = True) -> JourneyState:
-        now = workflow.now()
-        start = starts_at or inp.journey_start or now
-        prep: Preparation = await workflow.execute_activity_method(
+    async def _plan(self, inp: JourneyInput, start: datetime,
+                    verify: bool = True) -> Preparation:
+        return await workflow.execute_activity_method(
             JourneyActivities.prepare_journey,
             PrepareRequest(journey_id=self._journey_id(), trigger=inp.trigger, starts_at=start,
                            verify=verify),
             summary="plan the journey from the policy and product rules", **DB_CALL)
+
+    def _started(self, inp: JourneyInput, prep: Preparation, start: datetime,
+                 now: datetime) -> JourneyState:
+        """The journey's state at its start, from its plan."""
         failures = [self._without_text(inp.trigger.debit_failure)] \
             if inp.trigger.debit_failure else []
         return JourneyState(
@@ -288,9 +294,8 @@ class PolicyLapseWorkflow:
         # Plan again from the corrected data, from the same start: what fell due while
         # held goes out now (the latest due milestone, and the formal demand if the
         # policy has not lapsed yet); what a later milestone supersedes does not.
-        fresh = await self._prepare(self._input, starts_at=s.journey_anchor, verify=False)
-        s.prep = fresh.prep
-        s.segments = list(fresh.prep.plan.segments)
+        s.prep = await self._plan(self._input, s.journey_anchor, verify=False)
+        s.segments = list(s.prep.plan.segments)
         s.stage = Stage.AT_RISK
         await self._change_stage(Stage.AT_RISK, f"data verified by {verified.verified_by}: "
                                  "the journey goes on")
@@ -607,7 +612,8 @@ class PolicyLapseWorkflow:
             JourneyActivities.change_stage,
             StageChange(journey_id=self._journey_id(),
                         policy_number=self._input.trigger.policy_number, stage=stage,
-                        at=self._journey_now(), outcome=outcome, policy_status=policy_status),
+                        at=self._journey_now(), outcome=outcome, policy_status=policy_status,
+                        trigger=self._input.trigger.kind, started_at=self._s.journey_anchor),
             summary=summary, **DB_CALL)
 
     def _close(self, outcome: Outcome) -> None:
@@ -1096,17 +1102,10 @@ class PolicyLapseWorkflow:
         s = self._s
         plan = s.prep.plan
         nxt = self._next_milestone()
-        wanted: list[tuple[SearchAttributeKey, object]] = [
-            (sa.POLICY_NUMBER, plan.policy_number),
-            (sa.LAPSE_STAGE, s.stage.value),
-            (sa.LAPSE_TRIGGER, plan.trigger.value),
-            (sa.PRODUCT_KIND, s.prep.product_kind.value),
-            (sa.CUSTOMER_SEGMENT, sorted(x.value for x in s.segments)),
-            (sa.GRACE_ENDS_AT, plan.lapses_at),
-            (sa.NEXT_REMINDER_AT, nxt.at if nxt else None),
-            (sa.OUTSTANDING_AMOUNT, float(self._outstanding())),
-            (sa.LAPSE_OUTCOME, s.outcome.value if s.outcome else None),
-        ]
+        wanted = sa.journey_search_attributes(
+            plan.policy_number, s.stage.value, plan.trigger.value, s.prep.product_kind.value,
+            [x.value for x in s.segments], plan.lapses_at, nxt.at if nxt else None,
+            self._outstanding(), s.outcome.value if s.outcome else None)
         updates: list[SearchAttributeUpdate] = []
         for key, value in wanted:
             name = key.name
