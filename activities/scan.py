@@ -6,22 +6,35 @@ the journeys of the pages before are being started: a reader fills a bounded que
 of the starts by more than the queue. A page is done when all its starts are; pages are
 done in order, and each one done moves the checkpoint (the cursor after it and the counts
 up to it) that a retried activity resumes from.
+
+Each journey starts planned, as `prepare_journey` would plan it: what planning reads beyond
+the page (the policyholders, the members, the open dues, recent payments) is read for the
+whole page in two queries, and each starter plans its journey right before its start. The
+journey then runs no plan of its own and starts with its search attributes as they will be
+once what is due at once is done: two billable actions fewer per journey. The scan writes
+the journey's row after the start (its id needs the run id). What cannot be planned here
+starts unplanned and plans itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 from pydantic import ValidationError
 from temporalio import activity
 
-from domain.models import Product, Trigger
+from activities.journey import preparation
+from domain.calendar import BusinessCalendar
+from domain.ids import JourneyId
+from domain.journey import Preparation
+from domain.models import Customer, Policy, Product, Trigger
 from domain.scan import (
     ScanCursor,
     ScanProgress,
@@ -30,9 +43,17 @@ from domain.scan import (
     SkipReason,
     classify,
 )
-from infra import store
-from infra.journeys import Journeys
-from infra.scan_queries import Page, at_risk_pages, listed_pages, scan_row
+from domain.verification import RECENT_PAYMENT_DAYS
+from infra import journey_records, store
+from infra.journeys import Journeys, Started
+from infra.scan_queries import (
+    Page,
+    PlanningFacts,
+    at_risk_pages,
+    listed_pages,
+    planning_facts,
+    scan_row,
+)
 
 log = logging.getLogger("lapse.scan")
 
@@ -63,10 +84,21 @@ class _Page:
 
 
 @dataclass(frozen=True)
+class _Facts:
+    """What planning a journey reads besides its policy, read for the whole page at once."""
+
+    holder: Customer
+    more: PlanningFacts
+    starts_at: datetime  # the moment the journey is planned from
+
+
+@dataclass(frozen=True)
 class _Start:
     page: _Page
     trigger: Trigger
-    product_kind: str
+    product: Product
+    policy: Policy
+    facts: _Facts | None = None  # None: the journey plans itself (`prepare_journey`)
 
 
 async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
@@ -90,6 +122,7 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
         journey_start = wall_anchor
     async with pool.acquire() as conn:
         products = await store.load_products(conn)
+        calendar = BusinessCalendar(await store.load_calendar_years(conn))
     pages = (listed_pages(pool, policy_numbers, page_size) if policy_numbers is not None
              else at_risk_pages(pool, as_of, cursor, page_size, max_pages))
     queue: asyncio.Queue[_Start | None] = asyncio.Queue(maxsize=page_size)
@@ -122,7 +155,8 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
                 for number in sorted(set(policy_numbers) - seen):  # named, but not stored
                     page.failed.append(number)
                     report(number, "failed: unknown policy")
-            for start in _judge(found, products, as_of, page, report):
+            starts = _judge(found, products, as_of, page, report)
+            for start in await _with_facts(pool, starts, journey_start):
                 page.waiting += 1
                 await queue.put(start)
             page.queued = True
@@ -134,10 +168,14 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
         while (item := await queue.get()) is not None:
             page, trigger = item.page, item.trigger
             try:
-                result = await journeys.ensure(trigger, item.product_kind,
+                # Planned here, between the starts' round trips: the journey runs no plan.
+                planned = _planned(item, calendar)
+                result = await journeys.ensure(trigger, item.product.kind.value,
                                                time_scale=time_scale,
                                                journey_start=journey_start,
-                                               wall_anchor=wall_anchor)
+                                               wall_anchor=wall_anchor, planned=planned)
+                if result.started and planned is not None:
+                    await _record_start(pool, result, trigger, item.facts.starts_at)
             except Exception as err:  # one bad start must not stop the scan of the rest
                 log.warning("scan could not start a journey", extra={
                     "policy_number": trigger.policy_number, "error": type(err).__name__})
@@ -177,8 +215,62 @@ def _judge(found: Page, products: dict[str, Product], as_of: date, page: _Page,
             page.skipped[verdict.value] += 1
             report(number, f"skipped: {verdict.value}")
         else:
-            starts.append(_Start(page, verdict, product.kind.value))
+            starts.append(_Start(page, verdict, product, row.policy))
     return starts
+
+
+async def _with_facts(pool: asyncpg.Pool, starts: list[_Start],
+                      journey_start: datetime | None) -> list[_Start]:
+    """The page's starts with what planning their journeys reads, in two queries for the
+    page. A page whose facts cannot be read starts unplanned: its journeys plan themselves."""
+    if not starts:
+        return starts
+    starts_at = journey_start or datetime.now(UTC)
+    try:
+        async with pool.acquire() as conn:
+            holders = await store.load_customers(
+                conn, sorted({s.policy.policyholder_id for s in starts}))
+            facts = await planning_facts(
+                conn, [(s.trigger.policy_number, s.trigger.due_date) for s in starts],
+                starts_at - timedelta(days=RECENT_PAYMENT_DAYS), starts_at)
+    except (asyncpg.PostgresError, OSError, ValueError) as err:
+        log.warning("scan could not read what planning a page needs: its journeys plan "
+                    "themselves", extra={"error": type(err).__name__})
+        return starts
+    return [dataclasses.replace(s, facts=_Facts(holders[s.policy.policyholder_id],
+                                                facts[s.trigger.policy_number], starts_at))
+            if s.policy.policyholder_id in holders and s.trigger.policy_number in facts
+            else s for s in starts]
+
+
+def _planned(start: _Start, calendar: BusinessCalendar) -> Preparation | None:
+    """The journey's preparation, as `prepare_journey` would make it; None when it cannot
+    be made here (the journey then plans itself, and retries as the activity does)."""
+    if start.facts is None:
+        return None
+    f = start.facts
+    try:
+        return preparation(
+            start.trigger, start.policy.model_copy(update={"member_ids": f.more.member_ids}),
+            start.product, f.holder, members=len(f.more.member_ids),
+            open_dues=f.more.open_dues, paid_recently=f.more.paid_recently,
+            calendar=calendar, starts_at=f.starts_at)
+    except ValueError as err:
+        log.warning("scan could not plan a journey: it plans itself", extra={
+            "policy_number": start.trigger.policy_number, "error": type(err).__name__})
+        return None
+
+
+async def _record_start(pool: asyncpg.Pool, started: Started, trigger: Trigger,
+                        starts_at: datetime) -> None:
+    """The row of a journey planned here, which `prepare_journey` would have written: right
+    after the start, the first moment its id is known (should the journey change stage
+    first, `change_stage` writes it)."""
+    handle = started.handle
+    journey = JourneyId.of(handle.id, handle.result_run_id)
+    async with pool.acquire() as conn:
+        await journey_records.start_journey(conn, str(journey), trigger.policy_number,
+                                            trigger.kind.value, starts_at)
 
 
 async def scan_policies(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,

@@ -46,6 +46,7 @@ from contract import (
     TASK_QUEUE,
     WORKFLOW_TYPE,
     JourneyId,
+    journey_search_attributes,
     workflow_id,
 )
 from domain.journey import (
@@ -57,6 +58,7 @@ from domain.journey import (
     Payment,
     PaymentAnswer,
     PaymentOutcome,
+    Preparation,
     ReinstatementApplied,
     ReinstatementDecided,
     Signal,
@@ -126,17 +128,14 @@ class Journeys:
     def task_queue(self) -> str:
         return self._task_queue
 
-    def start_options(self, trigger: Trigger, product_kind: str) -> dict:
+    def start_options(self, trigger: Trigger, product_kind: str,
+                      planned: Preparation | None = None,
+                      starts_at: datetime | None = None) -> dict:
         return {
             "id": workflow_id(trigger.policy_number),
             "task_queue": self._task_queue,
             "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            "search_attributes": TypedSearchAttributes([
-                SearchAttributePair(POLICY_NUMBER, trigger.policy_number),
-                SearchAttributePair(LAPSE_STAGE, Stage.AT_RISK.value),
-                SearchAttributePair(LAPSE_TRIGGER, trigger.kind.value),
-                SearchAttributePair(PRODUCT_KIND, product_kind),
-            ]),
+            "search_attributes": _at_start(trigger, product_kind, planned, starts_at),
             "static_summary": f"Lapse journey: policy {trigger.policy_number}, "
                               f"{trigger.kind.value}",
             "static_details": (f"**Trigger:** {trigger.kind.value}  \n"
@@ -155,24 +154,32 @@ class Journeys:
 
     async def ensure(self, trigger: Trigger, product_kind: str, time_scale: float = 1.0,
                      journey_start: datetime | None = None,
-                     wall_anchor: datetime | None = None) -> Started:
-        """Like `start`, and says whether this call started it or found it running."""
+                     wall_anchor: datetime | None = None,
+                     planned: Preparation | None = None) -> Started:
+        """Like `start`, and says whether this call started it or found it running.
+
+        `planned`: the journey's preparation, made by the caller from `journey_start` (or
+        now): the journey runs no plan of its own, and its search attributes are set here
+        as they will be once what is due at the start is done. The caller then writes the
+        journey's row (`journey_records.start_journey`), as `prepare_journey` would have."""
         # The journey clock starts at the caller's moment, not at the first workflow task,
         # so journeys started together by a scan share one clock under compressed time.
         # `wall_anchor`: the wall moment `journey_start` stands for (a scan's own start).
         wall_anchor = wall_anchor or datetime.now(UTC)
+        journey_start = journey_start or (wall_anchor if time_scale != 1 else None)
         # The contract's USE_EXISTING, spelt as the server's own answer: FAIL says "already
         # running" with the running run's id (the SDK does not tell a USE_EXISTING start
         # that attached apart from one that started), and the handle is that run's.
         try:
             handle = await self._client.start_workflow(
                 WORKFLOW_TYPE,
-                JourneyInput(trigger=trigger, journey_start=journey_start or (
-                    wall_anchor if time_scale != 1 else None), wall_anchor=wall_anchor,
-                    time_scale=time_scale),
+                JourneyInput(trigger=trigger, journey_start=journey_start,
+                             wall_anchor=wall_anchor, time_scale=time_scale,
+                             preparation=planned),
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 result_type=JourneyStatus,
-                **self.start_options(trigger, product_kind),
+                **self.start_options(trigger, product_kind, planned,
+                                     journey_start or wall_anchor),
             )
         except WorkflowAlreadyStartedError as running:
             return Started(self._client.get_workflow_handle(
@@ -278,6 +285,30 @@ class Journeys:
     async def reinstatement_decided(self, policy_number: str,
                                     decided: ReinstatementDecided) -> None:
         await self.signal(policy_number, REINSTATEMENT_DECIDED, decided)
+
+
+def _at_start(trigger: Trigger, product_kind: str, planned: Preparation | None,
+              starts_at: datetime | None) -> TypedSearchAttributes:
+    """The search attributes a journey starts with. Planned, all of them as the journey
+    will publish them once what is due at `starts_at` is done (the first reminder sent at
+    once, or the hold), so that it has nothing to upsert then; a guess that turns out
+    wrong costs the upsert it would have made anyway. Else what is known before the plan."""
+    if planned is None:
+        values = [(POLICY_NUMBER, trigger.policy_number),
+                  (LAPSE_STAGE, Stage.AT_RISK.value),
+                  (LAPSE_TRIGGER, trigger.kind.value),
+                  (PRODUCT_KIND, product_kind)]
+    else:
+        plan = planned.plan
+        held = bool(planned.anomalies)  # nothing goes out: the first milestone stays next
+        upcoming = [m.at for m in plan.milestones
+                    if held or starts_at is None or m.at > starts_at]
+        values = journey_search_attributes(
+            plan.policy_number, (Stage.HELD if held else Stage.AT_RISK).value,
+            plan.trigger.value, planned.product_kind.value, [x.value for x in plan.segments],
+            plan.lapses_at, upcoming[0] if upcoming else None, trigger.amount_due)
+    return TypedSearchAttributes([SearchAttributePair(key, value) for key, value in values
+                                  if value is not None and value != []])
 
 
 def _check_signal(name: str, payload: Signal) -> None:

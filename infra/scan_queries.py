@@ -1,4 +1,5 @@
-"""The daily scan's queries: the at-risk set a page at a time, one query per page.
+"""The daily scan's queries: the at-risk set a page at a time, one query per page, and what
+planning a page's journeys reads besides (`planning_facts`), one more.
 
 A page is a keyset range of one of the two indexed ranges of migrations/0010_scan_report.sql
 (rescissions, then overdue policies), read from the `scan_policies` view with everything the
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -118,3 +120,39 @@ async def listed_pages(pool: asyncpg.Pool, numbers: Sequence[str],
     if not unique:
         yield Page([], None, last=True)
 
+
+
+# What planning a page's journeys reads besides the page itself and the policyholders
+# (store.load_customers): each policy's members, its open dues up to the trigger's due date
+# (NULL: it has no dues at all, as `prepare_journey` counts them) and what was paid in the
+# window before the start, for a page at once.
+PLANNING = """
+SELECT t.policy_number,
+       ARRAY(SELECT i.customer_id FROM policy_insured i
+             WHERE i.policy_number = t.policy_number AND i.role = 'member'
+             ORDER BY i.customer_id) AS member_ids,
+       CASE WHEN EXISTS (SELECT 1 FROM premium_dues d WHERE d.policy_number = t.policy_number)
+            THEN (SELECT COALESCE(sum(d.amount - d.paid_amount), 0) FROM premium_dues d
+                  WHERE d.policy_number = t.policy_number AND d.due_date <= t.due_date)
+       END AS open_dues,
+       (SELECT COALESCE(sum(y.amount), 0) FROM payments y
+        WHERE y.policy_number = t.policy_number AND y.paid_at >= $3 AND y.paid_at <= $4)
+           AS paid_recently
+FROM unnest($1::text[], $2::date[]) AS t (policy_number, due_date)
+"""
+
+
+@dataclass(frozen=True)
+class PlanningFacts:
+    member_ids: list[str]
+    open_dues: Decimal | None
+    paid_recently: Decimal
+
+
+async def planning_facts(conn: asyncpg.Connection, due: Sequence[tuple[str, date]],
+                         paid_since: datetime, paid_until: datetime) -> dict[str, PlanningFacts]:
+    """By policy number, for (policy number, trigger due date) pairs."""
+    rows = await conn.fetch(PLANNING, [n for n, _ in due], [d for _, d in due], paid_since,
+                            paid_until)
+    return {r["policy_number"]: PlanningFacts(list(r["member_ids"]), r["open_dues"],
+                                              r["paid_recently"]) for r in rows}

@@ -15,6 +15,7 @@ from decimal import Decimal
 import pytest
 from temporalio.client import Client, WorkflowQueryFailedError
 
+from activities.scan import scan_policies
 from contract import workflow_id
 from domain.journey import (
     DebitFailedSignal,
@@ -135,7 +136,11 @@ async def run_journeys(client: Client, pool) -> dict[str, Outcome | None]:
     # The provider refuses its number; it has no e-mail, WeChat or postal address.
     sender = ProviderDouble(permanent={lost.policyholder.mobile})
     async with journey_worker(client, pool, sender) as journeys:
-        never = await begin_journey(journeys, pool, NEVER_PAID, at("2026-11-21 08:00"), COMPRESSED)
+        # Started by the daily scan: its plan is in its input.
+        await scan_policies(pool, journeys, at("2026-11-21 08:00").date(),
+                            time_scale=COMPRESSED, journey_start=at("2026-11-21 08:00"),
+                            policy_numbers=[NEVER_PAID])
+        never = journeys.handle(NEVER_PAID)
         group = await begin_journey(journeys, pool, GROUP, at("2026-11-17 08:00"), COMPRESSED)
         unreachable = await begin_journey(journeys, pool, UNREACHABLE, at("2026-11-18 08:00"),
                                           COMPRESSED)
@@ -218,6 +223,11 @@ async def test_no_personal_data_in_any_history_and_all_of_it_through_the_codec(
     assert [value for value in secrets if value.encode() in database] == []
     assert NEVER_PAID.encode() in database and b"binary/encrypted" in database
 
+    # Opened, a journey planned by the scan (its plan in its input) and left alone holds no
+    # personal data either: activities read it from the database when they need it.
+    [never_run] = [text for run, text in decoded.items() if run[0] == workflow_id(NEVER_PAID)]
+    assert '"preparation"' in never_run and "prepare_journey" not in never_run
+    assert [value for value in personal_values() if value in never_run] == []
     # Through the codec server the same histories read in clear, the typed-in texts too.
     [debit_run] = [text for run, text in decoded.items() if run[0] == workflow_id(DEBIT)]
     for typed in (NOTE, REASON, "Q-SEALED", "T-SEALED-2"):

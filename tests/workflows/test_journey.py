@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,6 +13,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 import contract as sa
+from activities.scan import scan_policies
 from contract import workflow_id
 from domain.journey import (
     ContactUpdated,
@@ -90,6 +91,49 @@ async def test_never_paid_runs_the_whole_journey(time_skipping_env, sample):
     first = next(m for m in sender.sent if m.notification_id.split("/")[1] == "first_reminder"
                  and m.channel is Channel.SMS)
     assert "3,600.00" in first.body
+
+
+async def test_a_journey_the_scan_planned_starts_with_its_plan_and_search_attributes(
+        time_skipping_env, sample):
+    # The scan plans its page and starts each journey with the plan and its search
+    # attributes: the journey plans nothing itself and upserts only what then changes.
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        scanned = await scan_policies(sample, journeys, date(2026, 11, 21),
+                                      journey_start=at("2026-11-21 08:00"),
+                                      policy_numbers=[STANDARD])
+        assert scanned.started == {"premium_overdue": 1}
+        desc = await journeys.handle(STANDARD).describe()
+        handle = time_skipping_env.client.get_workflow_handle_for(
+            PolicyLapseWorkflow.run, desc.id, run_id=desc.run_id)
+        journey_id = await journeys.journey_key(STANDARD)
+        started = desc.typed_search_attributes
+        assert started.get(sa.LAPSE_STAGE) == "at_risk"
+        assert started.get(sa.CUSTOMER_SEGMENT) == ["standard"]
+        assert started.get(sa.OUTSTANDING_AMOUNT) == 3600.0
+        assert started.get(sa.GRACE_ENDS_AT) == at("2027-01-20 00:00")  # L, 00:00
+        # Saturday: the first reminder waits for Monday, and is next.
+        assert started.get(sa.NEXT_REMINDER_AT).astimezone(TZ).date() == date(2026, 11, 23)
+        async with time_skipping_env.time_skipping_unlocked():  # as a started handle does
+            result = await handle.result()
+        await keep_history(handle, "never_paid_planned")
+        history = await handle.fetch_history()
+    assert result.outcome is Outcome.FOLLOW_UP_ENDED
+    assert sender.count() == NEVER_PAID
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+    assert "prepare_journey" not in scheduled
+    first_upsert = next(i for i, e in enumerate(history.events)
+                        if e.HasField("upsert_workflow_search_attributes_event_attributes"))
+    first_send = next(i for i, e in enumerate(history.events)
+                      if e.HasField("activity_task_scheduled_event_attributes"))
+    assert first_send < first_upsert  # nothing to change before the first reminder went
+    # The journey's record, which the scan wrote for it, says how it went.
+    row = await sample.fetchrow("SELECT journey_id, started_at, stage, outcome FROM journeys "
+                                "WHERE policy_number = $1", STANDARD)
+    assert row["journey_id"] == journey_id
+    assert (row["started_at"], row["stage"], row["outcome"]) == (
+        at("2026-11-21 08:00"), "closed", "follow_up_ended")
 
 
 async def test_paid_before_first_reminder_sends_only_a_confirmation(time_skipping_env, sample):

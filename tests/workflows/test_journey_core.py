@@ -6,12 +6,15 @@ from __future__ import annotations
 import ast
 import json
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+import contract as sa
+from activities.journey import JourneyActivities
+from activities.scan import scan_policies
 from domain.ids import JourneyId
 from domain.journey import (
     DataVerified,
@@ -21,12 +24,13 @@ from domain.journey import (
     Outcome,
     Payment,
     Stage,
+    StageChange,
     VerificationOutcome,
 )
-from domain.models import Channel
-from infra import agent_tasks, tasks
+from domain.models import Channel, TriggerKind
+from infra import agent_tasks, journey_records, tasks
 from infra.journeys import Journeys, PaymentRefused, PaymentSystem
-from tests.channel_helpers import eventually
+from tests.channel_helpers import attempt_env, eventually
 from tests.journey_helpers import (
     ProviderDouble,
     at,
@@ -204,6 +208,49 @@ async def test_a_held_journey_cancelled_sends_nothing(time_skipping_env, sample)
         result = await handle.result()
     assert result.outcome is Outcome.CANCELLED
     assert [m for m in sender.sent if m.policy_number == HELD] == []
+
+
+async def test_a_journey_the_scan_planned_with_wrong_data_starts_held(time_skipping_env,
+                                                                       sample):
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        scanned = await scan_policies(sample, journeys, date(2026, 11, 23),
+                                      journey_start=at("2026-11-23 08:00"),
+                                      policy_numbers=[HELD])
+        assert scanned.started == {"premium_overdue": 1}
+        desc = await journeys.handle(HELD).describe()
+        assert desc.typed_search_attributes.get(sa.LAPSE_STAGE) == "held"
+        await time_skipping_env.sleep(timedelta(days=2))
+        status = await journeys.status(HELD)
+        async with sample.acquire() as conn:
+            [task] = await agent_tasks.list_tasks(conn, policy_number=HELD)
+        await keep_history(journeys.handle(HELD), "held_planned")
+        await journeys.handle(HELD).terminate("test done")
+    assert (status.stage, status.held_rules) == (Stage.HELD, ["id_number_birth_date"])
+    assert (task.kind, task.rules) == ("data_verification", ["id_number_birth_date"])
+    assert [m for m in sender.sent if m.policy_number == HELD] == []
+    assert await sample.fetchval("SELECT stage FROM journeys WHERE policy_number = $1",
+                                 HELD) == "held"
+
+
+async def test_a_stage_change_writes_the_journeys_row_its_starter_has_not_yet(sample):
+    # The scan writes a planned journey's row right after the start; the journey may get
+    # to its first stage change before that (a hold), or the scan may die in between.
+    journey = f"lapse-{HELD}@0190f3c4-aaaa-7bbb-8ccc-000000000001"
+    change = StageChange(journey_id=journey, policy_number=HELD, stage=Stage.HELD,
+                         at=at("2026-11-23 08:00"), trigger=TriggerKind.PREMIUM_OVERDUE,
+                         started_at=at("2026-11-23 08:00"))
+    await attempt_env().run(JourneyActivities(sample, {}).change_stage, change)
+    row = await sample.fetchrow("SELECT trigger, started_at, stage FROM journeys "
+                                "WHERE journey_id = $1", journey)
+    assert dict(row) == {"trigger": "premium_overdue", "started_at": at("2026-11-23 08:00"),
+                         "stage": "held"}
+    # The starter's row, written late, changes nothing.
+    async with sample.acquire() as conn:
+        await journey_records.start_journey(conn, journey, HELD, "premium_overdue",
+                                            at("2026-11-23 08:00"))
+    assert await sample.fetchval("SELECT stage FROM journeys WHERE journey_id = $1",
+                                 journey) == "held"
 
 
 ELDERLY = "P2026000006"  # the policyholder is 76: calls, paper letters

@@ -19,7 +19,9 @@ RECORDED = sorted(HISTORIES.glob("*.json"))
 KINDS = {"never_paid", "paid_in_grace", "partial_then_full", "reinstated",
          "reinstatement_refused", "rescission", "short_term", "group_500",
          "inquiry_escalated", "unreachable", "debit_failed", "payment_after_lapse",
-         "held_then_verified", "redialled"}
+         "held_then_verified", "redialled",
+         # started by the daily scan with their plan in the input (no prepare_journey)
+         "never_paid_planned", "held_planned"}
 
 
 def test_a_history_is_recorded_for_every_journey_kind():
