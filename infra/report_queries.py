@@ -56,42 +56,22 @@ WHERE created_at >= $1 AND created_at < $2
 GROUP BY 1, 3, 4
 """
 
-# Per journey, the facts of its first reminders that the formal-demand rule reads
-# (domain/evidence.py), grouped: a month's journeys fall into a few dozen kinds. A fact is
-# "channel status receipt tracked" while grouping (text is cheap to sort, jsonb is not);
-# the kinds become records at the end. The receipt (who recorded the latest delivered
-# event: a provider or we) comes from notification_receipts, read as the same month's range
-# and joined by hash (migrations/0013_review_receipts.sql), not looked up record by record;
-# the tracking number is looked up for letters only.
+# The month's journeys by the facts of their first reminders (domain/evidence.py judges each
+# kind): a journey's facts, "channel status receipt tracked" joined by ',', are kept per
+# journey and month by triggers as records, receipts and tracking numbers are written
+# (report_first_reminders, migrations/0016_review_summaries.sql), so a month is one range of
+# that table grouped by the facts; the kinds become records at the end.
 FIRST_REMINDERS = """
 SELECT (SELECT jsonb_agg(jsonb_build_object(
                    'channel', split_part(f, ' ', 1), 'status', split_part(f, ' ', 2),
                    'receipt', NULLIF(split_part(f, ' ', 3), '-'),
                    'tracked', split_part(f, ' ', 4) = 'true') ORDER BY f)
-        FROM unnest(kinds.facts) f) AS records,
+        FROM unnest(string_to_array(kinds.facts, ',')) f) AS records,
        kinds.journeys
 FROM (
     SELECT facts, count(*) AS journeys
-    FROM (
-        SELECT journey_id, array_agg(DISTINCT fact ORDER BY fact) AS facts
-        FROM (
-            SELECT n.journey_id, concat_ws(' ', n.channel, n.status,
-                CASE WHEN n.status <> 'delivered' OR r.from_provider IS NULL THEN '-'
-                     WHEN r.from_provider THEN 'provider' ELSE 'own' END,
-                CASE WHEN n.channel = 'letter' THEN EXISTS (
-                    SELECT 1 FROM print_queue q
-                    WHERE q.letter_id = n.notification_id AND q.tracking_number IS NOT NULL)
-                ELSE false END::text) AS fact
-            FROM notifications n
-            LEFT JOIN notification_receipts r
-                   ON r.notification_id = n.notification_id
-                  AND r.created_at >= $1 AND r.created_at < $2
-            WHERE n.created_at >= $1 AND n.created_at < $2
-              AND report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
-              AND n.recipient_role IN ('policyholder', 'group_employer')
-        ) facts
-        GROUP BY journey_id
-    ) per_journey
+    FROM report_first_reminders
+    WHERE month_start >= $1 AND month_start < $2
     GROUP BY facts
 ) kinds
 """
@@ -160,7 +140,8 @@ WHERE closed_at >= $1 AND closed_at < $2 AND outcome = 'paid'
 # The month's lapses by their index; each one's product through its policy (a key look-up
 # a lapse: LIMIT keeps the planner from reading the policies whole), products joined last.
 # LAPSES adds the reason of each failed-debit lapse's last failed debit before it (one more
-# look-up a lapse); the trends count lapses without their reasons (LAPSES_COUNT), so the
+# look-up a failed-debit lapse: the condition inside the look-up skips the other lapses); the
+# trends count lapses without their reasons (LAPSES_COUNT), so the
 # months before the report month skip it.
 _LAPSES = """
 SELECT l.trigger, l.debit_reason,
@@ -190,10 +171,10 @@ LAPSES = _LAPSES.format(debit_reason="debit.reason_code", debit="""
         SELECT a.reason_code
         FROM debit_attempts a
         WHERE a.policy_number = j.policy_number AND NOT a.succeeded
-          AND a.attempted_at <= j.lapsed_at
+          AND a.attempted_at <= j.lapsed_at AND j.trigger = 'debit_failed'
         ORDER BY a.attempted_at DESC
         LIMIT 1
-    ) debit ON j.trigger = 'debit_failed'""")
+    ) debit ON true""")
 LAPSES_COUNT = _LAPSES.format(debit_reason="NULL::text", debit="")
 
 REINSTATED = """
@@ -203,7 +184,8 @@ WHERE closed_at >= $1 AND closed_at < $2 AND outcome = 'reinstated'
 """
 
 # Over the whole window at once ($1, $2: its bounds): the journeys started in it, and the
-# first reminders on record since it began (a journey's first reminder follows its start).
+# journeys with a first reminder on record since it began (a journey's first reminder follows
+# its start), both ranges of the window.
 FUNNEL = """
 SELECT count(*) AS first_reminded,
        count(*) FILTER (WHERE j.outcome = 'paid') AS paid_in_grace,
@@ -214,37 +196,39 @@ SELECT count(*) AS first_reminded,
 FROM journeys j
 WHERE j.started_at >= $1 AND j.started_at < $2
   AND j.journey_id IN (
-      SELECT n.journey_id FROM notifications n
-      WHERE n.created_at >= $1
-        AND report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
-        AND n.recipient_role IN ('policyholder', 'group_employer'))
+      SELECT s.journey_id FROM report_first_reminders s WHERE s.month_start >= $1)
 """
 
 # $1, $2: the whole window; $3: the least number of failures that puts a customer on it.
+# The window's failed debits are one range of debit_attempts_failed_report_idx, grouped by
+# policy in byte order (COLLATE "C": the same groups, but no index's order, so the plan
+# never reads the whole table in the order of its primary key instead); their policies, and
+# then the customers on the list, are read by key in one sorted pass over each primary key
+# (`= ANY` of the keys), not by one look-up each.
 REPEATED_DEBIT_FAILURES = """
+WITH f AS MATERIALIZED (
+    SELECT a.policy_number COLLATE "C" AS policy_number, count(*) AS failures,
+           max(a.attempted_at) AS last_failed_at,
+           (array_agg(a.reason_code ORDER BY a.attempted_at DESC))[1] AS last_reason
+    FROM debit_attempts a
+    WHERE NOT a.succeeded AND a.attempted_at >= $1 AND a.attempted_at < $2
+    GROUP BY 1
+), p AS MATERIALIZED (
+    SELECT policy_number, policyholder_id, payment_method ->> 'card_last4' AS card_last4
+    FROM policies
+    WHERE policy_number = ANY (ARRAY(SELECT policy_number COLLATE "default" FROM f))
+), h AS MATERIALIZED (
+    SELECT p.policyholder_id COLLATE "C" AS policyholder_id, p.card_last4 COLLATE "C" AS card_last4,
+           sum(f.failures)::integer AS failures, max(f.last_failed_at) AS last_failed_at,
+           (array_agg(f.last_reason ORDER BY f.last_failed_at DESC))[1] AS last_reason
+    FROM f JOIN p ON p.policy_number = f.policy_number COLLATE "default"
+    GROUP BY 1, 2
+    HAVING sum(f.failures) >= $3
+)
 SELECT c.customer_id, c.name, c.gender, c.is_organisation, h.card_last4, h.failures,
        h.last_failed_at, h.last_reason
-FROM (
-    SELECT p.policyholder_id, p.card_last4, sum(f.failures)::integer AS failures,
-           max(f.last_failed_at) AS last_failed_at,
-           (array_agg(f.last_reason ORDER BY f.last_failed_at DESC))[1] AS last_reason
-    FROM (
-        SELECT a.policy_number, count(*) AS failures, max(a.attempted_at) AS last_failed_at,
-               (array_agg(a.reason_code ORDER BY a.attempted_at DESC))[1] AS last_reason
-        FROM debit_attempts a
-        WHERE NOT a.succeeded AND a.attempted_at >= $1 AND a.attempted_at < $2
-        GROUP BY a.policy_number
-    ) f
-    CROSS JOIN LATERAL (
-        SELECT policyholder_id, payment_method ->> 'card_last4' AS card_last4
-        FROM policies WHERE policy_number = f.policy_number LIMIT 1
-    ) p
-    GROUP BY p.policyholder_id, p.card_last4
-    HAVING sum(f.failures) >= $3
-) h
-CROSS JOIN LATERAL (
-    SELECT * FROM customers WHERE customer_id = h.policyholder_id LIMIT 1
-) c
+FROM h JOIN customers c ON c.customer_id = h.policyholder_id COLLATE "default"
+WHERE c.customer_id = ANY (ARRAY(SELECT policyholder_id COLLATE "default" FROM h))
 """
 
 # The bind-a-new-card campaign's requests sent in the month, with the card then and now.
@@ -277,9 +261,15 @@ TREND = {"notifications": NOTIFICATIONS_COUNT, "paid_in_grace": PAID_IN_GRACE_CO
 # The queries run side by side on this many connections of one snapshot (the review is
 # bound by the database's CPU: one connection uses one core).
 CONNECTIONS = 2
-# For the review's transactions only: a month's first reminders are grouped per journey in
-# memory (the default 4 MB spills that sort to disk).
-REVIEW_SETTINGS = ("SET LOCAL work_mem = '32MB'",)
+# For the review's transactions only: sorts and hashes in memory (the default 4 MB spills a
+# window's repeated failures to disk); no parallel workers (the review runs its queries on
+# two connections already, one a core); and the planner told that index pages are as cheap to
+# reach as the table's (the records a review reads are in memory), so that a range that is
+# half of a young database (the bench's one year of records against a six-month window) is
+# still read as a range of its index, not as the whole table, as it is on a database with
+# years of records.
+REVIEW_SETTINGS = ("SET LOCAL work_mem = '32MB'", "SET LOCAL max_parallel_workers_per_gather = 0",
+                   "SET LOCAL random_page_cost = 1.1")
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 
