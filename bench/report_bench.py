@@ -406,7 +406,9 @@ async def run(args: argparse.Namespace, parent: Path) -> None:
                 await seed(postgres.dsn, args.month, args.notifications)
                 print(f"seeded in {time.perf_counter() - began:.1f} s")
             async with pool.acquire() as conn:
-                await conn.execute("ANALYZE")  # a migration may have added an index
+                # A migration may have added an index, or filled a table (the visibility map
+                # lets its index ranges be read without the table).
+                await conn.execute("VACUUM ANALYZE")
                 counts = await conn.fetchrow(
                     "SELECT (SELECT count(*) FROM notifications) AS notifications, "
                     "(SELECT count(*) FROM journeys) AS journeys, "

@@ -480,6 +480,94 @@ async def test_the_latest_delivered_event_wins_whatever_order_writers_commit_in(
     assert (fd.first_reminders, fd.delivered) == (1, 1)
 
 
+async def _kept_facts(conn) -> list[tuple]:
+    return [tuple(r) for r in await conn.fetch(
+        "SELECT journey_id, month_start, facts FROM report_first_reminders ORDER BY 1, 2")]
+
+
+async def test_formal_demand_follows_the_records_as_they_change(pool):
+    """The formal-demand facts are kept per journey and month as records change: a status
+    update, our own 'delivered', a provider's receipt, a letter's tracking number each move
+    the figure, and what is kept is what a rebuild from the records gives."""
+    feb, month = at(2, 3, year=2027), date(2027, 2, 1)
+    sms, wechat, letter = ("J70/first_reminder/sms/C1", "J70/first_reminder/wechat/C1",
+                           "J71/first_reminder/letter/C2")
+    async with pool.acquire() as conn:
+        await seed_parties(conn)
+        await seed_journeys(
+            conn, [("J70", "P1", "premium_overdue", at(2, 1, year=2027), None, None, None),
+                   ("J71", "P2", "premium_overdue", at(2, 1, year=2027), None, None, None)],
+            [("J70", "first_reminder", "sms", "C1", "policyholder", "queued", None, feb),
+             ("J70", "first_reminder", "wechat", "C1", "policyholder", "queued", None, feb),
+             ("J71", "first_reminder", "letter", "C2", "policyholder", "sent", None, feb)])
+        await conn.execute(
+            "INSERT INTO print_queue (letter_id, policy_number, recipient_id, postal_address, "
+            "pdf, pages) VALUES ($1, 'P2', 'C2', '上海市', '\\x00', 1)", letter)
+
+        async def demand():
+            fd = (await report_for(pool, month)).formal_demand
+            return fd.first_reminders, fd.delivered, fd.accepted_unconfirmed, fd.unreached
+
+        assert await demand() == (2, 0, 1, 1)  # J71's letter is posted, J70 still queued
+        await conn.execute("UPDATE notifications SET status = 'sent' WHERE notification_id = $1",
+                           sms)
+        assert await demand() == (2, 0, 2, 0)
+        await conn.execute(
+            "UPDATE notifications SET status = 'delivered' WHERE notification_id = $1", sms)
+        await _delivered_again(conn, sms, None)  # our own word proves nothing
+        assert await demand() == (2, 0, 2, 0)
+        await _delivered_again(conn, sms, "cb:sms")  # the provider's receipt does
+        await conn.execute("UPDATE print_queue SET tracking_number = 'XA123456789CN' "
+                           "WHERE letter_id = $1", letter)
+        assert await demand() == (2, 2, 0, 0)
+        await conn.execute(
+            "UPDATE notifications SET status = 'failed', error_code = 'user_unsubscribed' "
+            "WHERE notification_id = $1", wechat)
+        kept = await _kept_facts(conn)
+        await conn.execute("SELECT refresh_report_first_reminders()")
+        assert await _kept_facts(conn) == kept
+    assert [(j, facts) for j, _, facts in kept] == [
+        ("J70", "sms delivered provider false,wechat failed - false"),
+        ("J71", "letter sent - true")]
+
+
+async def test_two_writers_of_one_journey_at_once_both_count(pool):
+    """Two callbacks of one journey's first reminders, in transactions that overlap: the
+    second one's facts are read once the first one has committed, so neither change is lost."""
+    feb, month = at(2, 3, year=2027), date(2027, 2, 1)
+    async with pool.acquire() as conn:
+        await seed_parties(conn)
+        await seed_journeys(
+            conn, [("J72", "P1", "premium_overdue", at(2, 1, year=2027), None, None, None)],
+            [("J72", "first_reminder", "sms", "C1", "policyholder", "sent", None, feb),
+             ("J72", "first_reminder", "wechat", "C1", "policyholder", "sent", None, feb)])
+    update = "UPDATE notifications SET status = $2 WHERE notification_id = $1"
+    async with pool.acquire() as first, pool.acquire() as second:
+        one = first.transaction()
+        await one.start()
+        await first.execute(update, "J72/first_reminder/sms/C1", "delivered")
+        two = second.transaction()
+        await two.start()
+        later = asyncio.ensure_future(
+            second.execute(update, "J72/first_reminder/wechat/C1", "failed"))
+        # The second writer waits for the first one's locks (its journey's evidence chain,
+        # its facts): seen from a third connection, outside both transactions.
+        async with pool.acquire() as third:
+            for _ in range(1000):  # a lock wait cannot be awaited: asked for, at most 10 s
+                if later.done() or await third.fetchval(
+                        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                        second.get_server_pid()):
+                    break
+                await asyncio.sleep(0.01)
+        await one.commit()
+        await later
+        await two.commit()
+        kept = await _kept_facts(first)
+    assert [facts for _, _, facts in kept] == ["sms delivered - false,wechat failed - false"]
+    fd = (await report_for(pool, month)).formal_demand
+    assert (fd.first_reminders, fd.delivered, fd.accepted_unconfirmed) == (1, 0, 1)
+
+
 def test_failure_codes_are_sorted_by_one_rule():
     for code in ("no_address", "no_postal_address", "suppressed"):
         assert failure_kind(code) is FailureKind.NO_ADDRESS

@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from domain.plan import TZ
 from infra.db import connect_pool
 from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 
@@ -212,6 +213,39 @@ async def test_0013_keeps_the_receipts_of_records_written_before_it(empty_db_url
         await conn.close()
     assert [tuple(r) for r in receipts] == [("N1", True), ("N2", False)]
     assert "last_milestone" not in {r["column_name"] for r in columns}
+
+
+async def test_0016_keeps_the_formal_demand_facts_of_records_written_before_it(empty_db_url,
+                                                                            tmp_path):
+    """The review reads formal demand from report_first_reminders after 0016: the records,
+    receipts and tracking numbers already stored are in it, per journey and Shanghai month
+    (a record of 1 March 00:30 in Shanghai is March's, though still February in UTC)."""
+    conn = await _one_policy_before(empty_db_url, tmp_path, 16)
+    try:
+        await conn.execute(
+            "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
+            "channel, recipient_id, recipient_role, status, created_at) VALUES "
+            "('N1', 'J1', 'P1', 'first_reminder', 'sms', 'C1', 'policyholder', 'delivered', "
+            " '2027-02-10 10:00+08'), "
+            "('N2', 'J1', 'P1', 'first_reminder-resend1', 'wechat', 'C1', 'policyholder', "
+            " 'failed', '2027-03-01 00:30+08'), "
+            "('N3', 'J1', 'P1', 'first_reminder', 'letter', 'C1', 'policyholder', 'sent', "
+            " '2027-02-10 10:00+08'), "
+            "('N4', 'J1', 'P1', 'first_reminder-emergency', 'sms', 'C9', 'emergency_contact', "
+            " 'delivered', '2027-02-10 10:00+08');"
+            "INSERT INTO notification_events (notification_id, status, provider_event_id, "
+            "occurred_at) VALUES ('N1', 'delivered', 'cb:1', now());"
+            "INSERT INTO print_queue (letter_id, policy_number, recipient_id, postal_address, "
+            "pdf, pages, tracking_number) VALUES ('N3', 'P1', 'C1', 'x', '\\x00', 1, 'XA1')")
+        assert "0016_review_summaries" in await migrate(empty_db_url)
+        kept = await conn.fetch(
+            "SELECT journey_id, month_start, facts FROM report_first_reminders ORDER BY 2")
+    finally:
+        await conn.close()
+    assert [(r["journey_id"], r["month_start"].astimezone(TZ).date(), r["facts"])
+            for r in kept] == [
+        ("J1", date(2027, 2, 1), "letter sent - true,sms delivered provider false"),
+        ("J1", date(2027, 3, 1), "wechat failed - false")]
 
 
 async def test_0013_refuses_to_drop_a_last_milestone_that_holds_a_value(empty_db_url, tmp_path):
