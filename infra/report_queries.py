@@ -309,10 +309,10 @@ async def fetch_records(pool: asyncpg.Pool, month: date,
     found: dict[str, list] = {name: [] for name in MONTHLY}
     extra: dict[str, object] = {}
     # The costliest first, so that the connections finish together.
-    work: list = [(name, m) for name in ("first_reminders", "notifications")
-                  for m in reversed(months)]
-    work += [("debit_failures", None), ("funnel", None)]
-    work += [(name, m) for name in MONTHLY if name not in ("first_reminders", "notifications")
+    costliest = ("lapses", "notifications", "paid_in_grace")
+    work: list = [("debit_failures", None), ("funnel", None)]
+    work += [(name, m) for name in costliest for m in reversed(months)]
+    work += [(name, m) for name in MONTHLY if name not in costliest
              for m in reversed(months)]
     queue = iter(work)
 
