@@ -1,6 +1,6 @@
 -- The monthly review as range scans of its months (issue 14): the formal-demand facts kept
--- per journey and month by triggers, and the indexes that let the other queries read only
--- the month's range and look up what they join by key.
+-- per journey and month by triggers, and an index that makes the lapses' look-ups of their
+-- products cheaper.
 
 -- --- the formal-demand facts of a journey's first reminders, by month ----------------------
 -- The formal-demand figure groups a month's first reminders (to the policyholder or the group
@@ -142,3 +142,8 @@ LANGUAGE sql AS $$
     GROUP BY 1, 2;
 $$;
 SELECT refresh_report_first_reminders();
+
+-- --- the month's lapses' products --------------------------------------------------------------
+-- A lapse counts by its product (can it be reinstated?), looked up through its policy: with
+-- the product in the index, a look-up reads the index alone, not the table too.
+CREATE INDEX policies_product_idx ON policies (policy_number) INCLUDE (product_code);
