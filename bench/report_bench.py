@@ -266,7 +266,7 @@ async def seed(dsn: str, month: date, total: int) -> None:
         # latest 'delivered' (migrations/0013_review_receipts.sql).
         await conn.execute("SELECT refresh_notification_receipts()")
         # ... and the formal-demand facts per journey and month, which read the receipts
-        # (migrations/0016_review_summaries.sql).
+        # (migrations/0018_review_summaries.sql).
         await conn.execute("SELECT refresh_report_first_reminders()")
         await conn.execute("VACUUM ANALYZE")
     finally:

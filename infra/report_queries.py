@@ -60,7 +60,7 @@ GROUP BY 1, 3, 4
 # The month's journeys by the facts of their first reminders (domain/evidence.py judges each
 # kind): a journey's facts, "channel status receipt tracked" joined by ',', are kept per
 # journey and month by triggers as records, receipts and tracking numbers are written
-# (report_first_reminders, migrations/0016_review_summaries.sql), so a month is one range of
+# (report_first_reminders, migrations/0018_review_summaries.sql), so a month is one range of
 # that table grouped by the facts; the kinds become records at the end.
 FIRST_REMINDERS = """
 SELECT (SELECT jsonb_agg(jsonb_build_object(

@@ -215,12 +215,12 @@ async def test_0013_keeps_the_receipts_of_records_written_before_it(empty_db_url
     assert "last_milestone" not in {r["column_name"] for r in columns}
 
 
-async def test_0016_keeps_the_formal_demand_facts_of_records_written_before_it(empty_db_url,
+async def test_0018_keeps_the_formal_demand_facts_of_records_written_before_it(empty_db_url,
                                                                             tmp_path):
-    """The review reads formal demand from report_first_reminders after 0016: the records,
+    """The review reads formal demand from report_first_reminders after 0018: the records,
     receipts and tracking numbers already stored are in it, per journey and Shanghai month
     (a record of 1 March 00:30 in Shanghai is March's, though still February in UTC)."""
-    conn = await _one_policy_before(empty_db_url, tmp_path, 16)
+    conn = await _one_policy_before(empty_db_url, tmp_path, 18)
     try:
         await conn.execute(
             "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
@@ -237,7 +237,7 @@ async def test_0016_keeps_the_formal_demand_facts_of_records_written_before_it(e
             "occurred_at) VALUES ('N1', 'delivered', 'cb:1', now());"
             "INSERT INTO print_queue (letter_id, policy_number, recipient_id, postal_address, "
             "pdf, pages, tracking_number) VALUES ('N3', 'P1', 'C1', 'x', '\\x00', 1, 'XA1')")
-        assert "0016_review_summaries" in await migrate(empty_db_url)
+        assert "0018_review_summaries" in await migrate(empty_db_url)
         kept = await conn.fetch(
             "SELECT journey_id, month_start, facts FROM report_first_reminders ORDER BY 2")
     finally:
