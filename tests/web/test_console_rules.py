@@ -122,21 +122,23 @@ def record(milestone: str, channel: str, status: str = "delivered") -> JourneyRe
 
 
 def test_the_timeline_is_dated_and_a_closed_journey_drops_what_never_came():
-    records = [record("first_reminder", "sms"), record("first_reminder-fallback", "letter")]
+    records = [record("first_reminder", "sms"), record("first_reminder-resend:1", "letter")]
     entries = timeline.build(journey(), records)
     assert [e.title for e in entries] == [
-        "保费应缴日", "首次提醒（正式催告）", "首次提醒（正式催告）（改用其他渠道）",
+        "保费应缴日", "首次提醒（正式催告）", "首次提醒（正式催告）（重发）",
         "宽限期最后一天", "保单效力中止", "失效通知"]
     assert [e.kind for e in entries][-1] == "planned"
     assert entries[1].messages == records[:1]
     paid = timeline.build(journey(stage=Stage.CLOSED, outcome="paid"), records)
-    assert [e.title for e in paid][-1] == "首次提醒（正式催告）（改用其他渠道）"
+    assert [e.title for e in paid][-1] == "首次提醒（正式催告）（重发）"
 
 
 def test_milestone_keys_amounts_and_new_words_read_on_a_page():
     assert words.milestone("follow_up_3") == "复效跟进（第3个月）"
-    assert words.milestone("first_reminder-resend4") == "首次提醒（正式催告）（重发）"
-    assert words.milestone("payment_after_lapse-TX1") == "失效后缴费说明"
+    assert words.milestone("first_reminder-resend:4") == "首次提醒（正式催告）（重发）"
+    assert words.milestone("payment_after_lapse-txn:TX1") == "失效后缴费说明"
+    assert words.milestone("lapse_notice-emergency") == "失效通知（紧急联系人）"
+    assert words.milestone("not-a-key") == "not-a-key"
     assert words.money(Decimal("12345.6")) == "¥12,345.60"
     assert words.word(words.STAGE, "some_new_stage") == "some_new_stage"
 

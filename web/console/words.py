@@ -4,10 +4,10 @@ status shows up (untranslated) rather than breaking a page."""
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from decimal import Decimal
 
+from domain.ids import IdError, MilestoneKey, Suffix
 from domain.plan import TZ
 from domain.provider_codes import meaning
 
@@ -61,22 +61,20 @@ def code(value: str, channel: str | None = None) -> str:
     return f"{value} {found.zh}" if found else value
 
 
-# Milestone keys carry suffixes: follow_up_3, first_reminder-resend4, -fallback, -emergency,
-# payment_after_lapse-TX1. This is the one place the console reads them.
-_MONTH = re.compile(r"^(?P<kind>.+)_(?P<month>\d+)$")
-_SUFFIX = {"resend": "（重发）", "fallback": "（改用其他渠道）", "emergency": "（紧急联系人）"}
+# What a repeat adds to its message's name; a key is read by domain.ids.MilestoneKey only.
+_SUFFIX = {Suffix.RESEND: "（重发）", Suffix.EMERGENCY: "（紧急联系人）", Suffix.REDIAL: "（重拨）"}
 
 
 def milestone(key: str) -> str:
-    base, _, suffix = key.partition("-")
-    month = _MONTH.match(base)
-    label = word(MESSAGE, month["kind"] if month else base)
-    if month:
-        label += f"（第{int(month['month'])}个月）"
-    for prefix, text in _SUFFIX.items():
-        if suffix.startswith(prefix):
-            label += text
-    return label
+    """A milestone key in words: follow_up_3 -> 复效跟进（第3个月）."""
+    try:
+        k = MilestoneKey.parse(key)
+    except IdError:
+        return key  # not a key of ours: shown as it is
+    label = word(MESSAGE, k.kind.value)
+    if k.month:
+        label += f"（第{k.month}个月）"
+    return label + _SUFFIX.get(k.suffix, "")
 
 
 def at(value: datetime | None) -> str:
