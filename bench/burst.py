@@ -10,9 +10,11 @@ prints per channel the drain rate (accepted messages per second, first to last) 
 the configured rate (`LAPSE_SEND_RATES`, default sms=100,wechat=100, shared by the
 worker processes;
 goal >= 90 %), when the first and the last arrived after the due instant, and the CPU
-seconds per message of the worker processes and the dev server (psutil) over the drain,
-with the sandbox's own (the provider's) beside them. The two-worker phase is compared with
-the one-worker phase of the same run. Each phase has its own task queue and customers.
+seconds per message of the worker processes, the dev server and PostgreSQL (psutil) over
+the drain, with the sandbox's own (the provider's) beside them and the cores the whole
+machine kept busy meanwhile (other people's work included: a machine with no core to
+spare is the ceiling). The two-worker phase is compared with the one-worker phase of the
+same run. Each phase has its own task queue and customers.
 
     .venv/bin/python bench/burst.py                        # 2,000 journeys per phase
     .venv/bin/python bench/burst.py --journeys 50 --lead-seconds 40
@@ -27,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -65,7 +69,9 @@ class Phase:
     attempted: int = 0
     cpu_workers: float = 0.0
     cpu_dev: float = 0.0
+    cpu_postgres: float = 0.0
     cpu_sandbox: float = 0.0
+    busy_cores: float = 0.0  # the whole machine's, over the drain (others' work included)
     timed_out: bool = False
 
     def rate(self, channel: str) -> float:
@@ -126,8 +132,9 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     await asyncio.sleep(max(0.0, due - time.monotonic()))
     result.prepared_by_due = await count_rows(stack, _PREPARED, numbers)
     cpu = (sum(p.cpu_seconds() for p in procs), stack.dev_server_cpu(),
-           stack.sandbox.cpu_seconds())
+           stack.sandbox.cpu_seconds(), stack.postgres_cpu())
     wall_due = time.time()
+    machine = psutil.cpu_times()
     deadline = time.monotonic() + args.timeout
     while True:  # the records are in PostgreSQL: nothing to await but a query
         stack.check_alive()
@@ -141,6 +148,8 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     result.cpu_workers = sum(p.cpu_seconds() for p in procs) - cpu[0]
     result.cpu_dev = stack.dev_server_cpu() - cpu[1]
     result.cpu_sandbox = stack.sandbox.cpu_seconds() - cpu[2]
+    result.cpu_postgres = stack.postgres_cpu() - cpu[3]
+    result.busy_cores = _busy(machine, psutil.cpu_times(), time.time() - wall_due)
     await scan
     prepares.cancel()
     for channel in CHANNELS:
@@ -150,6 +159,13 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     for p in procs:
         await p.stop(grace=10)
     return result
+
+
+def _busy(before, after, seconds: float) -> float:
+    """Cores the whole machine kept busy between two psutil.cpu_times()."""
+    idle = (after.idle - before.idle) + (getattr(after, "iowait", 0) - getattr(before, "iowait", 0))
+    total = sum(after) - sum(before)
+    return (total - idle) / total * psutil.cpu_count() if total > 0 and seconds > 0 else 0.0
 
 
 def report(phases: list[Phase], args: argparse.Namespace, rates: dict[str, float]) -> None:
@@ -173,12 +189,15 @@ def report(phases: list[Phase], args: argparse.Namespace, rates: dict[str, float
         messages = max(1, sum(d[0] for d in p.drain.values()))
         rows.append([f"{p.workers} worker{'s' if p.workers > 1 else ''}",
                      p.cpu_workers / messages * 1000, p.cpu_dev / messages * 1000,
-                     (p.cpu_workers + p.cpu_dev) / messages * 1000,
-                     p.cpu_sandbox / messages * 1000, p.start_seconds,
+                     p.cpu_postgres / messages * 1000,
+                     (p.cpu_workers + p.cpu_dev + p.cpu_postgres) / messages * 1000,
+                     p.cpu_sandbox / messages * 1000,
+                     f"{p.busy_cores:.1f} of {psutil.cpu_count()}", p.start_seconds,
                      f"{p.prepared_by_due}/{p.journeys}",
                      n / p.prepared_seconds if p.prepared_seconds else float("nan")])
-    print(table(["CPU ms per message", "workers", "dev server", "together",
-                 "sandbox (provider)", "scan s", "prepared by due", "prepared per s"], rows))
+    print(table(["CPU ms per message", "workers", "dev server", "PostgreSQL", "together",
+                 "sandbox (provider)", "machine busy cores", "scan s", "prepared by due",
+                 "prepared per s"], rows))
     if len(phases) > 1:
         base = phases[0]
         for p in phases[1:]:
