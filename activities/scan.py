@@ -35,6 +35,7 @@ from domain.calendar import BusinessCalendar
 from domain.ids import JourneyId
 from domain.journey import Preparation
 from domain.models import Customer, Policy, Product, Trigger
+from domain.planner import PlanCache
 from domain.scan import (
     ScanCursor,
     ScanProgress,
@@ -123,6 +124,7 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
     async with pool.acquire() as conn:
         products = await store.load_products(conn)
         calendar = BusinessCalendar(await store.load_calendar_years(conn))
+    plans = PlanCache()  # journeys alike (kind, due date, product, segments) planned once
     pages = (listed_pages(pool, policy_numbers, page_size) if policy_numbers is not None
              else at_risk_pages(pool, as_of, cursor, page_size, max_pages))
     queue: asyncio.Queue[_Start | None] = asyncio.Queue(maxsize=page_size)
@@ -169,7 +171,7 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
             page, trigger = item.page, item.trigger
             try:
                 # Planned here, between the starts' round trips: the journey runs no plan.
-                planned = _planned(item, calendar)
+                planned = _planned(item, calendar, plans)
                 result = await journeys.ensure(trigger, item.product.kind.value,
                                                time_scale=time_scale,
                                                journey_start=journey_start,
@@ -243,7 +245,8 @@ async def _with_facts(pool: asyncpg.Pool, starts: list[_Start],
             else s for s in starts]
 
 
-def _planned(start: _Start, calendar: BusinessCalendar) -> Preparation | None:
+def _planned(start: _Start, calendar: BusinessCalendar,
+             plans: PlanCache) -> Preparation | None:
     """The journey's preparation, as `prepare_journey` would make it; None when it cannot
     be made here (the journey then plans itself, and retries as the activity does)."""
     if start.facts is None:
@@ -254,7 +257,7 @@ def _planned(start: _Start, calendar: BusinessCalendar) -> Preparation | None:
             start.trigger, start.policy.model_copy(update={"member_ids": f.more.member_ids}),
             start.product, f.holder, members=len(f.more.member_ids),
             open_dues=f.more.open_dues, paid_recently=f.more.paid_recently,
-            calendar=calendar, starts_at=f.starts_at)
+            calendar=calendar, starts_at=f.starts_at, plans=plans)
     except ValueError as err:
         log.warning("scan could not plan a journey: it plans itself", extra={
             "policy_number": start.trigger.policy_number, "error": type(err).__name__})
