@@ -62,6 +62,7 @@ Progress = Callable[[str, str], None]  # (policy number, what happened)
 Checkpoint = Callable[[ScanProgress], None]
 
 DEFAULT_PAGE_SIZE = 500
+_ROWS_PER_WRITE = 200  # journeys' rows in one statement
 
 
 @dataclass
@@ -166,6 +167,38 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
         for _ in range(concurrency):
             await queue.put(None)
 
+    def answered(page: _Page, number: str, outcome: str) -> None:
+        page.waiting -= 1
+        settle()
+        report(number, outcome)
+
+    # The rows of journeys planned here, written a batch at a time beside the starts: a
+    # start's slot is free again at its answer, and a page counts as done (the checkpoint)
+    # only once its rows are written.
+    rows: asyncio.Queue[tuple[_Start, Started] | None] = asyncio.Queue()
+
+    async def write() -> None:
+        while True:
+            batch = [await rows.get()]
+            while not rows.empty() and len(batch) < _ROWS_PER_WRITE:
+                batch.append(rows.get_nowait())
+            items = [b for b in batch if b is not None]
+            if items:
+                try:
+                    await _record_starts(pool, items)
+                except Exception as err:
+                    # The journeys run; each one's row is written by its first stage change.
+                    log.warning("scan could not write its journeys' rows", extra={
+                        "journeys": len(items), "error": type(err).__name__})
+                    outcome = f"started; its row not written: {type(err).__name__}"
+                else:
+                    outcome = "started"
+                for item, _ in items:
+                    item.page.started[item.trigger.kind.value] += 1
+                    answered(item.page, item.trigger.policy_number, outcome)
+            if len(items) < len(batch):
+                return
+
     async def start() -> None:
         while (item := await queue.get()) is not None:
             page, trigger = item.page, item.trigger
@@ -176,24 +209,25 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
                                                time_scale=time_scale,
                                                journey_start=journey_start,
                                                wall_anchor=wall_anchor, planned=planned)
-                if result.started and planned is not None:
-                    await _record_start(pool, result, trigger, item.facts.starts_at)
             except Exception as err:  # one bad start must not stop the scan of the rest
                 log.warning("scan could not start a journey", extra={
                     "policy_number": trigger.policy_number, "error": type(err).__name__})
                 page.failed.append(trigger.policy_number)
-                outcome = f"failed: {type(err).__name__}"
-            else:
-                (page.started if result.started else page.running)[trigger.kind.value] += 1
-                outcome = "started" if result.started else "already running"
-            page.waiting -= 1
-            settle()
-            report(trigger.policy_number, outcome)
+                answered(page, trigger.policy_number, f"failed: {type(err).__name__}")
+                continue
+            if result.started and planned is not None:
+                await rows.put((item, result))
+                continue
+            (page.started if result.started else page.running)[trigger.kind.value] += 1
+            answered(page, trigger.policy_number,
+                     "started" if result.started else "already running")
 
     async with asyncio.TaskGroup() as group:
         group.create_task(read())
-        for _ in range(concurrency):
-            group.create_task(start())
+        group.create_task(write())
+        starters = [group.create_task(start()) for _ in range(concurrency)]
+        await asyncio.gather(*starters)
+        await rows.put(None)
     return done
 
 
@@ -264,16 +298,16 @@ def _planned(start: _Start, calendar: BusinessCalendar,
         return None
 
 
-async def _record_start(pool: asyncpg.Pool, started: Started, trigger: Trigger,
-                        starts_at: datetime) -> None:
-    """The row of a journey planned here, which `prepare_journey` would have written: right
-    after the start, the first moment its id is known (should the journey change stage
-    first, `change_stage` writes it)."""
-    handle = started.handle
-    journey = JourneyId.of(handle.id, handle.result_run_id)
+async def _record_starts(pool: asyncpg.Pool, items: list[tuple[_Start, Started]]) -> None:
+    """The rows of journeys planned here, which `prepare_journey` would have written: right
+    after their starts, the first moment their ids are known (should a journey change stage
+    first, `change_stage` writes its row)."""
     async with pool.acquire() as conn:
-        await journey_records.start_journey(conn, str(journey), trigger.policy_number,
-                                            trigger.kind.value, starts_at)
+        await journey_records.start_journeys(conn, [
+            journey_records.JourneyStart(
+                str(JourneyId.of(started.handle.id, started.handle.result_run_id)),
+                item.trigger.policy_number, item.trigger.kind.value, item.facts.starts_at)
+            for item, started in items])
 
 
 async def scan_policies(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
