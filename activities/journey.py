@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from functools import cache
 
 import asyncpg
 from temporalio import activity
@@ -49,7 +50,7 @@ from domain.models import (
     TriggerKind,
 )
 from domain.plan import TZ, CompanyRules
-from domain.planner import plan_journey
+from domain.planner import PlanCache, plan_journey
 from domain.triggers import elderly_from, segments_for
 from domain.verification import RECENT_PAYMENT_DAYS, DataFacts, check_data
 from infra import agent_tasks, deliveries, evidence, journey_records, notes, payments, store
@@ -69,19 +70,30 @@ def _one_retry(errors: list[BaseException]) -> BaseException:
                             next_retry_delay=max(delays) if delays else None)
 
 
+_COMPANY = CompanyRules()
+
+
+@cache
+def _usable() -> dict[str, list[Channel]]:
+    """The channels each message kind has a template for (the default templates)."""
+    return {k.value: available_channels(k) for k in MessageKind}
+
+
 def preparation(trigger: Trigger, policy: Policy, product: Product, holder: Customer, *,
                 members: int, open_dues: Decimal | None, paid_recently: Decimal,
                 calendar: BusinessCalendar, starts_at: datetime,
-                verify: bool = True) -> Preparation:
+                verify: bool = True, plans: PlanCache | None = None) -> Preparation:
     """The journey's plan, the channels each message may use and the data check before the
     first message, from facts read beforehand: by `prepare_journey` for one policy, or by
     the daily scan for a page of them at once (its journeys start planned). Identifiers,
-    dates, channels and rule names only: it goes into the journey's history."""
-    company = CompanyRules()
+    dates, channels and rule names only: it goes into the journey's history. `plans`: a
+    scan's cache, so that journeys alike are planned once."""
+    company = _COMPANY
     start_day = starts_at.astimezone(TZ).date()
     segments = segments_for(policy, product, holder, start_day)
-    plan = plan_journey(trigger, product, segments, calendar, company=company,
-                        starts_at=starts_at, elderly_from=elderly_from(product, holder))
+    plan = (plans.plan if plans is not None else plan_journey)(
+        trigger, product, segments, calendar, company=company, starts_at=starts_at,
+        elderly_from=elderly_from(product, holder))
     rules = product.rules
     anomalies: list[str] = []
     if verify:
@@ -103,7 +115,7 @@ def preparation(trigger: Trigger, policy: Policy, product: Product, holder: Cust
         reinstatable=rules.reinstatable, interest_rate=rules.reinstatement_interest_rate,
         recipients=1 + members, policyholder_id=holder.customer_id,
         fallbacks={s: rules.fallbacks_for(s) for s in (Segment.STANDARD, Segment.ELDERLY)},
-        usable={k.value: available_channels(k) for k in MessageKind},
+        usable=_usable(),
         anomalies=anomalies, hold_until=hold_until,
         max_dial_attempts=company.max_dial_attempts_per_day,
         redial_gap_minutes=company.redial_gap_minutes,

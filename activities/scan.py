@@ -35,6 +35,7 @@ from domain.calendar import BusinessCalendar
 from domain.ids import JourneyId
 from domain.journey import Preparation
 from domain.models import Customer, Policy, Product, Trigger
+from domain.planner import PlanCache
 from domain.scan import (
     ScanCursor,
     ScanProgress,
@@ -61,6 +62,7 @@ Progress = Callable[[str, str], None]  # (policy number, what happened)
 Checkpoint = Callable[[ScanProgress], None]
 
 DEFAULT_PAGE_SIZE = 500
+_ROWS_PER_WRITE = 200  # journeys' rows in one statement
 
 
 @dataclass
@@ -123,6 +125,7 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
     async with pool.acquire() as conn:
         products = await store.load_products(conn)
         calendar = BusinessCalendar(await store.load_calendar_years(conn))
+    plans = PlanCache()  # journeys alike (kind, due date, product, segments) planned once
     pages = (listed_pages(pool, policy_numbers, page_size) if policy_numbers is not None
              else at_risk_pages(pool, as_of, cursor, page_size, max_pages))
     queue: asyncio.Queue[_Start | None] = asyncio.Queue(maxsize=page_size)
@@ -164,34 +167,67 @@ async def scan_pages(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,
         for _ in range(concurrency):
             await queue.put(None)
 
+    def answered(page: _Page, number: str, outcome: str) -> None:
+        page.waiting -= 1
+        settle()
+        report(number, outcome)
+
+    # The rows of journeys planned here, written a batch at a time beside the starts: a
+    # start's slot is free again at its answer, and a page counts as done (the checkpoint)
+    # only once its rows are written.
+    rows: asyncio.Queue[tuple[_Start, Started] | None] = asyncio.Queue()
+
+    async def write() -> None:
+        while True:
+            batch = [await rows.get()]
+            while not rows.empty() and len(batch) < _ROWS_PER_WRITE:
+                batch.append(rows.get_nowait())
+            items = [b for b in batch if b is not None]
+            if items:
+                try:
+                    await _record_starts(pool, items)
+                except Exception as err:
+                    # The journeys run; each one's row is written by its first stage change.
+                    log.warning("scan could not write its journeys' rows", extra={
+                        "journeys": len(items), "error": type(err).__name__})
+                    outcome = f"started; its row not written: {type(err).__name__}"
+                else:
+                    outcome = "started"
+                for item, _ in items:
+                    item.page.started[item.trigger.kind.value] += 1
+                    answered(item.page, item.trigger.policy_number, outcome)
+            if len(items) < len(batch):
+                return
+
     async def start() -> None:
         while (item := await queue.get()) is not None:
             page, trigger = item.page, item.trigger
             try:
                 # Planned here, between the starts' round trips: the journey runs no plan.
-                planned = _planned(item, calendar)
+                planned = _planned(item, calendar, plans)
                 result = await journeys.ensure(trigger, item.product.kind.value,
                                                time_scale=time_scale,
                                                journey_start=journey_start,
                                                wall_anchor=wall_anchor, planned=planned)
-                if result.started and planned is not None:
-                    await _record_start(pool, result, trigger, item.facts.starts_at)
             except Exception as err:  # one bad start must not stop the scan of the rest
                 log.warning("scan could not start a journey", extra={
                     "policy_number": trigger.policy_number, "error": type(err).__name__})
                 page.failed.append(trigger.policy_number)
-                outcome = f"failed: {type(err).__name__}"
-            else:
-                (page.started if result.started else page.running)[trigger.kind.value] += 1
-                outcome = "started" if result.started else "already running"
-            page.waiting -= 1
-            settle()
-            report(trigger.policy_number, outcome)
+                answered(page, trigger.policy_number, f"failed: {type(err).__name__}")
+                continue
+            if result.started and planned is not None:
+                await rows.put((item, result))
+                continue
+            (page.started if result.started else page.running)[trigger.kind.value] += 1
+            answered(page, trigger.policy_number,
+                     "started" if result.started else "already running")
 
     async with asyncio.TaskGroup() as group:
         group.create_task(read())
-        for _ in range(concurrency):
-            group.create_task(start())
+        group.create_task(write())
+        starters = [group.create_task(start()) for _ in range(concurrency)]
+        await asyncio.gather(*starters)
+        await rows.put(None)
     return done
 
 
@@ -243,7 +279,8 @@ async def _with_facts(pool: asyncpg.Pool, starts: list[_Start],
             else s for s in starts]
 
 
-def _planned(start: _Start, calendar: BusinessCalendar) -> Preparation | None:
+def _planned(start: _Start, calendar: BusinessCalendar,
+             plans: PlanCache) -> Preparation | None:
     """The journey's preparation, as `prepare_journey` would make it; None when it cannot
     be made here (the journey then plans itself, and retries as the activity does)."""
     if start.facts is None:
@@ -254,23 +291,23 @@ def _planned(start: _Start, calendar: BusinessCalendar) -> Preparation | None:
             start.trigger, start.policy.model_copy(update={"member_ids": f.more.member_ids}),
             start.product, f.holder, members=len(f.more.member_ids),
             open_dues=f.more.open_dues, paid_recently=f.more.paid_recently,
-            calendar=calendar, starts_at=f.starts_at)
+            calendar=calendar, starts_at=f.starts_at, plans=plans)
     except ValueError as err:
         log.warning("scan could not plan a journey: it plans itself", extra={
             "policy_number": start.trigger.policy_number, "error": type(err).__name__})
         return None
 
 
-async def _record_start(pool: asyncpg.Pool, started: Started, trigger: Trigger,
-                        starts_at: datetime) -> None:
-    """The row of a journey planned here, which `prepare_journey` would have written: right
-    after the start, the first moment its id is known (should the journey change stage
-    first, `change_stage` writes it)."""
-    handle = started.handle
-    journey = JourneyId.of(handle.id, handle.result_run_id)
+async def _record_starts(pool: asyncpg.Pool, items: list[tuple[_Start, Started]]) -> None:
+    """The rows of journeys planned here, which `prepare_journey` would have written: right
+    after their starts, the first moment their ids are known (should a journey change stage
+    first, `change_stage` writes its row)."""
     async with pool.acquire() as conn:
-        await journey_records.start_journey(conn, str(journey), trigger.policy_number,
-                                            trigger.kind.value, starts_at)
+        await journey_records.start_journeys(conn, [
+            journey_records.JourneyStart(
+                str(JourneyId.of(started.handle.id, started.handle.result_run_id)),
+                item.trigger.policy_number, item.trigger.kind.value, item.facts.starts_at)
+            for item, started in items])
 
 
 async def scan_policies(pool: asyncpg.Pool, journeys: Journeys, as_of: date, *,

@@ -3,8 +3,11 @@
 Loads N policies (a third at risk: overdue premiums, failed debits, unpaid renewals and a
 few rescissions; a third paid; a third not yet due) into an embedded PostgreSQL, starts a
 Temporal dev server (both deleted afterwards), and for each concurrency times:
-- the baseline: the journeys' starts straight from the client, their inputs computed
-  beforehand (no database, no rule), `c` in flight at once;
+- the baseline: the same journeys' starts straight from the client, `c` in flight at once:
+  the very requests the scan sends (each journey's planned preparation in its input, its
+  search attributes, the same clock), captured beforehand by a dry scan of the side's own
+  database whose client records instead of starting, so that only the scan's own work
+  (pages, rule, planning, the journeys' rows) tells the two sides apart;
 - the scan: `activities.scan.scan_policies`, as `lapse scan` runs it (pages of the at-risk
   set, the rule, `c` starts in flight), on a pool of 4 connections as the command has.
 No worker runs, so the server only records the starts. Every run starts journeys never
@@ -36,7 +39,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import asyncpg
@@ -49,15 +52,16 @@ from temporalio.service import RPCError  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.scan import scan_policies  # noqa: E402
-from contract import WORKFLOW_TYPE  # noqa: E402
-from domain.journey import JourneyInput  # noqa: E402
+from contract import WORKFLOW_TYPE, workflow_id  # noqa: E402
+from domain.journey import JourneyInput, Preparation  # noqa: E402
+from domain.models import Trigger  # noqa: E402
 from domain.policy_file import parse_policy_file  # noqa: E402
 from domain.scan import SkipReason, classify  # noqa: E402
 from infra import store  # noqa: E402
 from infra.codec import data_converter  # noqa: E402
 from infra.db import connect_pool, create_database, dsn_with_database  # noqa: E402
 from infra.embedded import TEMPORAL_BIN, EmbeddedPostgres  # noqa: E402
-from infra.journeys import Journeys  # noqa: E402
+from infra.journeys import Journeys, Started  # noqa: E402
 from infra.migrate import migrate  # noqa: E402
 from infra.settings import parse_payload_keys  # noqa: E402
 from infra.temporal import SEARCH_ATTRIBUTES  # noqa: E402
@@ -109,20 +113,53 @@ async def terminate_all(journeys: Journeys, numbers: list[str]) -> None:
     await asyncio.gather(*(one(n) for n in numbers))
 
 
-async def baseline(journeys: Journeys, starts: list[tuple], concurrency: int) -> float:
-    """Raw client starts of the journeys, inputs ready; returns the seconds taken."""
+@dataclass(frozen=True)
+class StartRequest:
+    """One journey start as the scan asks for it (`Journeys.ensure`'s arguments)."""
+
+    trigger: Trigger
+    product_kind: str
+    time_scale: float
+    journey_start: datetime | None
+    wall_anchor: datetime | None
+    planned: Preparation | None
+
+
+class RecordingJourneys(Journeys):
+    """A journeys client that records the scan's starts instead of sending them: each
+    start answers "already running", so the dry scan writes no journey row either."""
+
+    def __init__(self, client, task_queue: str):
+        super().__init__(client, task_queue)
+        self.requests: list[StartRequest] = []
+
+    async def ensure(self, trigger, product_kind, time_scale=1.0, journey_start=None,
+                     wall_anchor=None, planned=None) -> Started:
+        self.requests.append(StartRequest(trigger, product_kind, time_scale, journey_start,
+                                          wall_anchor, planned))
+        return Started(self.client.get_workflow_handle(workflow_id(trigger.policy_number)),
+                       False)
+
+
+async def baseline(journeys: Journeys, starts: list[StartRequest], concurrency: int) -> float:
+    """Raw client starts of the scan's own requests, made ready beforehand; returns the
+    seconds taken."""
     gate = asyncio.Semaphore(concurrency)
     client = journeys.client
 
-    async def one(trigger, kind) -> None:
+    async def one(r: StartRequest) -> None:
         async with gate:
             await client.start_workflow(
-                WORKFLOW_TYPE, JourneyInput(trigger=trigger),
+                WORKFLOW_TYPE,
+                JourneyInput(trigger=r.trigger, journey_start=r.journey_start,
+                             wall_anchor=r.wall_anchor, time_scale=r.time_scale,
+                             preparation=r.planned),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                **journeys.start_options(trigger, kind))
+                **journeys.start_options(r.trigger, r.product_kind, r.planned,
+                                         r.journey_start or r.wall_anchor))
 
     began = time.perf_counter()
-    await asyncio.gather(*(one(t, k) for t, k in starts))
+    await asyncio.gather(*(one(r) for r in starts))
     return time.perf_counter() - began
 
 
@@ -158,29 +195,38 @@ class Side:
 
     name: str
     numbers: list[str]
-    starts: list[tuple]
+    starts: list[StartRequest]
     pool: asyncpg.Pool | None = None
 
 
-async def prepare(postgres: EmbeddedPostgres, side: str, run: int, count: int) -> Side:
+async def prepare(postgres: EmbeddedPostgres, client, side: str, run: int,
+                  count: int) -> Side:
+    """A run's own policies in a database of its own; for the baseline, the scan's
+    requests over them, recorded by a dry scan (the database is then closed)."""
     prefix = f"B{run:02d}-"
     parsed = parse_policy_file(policy_lines(count, prefix))
-    found = [(p.policy_number, classify(p, parsed.products[p.product_code], AS_OF))
-             for p in parsed.policies.values()]
-    starts = [(t, parsed.products[parsed.policies[n].product_code].kind.value)
-              for n, t in found if not isinstance(t, SkipReason)]
-    pool = None
-    if side == "scan":
-        database = f"scan_{run:02d}"
-        await create_database(postgres.server_dsn, database)
-        dsn = dsn_with_database(postgres.server_dsn, database)
-        await migrate(dsn)
-        pool = await connect_pool(dsn, max_size=4)  # as `lapse scan` has
-        async with pool.acquire() as conn:
-            await store.save_policy_file(conn, parsed)
-            await store.ensure_calendar_seeded(conn)
-            await conn.execute("VACUUM ANALYZE")
-    return Side(side, [t.policy_number for t, _ in starts], starts, pool)
+    expected = sorted(p.policy_number for p in parsed.policies.values()
+                      if not isinstance(classify(p, parsed.products[p.product_code], AS_OF),
+                                        SkipReason))
+    database = f"{side}_{run:02d}"
+    await create_database(postgres.server_dsn, database)
+    dsn = dsn_with_database(postgres.server_dsn, database)
+    await migrate(dsn)
+    pool = await connect_pool(dsn, max_size=4)  # as `lapse scan` has
+    async with pool.acquire() as conn:
+        await store.save_policy_file(conn, parsed)
+        await store.ensure_calendar_seeded(conn)
+        await conn.execute("VACUUM ANALYZE")
+    starts: list[StartRequest] = []
+    if side == "baseline":
+        recorder = RecordingJourneys(client, QUEUE)
+        await scan_policies(pool, recorder, AS_OF)
+        starts = recorder.requests
+        assert sorted(r.trigger.policy_number for r in starts) == expected, "dry scan"
+        assert all(r.planned is not None for r in starts), "a start the scan did not plan"
+        await pool.close()
+        pool = None
+    return Side(side, expected, starts, pool)
 
 
 async def run(args: argparse.Namespace, parent: Path) -> None:
@@ -198,8 +244,8 @@ async def run(args: argparse.Namespace, parent: Path) -> None:
                     for side in (("baseline", "scan") if r % 2 == 0 else ("scan", "baseline")):
                         plan.append((c, r, side))
             for k, (_, _, side) in enumerate(plan):
-                sides.append(await prepare(postgres, side, k, args.policies))
-            at_risk = len(sides[0].starts)
+                sides.append(await prepare(postgres, env.client, side, k, args.policies))
+            at_risk = len(sides[0].numbers)
             print(f"loaded {args.policies:,} policies ({at_risk:,} at risk on {AS_OF}) for each "
                   f"of {len(plan)} runs, each under its own numbers, in "
                   f"{time.perf_counter() - began:.1f} s")
@@ -248,6 +294,8 @@ async def run(args: argparse.Namespace, parent: Path) -> None:
                       f"{at_risk * len(scan_s) / sum(scan_s):>8.1f} {GOAL:>6.2f} {ratio:>6.2f}"
                       f"  {' '.join(f'{p:.2f}' for p in pairs)}; {at_risk / min(base_s):.1f}, "
                       f"{at_risk / min(scan_s):.1f}  {'met' if ratio >= GOAL else 'NOT met'}")
+            print("both sides start the same requests (each journey planned, 5 KB or so of "
+                  "input); the scan adds its pages, rule, planning and journeys' rows")
             print(f"policies read by the scan: the at-risk set only ({at_risk:,} of "
                   f"{args.policies:,}); one query per page")
             print(f"load average at the start {load_before} and now "

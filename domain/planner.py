@@ -82,6 +82,36 @@ def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
     )
 
 
+class PlanCache:
+    """The plans of journeys that differ only by policy, made once: a scan plans thousands
+    of journeys whose trigger kind, due date, product, segments, clock and elderly day are
+    the same, and `plan_journey` reads nothing else of them (the policy number is only
+    copied into the plan). One cache is kept for one scan; a product, calendar or company
+    rules other than the ones a plan was made with (not the same object, or not equal)
+    make a new plan."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple, tuple[Product, BusinessCalendar, CompanyRules,
+                                       JourneyPlan]] = {}
+        self.made = 0  # the plans actually made; the rest were copies
+
+    def plan(self, trigger: Trigger, product: Product, segments: set[Segment],
+             calendar: BusinessCalendar, company: CompanyRules = _COMPANY_DEFAULTS,
+             starts_at: datetime | None = None,
+             elderly_from: date | None = None) -> JourneyPlan:
+        key = (trigger.kind, trigger.due_date, product.code, frozenset(segments), starts_at,
+               elderly_from)
+        found = self._plans.get(key)
+        if (found is not None and found[0] is product and found[1] is calendar
+                and (found[2] is company or found[2] == company)):
+            return found[3].model_copy(update={"policy_number": trigger.policy_number})
+        plan = plan_journey(trigger, product, segments, calendar, company, starts_at,
+                            elderly_from)
+        self.made += 1
+        self._plans[key] = (product, calendar, company, plan)
+        return plan
+
+
 class _Planner:
     def __init__(self, product: Product, segments: set[Segment], calendar: BusinessCalendar,
                  company: CompanyRules, elderly_from: date | None = None) -> None:

@@ -15,6 +15,12 @@ _START = """
 INSERT INTO journeys (journey_id, policy_number, trigger, started_at, stage)
 VALUES ($1, $2, $3, $4, 'at_risk') ON CONFLICT (journey_id) DO NOTHING
 """
+_STARTS = """
+INSERT INTO journeys (journey_id, policy_number, trigger, started_at, stage)
+SELECT j, p, t, s, 'at_risk' FROM unnest($1::text[], $2::text[], $3::text[],
+                                          $4::timestamptz[]) AS x (j, p, t, s)
+ON CONFLICT (journey_id) DO NOTHING
+"""
 _STAGE = """
 UPDATE journeys SET stage = $2, outcome = COALESCE($3, outcome),
        lapsed_at = CASE WHEN $2 = 'lapsed' AND lapsed_at IS NULL THEN $4 ELSE lapsed_at END,
@@ -27,6 +33,21 @@ async def start_journey(conn: asyncpg.Connection, journey_id: str, policy_number
                         trigger: str, started_at: datetime) -> None:
     """The journey's row, once (a retried plan finds it)."""
     await conn.execute(_START, journey_id, policy_number, trigger, started_at)
+
+
+@dataclass(frozen=True)
+class JourneyStart:
+    journey_id: str
+    policy_number: str
+    trigger: str
+    started_at: datetime
+
+
+async def start_journeys(conn: asyncpg.Connection, starts: list[JourneyStart]) -> None:
+    """Journeys' rows in one statement (the scan's page), each once."""
+    await conn.execute(_STARTS, [s.journey_id for s in starts],
+                       [s.policy_number for s in starts], [s.trigger for s in starts],
+                       [s.started_at for s in starts])
 
 
 async def set_stage(conn: asyncpg.Connection, journey_id: str, stage: str,

@@ -15,6 +15,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.scan import ScanActivities, scan_pages, scan_policies
 from commands.scan import install_schedule
 from commands.schedules import schedule_info
+from contract import workflow_id
+from domain.ids import JourneyId
 from domain.journey import Outcome
 from domain.policy_file import parse_policy_file
 from domain.scan import (
@@ -102,6 +104,16 @@ async def test_scan_reads_only_the_at_risk_set_in_pages_and_reruns_idempotently(
         assert first.read == AT_RISK and first.skipped == {}
         assert first.pages == 6
         assert sorted(seen) == sorted(f"{prefix}-{n}" for n in _at_risk_numbers())
+        # Each journey planned here has its row, under its run's id, once the scan is done
+        # (written a batch at a time beside the starts).
+        rows = {r["policy_number"]: r for r in await pool.fetch(
+            "SELECT policy_number, journey_id, stage FROM journeys "
+            "WHERE policy_number = ANY($1::text[])", numbers)}
+        assert sorted(rows) == sorted(seen)
+        run = (await journeys.handle(f"{prefix}-P2026000002").describe()).run_id
+        assert rows[f"{prefix}-P2026000002"]["journey_id"] == str(
+            JourneyId.of(workflow_id(f"{prefix}-P2026000002"), run))
+        assert {r["stage"] for r in rows.values()} == {"at_risk"}
 
         again = await scan_policies(pool, journeys, AS_OF, concurrency=4)
         assert again.started == {}

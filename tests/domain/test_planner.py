@@ -5,6 +5,8 @@ from datetime import date, datetime, time
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from commands.plan_view import plan_json, plan_table
@@ -22,7 +24,7 @@ from domain.models import (
     TriggerKind,
 )
 from domain.plan import TZ, CompanyRules, JourneyPlan, SendWindow
-from domain.planner import plan_journey
+from domain.planner import PlanCache, plan_journey
 from tests.calendar_helpers import CAL, CAL_2027
 
 NO_2027 = fallback_warning(2027)
@@ -371,3 +373,45 @@ def test_plan_views():
     assert "voice 09:00, letter, sms" in table
     assert f"[1] {NO_2027}" in table
     assert JourneyPlan.model_validate(json.loads(plan_json(plan))) == plan
+
+
+_JOURNEYS = st.lists(st.tuples(
+    st.sampled_from(["P2026000001", "P2026000002", "P2026000003"]),
+    st.sampled_from([TriggerKind.PREMIUM_OVERDUE, TriggerKind.RENEWAL_UNPAID,
+                     TriggerKind.RESCISSION]),
+    st.dates(min_value=date(2026, 1, 1), max_value=date(2026, 12, 31)),
+    st.sampled_from(["long", "short"]),
+    st.sampled_from([frozenset(STANDARD), frozenset({Segment.ELDERLY}),
+                     frozenset({Segment.STANDARD, Segment.HARDSHIP})]),
+    st.sampled_from([None, at(2026, 6, 1, 9, 0), at(2026, 9, 30, 20, 0)]),
+    st.sampled_from([None, date(2026, 8, 1)])), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(journeys=_JOURNEYS)
+def test_a_scans_plan_cache_plans_each_journey_as_planning_it_alone_would(journeys):
+    """The scan plans journeys alike once (`PlanCache`): whatever the order and the mix,
+    each journey gets the plan `plan_journey` makes for it alone, its own policy number
+    included, never a neighbour's."""
+    products = {"long": long_term(), "short": short_term()}
+    cache = PlanCache()
+    for number, kind, due, product, segments, starts_at, elderly in journeys:
+        extra = {"rescission_reason": "fraud"} if kind is TriggerKind.RESCISSION else {}
+        t = trigger(due, kind, **extra).model_copy(update={"policy_number": number})
+        args = (t, products[product], set(segments), CAL_2027, CompanyRules(), starts_at,
+                elderly)
+        assert cache.plan(*args) == plan_journey(*args)
+    shapes = {(k, d, p, s, a, e) for _, k, d, p, s, a, e in journeys}
+    assert cache.made == len(shapes)
+
+
+def test_a_plan_cache_plans_again_for_other_rules():
+    cache = PlanCache()
+    t = trigger(date(2026, 9, 25))
+    first = cache.plan(t, long_term(), STANDARD, CAL_2027)
+    other = long_term(grace_days=30)  # the same product code, other rules
+    assert cache.plan(t, other, STANDARD, CAL_2027) == plan_journey(t, other, STANDARD, CAL_2027)
+    assert cache.plan(t, long_term(), STANDARD, CAL) == plan_journey(t, long_term(), STANDARD,
+                                                                     CAL)
+    assert cache.made == 3 and first.lapses_on != cache.plan(t, other, STANDARD,
+                                                             CAL_2027).lapses_on
