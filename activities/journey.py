@@ -168,19 +168,24 @@ class JourneyActivities:
         meanwhile: nothing goes out, the answer says how the journey ends), then send on
         every channel at once. Each channel keeps its own records; an attempt that leaves a
         channel to try again is retried as a whole, and what a channel already settled is
-        read back from its records, never sent twice."""
+        read back from its records, never sent twice. The answer carries the check: what
+        the ledger says is owed, which the journey keeps and the messages state."""
+        check = None
+        sends = req.sends
         if req.recheck_stage is not None:
             check = await self._check(req.sends[0].policy_number)
             stop = recheck_outcome(req.recheck_stage, check.status, check.outstanding)
             if stop is not None:
                 return MilestoneSent(stop=stop, check=check)
+            # The message says what the ledger says is owed now, which the journey keeps.
+            sends = [s.model_copy(update={"outstanding": check.outstanding}) for s in sends]
         delivery = Delivery(self._pool, self._senders)
-        results = await asyncio.gather(*(delivery.send(s) for s in req.sends),
+        results = await asyncio.gather(*(delivery.send(s) for s in sends),
                                        return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise _one_retry(errors)
-        return MilestoneSent(outcomes=list(results))
+        return MilestoneSent(check=check, outcomes=list(results))
 
     async def _check(self, policy_number: str) -> PolicyCheck:
         async with self._pool.acquire() as conn:

@@ -96,7 +96,9 @@ class PaymentAnswer(Model):
 class PaymentStored(Model):
     """What the ledger says about a payment: `new` (stored now, `amount` as stored),
     `duplicate` (this policy's transaction, stored before) or `conflict` (the transaction
-    id belongs to another policy: nothing stored). `owed`: what the ledger still owes."""
+    id belongs to another policy: nothing stored). `owed`: what the ledger says is owed
+    after the store, whatever the outcome (`infra.payments.standing`: what fell due by the
+    policy's due date and is unpaid)."""
 
     outcome: Literal["new", "duplicate", "conflict"]
     amount: Decimal
@@ -311,7 +313,8 @@ class MilestoneSend(Model):
 
 class MilestoneSent(Model):
     """What a milestone's activity did: `stop` when the re-check ended the journey (nothing
-    was sent), else one outcome per request, in order."""
+    was sent), else one outcome per request, in order; `check`, the policy as re-read
+    (None when it was not), whose `outstanding` the journey keeps as the ledger's word."""
 
     stop: Outcome | None = None
     check: PolicyCheck | None = None
@@ -391,7 +394,11 @@ class JourneyState(Model):
     stage: Stage
     outcome: Outcome | None = None
     next_index: int
-    amount_paid: Decimal
+    amount_paid: Decimal  # what this journey's payments stored (shown, never decides)
+    # The ledger's latest reading of what is owed (`infra.payments.standing`): the
+    # trigger's amount at the start (the scan's reading), then every stored payment's and
+    # every milestone re-check's.
+    owed: Decimal
     transactions: list[str]
     debit_failures: list[DebitFailure]
     segments: list[Segment]

@@ -99,6 +99,7 @@ class PaymentResult(BaseModel):
     journey_running: bool
     accepted: bool
     outcome: PaymentOutcome
+    # What the ledger says is owed after it (`infra.payments.standing`), journey or not.
     outstanding: Decimal
 
 

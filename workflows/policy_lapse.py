@@ -74,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         NotificationStatus,
         PolicyStatus,
         Segment,
+        TriggerKind,
     )
     from domain.plan import TZ, PlannedMilestone
     from domain.reinstatement import Due, ReinstatementQuote, journey_quote
@@ -179,6 +180,7 @@ class PolicyLapseWorkflow:
             if inp.trigger.debit_failure else []
         return JourneyState(
             prep=prep, stage=Stage.AT_RISK, next_index=0, amount_paid=Decimal("0"),
+            owed=inp.trigger.amount_due,
             transactions=[], debit_failures=failures, segments=list(prep.plan.segments),
             notifications=[], inquiries=[], undelivered=[], application_id=None,
             journey_anchor=start, wall_anchor=self._wall_anchor(inp, now))
@@ -489,6 +491,8 @@ class PolicyLapseWorkflow:
             sent = MilestoneSent(outcomes=[
                 SendOutcome(channel=r.channel, sent=0, failed=[self._s.prep.policyholder_id])
                 for r in reqs])
+        if sent.check is not None:
+            self._read_ledger(sent.check.outstanding)
         if sent.stop is not None:
             return sent.stop, []
         results: list[tuple[RecipientScope, list[SendOutcome]]] = []
@@ -803,6 +807,7 @@ class PolicyLapseWorkflow:
             PaymentRecord(policy_number=self._input.trigger.policy_number, payment=payment,
                           journey_id=self._journey_id()),
             summary=f"record payment {payment.transaction_id}", **DB_CALL)
+        self._read_ledger(stored.owed)
         if stored.outcome == "conflict":
             raise ApplicationError("the transaction id is already recorded for another "
                                    "policy", type="TransactionConflict", non_retryable=True)
@@ -814,6 +819,8 @@ class PolicyLapseWorkflow:
         payment = payment.model_copy(update={"amount": stored.amount})
         self._payment = payment
         s.amount_paid += stored.amount
+        # What it does follows from what the ledger says is owed now, never from a tally
+        # of the journey's own payments: the ledger also knows what reached it otherwise.
         outcome = payment_outcome(self._input.trigger.kind, s.stage, self._outstanding())
         if outcome is PaymentOutcome.PAID_IN_FULL:
             self._close(Outcome.PAID)
@@ -1055,7 +1062,14 @@ class PolicyLapseWorkflow:
         return workflow.now() + max(ahead, timedelta(0))
 
     def _outstanding(self) -> Decimal:
-        return max(Decimal("0"), self._input.trigger.amount_due - self._s.amount_paid)
+        """What is owed: the ledger's latest reading."""
+        return self._s.owed
+
+    def _read_ledger(self, owed: Decimal) -> None:
+        """Keep the ledger's reading of what is owed. A rescission is not about a premium
+        (its trigger owes nothing): what the ledger says does not change what it shows."""
+        if self._input.trigger.kind is not TriggerKind.RESCISSION:
+            self._s.owed = owed
 
     def _next_milestone(self) -> NextMilestone | None:
         s = self._s
@@ -1074,10 +1088,12 @@ class PolicyLapseWorkflow:
                 or today > plan.reinstatement_deadline):
             return None
         # Every premium unpaid today, each with interest from its own due date (a payment
-        # after lapse counts). The journey knows the trigger's due; no schedule yet.
+        # after lapse counts): what the ledger last said is owed, from the trigger's due
+        # date. No schedule yet.
         trigger = self._input.trigger
-        due = Due(due_date=trigger.due_date, amount=trigger.amount_due)
-        return journey_quote(open_dues=[due], schedule=None, paid=s.amount_paid,
+        owed = self._outstanding()
+        dues = [Due(due_date=trigger.due_date, amount=owed)] if owed > 0 else []
+        return journey_quote(open_dues=dues, schedule=None, paid=Decimal("0"),
                              rate=s.prep.interest_rate, on=today,
                              insurer_fault=trigger.insurer_fault,
                              deadline=plan.reinstatement_deadline)

@@ -94,6 +94,23 @@ async def test_another_policys_transaction_is_refused_with_and_without_a_journey
     assert (await sent_records(sample, STANDARD))[("payment_confirmation", "sms")] == 0
 
 
+async def test_without_a_journey_the_answer_is_what_the_ledger_says_is_owed(
+        time_skipping_env, sample):
+    # A policy whose file lists no dues owes its premium: a part-payment leaves the rest.
+    await load_sample(sample, [*HELD_LINES, json.dumps({
+        "record": "policy", "policy_number": "P2026009002", "product_code": "LT-WL01",
+        "policyholder_id": "C0001", "effective_date": "2020-11-20", "premium": "3600.00",
+        "due_date": "2026-11-20", "payment_method": {"kind": "manual"}})])
+    payments = PaymentSystem(Journeys(time_skipping_env.client, "unused"), sample)
+    first = await payments.payment_received("P2026009002", pay("1000.00", "T-ND1"))
+    assert (first.journey_running, first.outcome, first.outstanding) == (
+        False, "recorded_without_journey", Decimal("2600.00"))
+    again = await payments.payment_received("P2026009002", pay("1000.00", "T-ND1"))
+    assert (again.outcome, again.outstanding) == ("duplicate", Decimal("2600.00"))
+    rest = await payments.payment_received("P2026009002", pay("2600.00", "T-ND2"))
+    assert rest.outstanding == Decimal("0")
+
+
 async def test_a_crafted_failure_never_sends_another_customers_details(time_skipping_env,
                                                                          sample):
     sender = ProviderDouble()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -86,6 +87,34 @@ async def test_a_premium_paid_through_another_route_ends_the_journey_before_it_s
                  if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
     assert "check_policy" not in scheduled
     assert scheduled.count("send_milestone") == 2  # the first reminder, the second's check
+
+
+async def test_what_the_ledger_says_is_owed_decides_the_journey(time_skipping_env, sample):
+    """The insurer's file records part of the premium paid at the counter mid-journey:
+    the next reminder asks for the rest, and the customer who pays it is paid in full.
+    Before, the journey counted only its own payments: it went on asking for ¥3,600.00,
+    and took ¥2,600.00 as a partial payment with ¥1,000.00 still to pay."""
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        while (await handle.query(PolicyLapseWorkflow.status)).next_milestone.name \
+                != "second_reminder":
+            await time_skipping_env.sleep(60)
+        await sample.execute("UPDATE premium_dues SET paid_amount = 1000.00 "
+                             "WHERE policy_number = $1", STANDARD)
+        before = await handle.query(PolicyLapseWorkflow.status)
+        await time_skipping_env.sleep(before.next_milestone.at - before.journey_now
+                                      + timedelta(hours=1))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        answer = await handle.execute_update("record_payment", pay("2600.00"),
+                                             result_type=PaymentAnswer)
+        result = await handle.result()
+    assert status.outstanding == Decimal("2600.00")
+    # The second reminder is a call: it says the amount the ledger gave its re-check.
+    [call] = [m.body for m in sender.sent if "/second_reminder/" in m.notification_id]
+    assert "本期保费两千六百元" in call and "三千六百" not in call
+    assert (answer.outcome, answer.outstanding) == ("paid_in_full", Decimal("0"))
+    assert result.outcome is Outcome.PAID
 
 
 async def test_a_policy_terminated_meanwhile_is_cancelled_and_sent_nothing_more(
