@@ -43,8 +43,7 @@ LATEST_JOURNEY = """
 SELECT * FROM journeys WHERE policy_number = $1 ORDER BY started_at DESC, journey_id LIMIT 1
 """
 MESSAGES = """
-SELECT n.*, report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
-            AND n.recipient_role IN ('policyholder', 'group_employer') AS formal_demand,
+SELECT n.*, report_formal_demand(n.kind, n.recipient_role) AS formal_demand,
        s.address_masked, s.attachment_name, s.attachment,
        q.pdf AS letter_pdf, q.tracking_number, q.handed_over_at,
        (SELECT t.taken_by FROM agent_tasks t WHERE t.notification_id = n.notification_id
