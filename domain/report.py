@@ -123,6 +123,19 @@ def record_kind(key: MilestoneKey, role: Role | str) -> MessageKind:
     return key.kind
 
 
+FORMAL_DEMAND_ROLES = frozenset({Role.POLICYHOLDER, Role.GROUP_EMPLOYER})
+
+
+def is_formal_demand(key: MilestoneKey, role: Role | str) -> bool:
+    """Whether a record is one of the formal demand's: a first reminder (resends and
+    fallbacks included) to the policyholder or the group's employer. The evidence pack
+    decides it from the chained key and role, not from `notifications.kind`, which the
+    evidence chain does not cover; the review's SQL (`report_formal_demand`) says the same
+    over the column."""
+    return (record_kind(key, role) is MessageKind.FIRST_REMINDER
+            and Role(role) in FORMAL_DEMAND_ROLES)
+
+
 def failure_kind(error_code: str | None) -> FailureKind:
     """What a failed record's error code says went wrong: the one place codes are sorted."""
     if error_code in NO_ADDRESS_CODES:
