@@ -32,12 +32,15 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from domain.calendar import add_months  # noqa: E402
+from domain.ids import MilestoneKey as Key  # noqa: E402
+from domain.models import MessageKind as Kind  # noqa: E402
 from domain.plan import TZ  # noqa: E402
 from domain.report import (  # noqa: E402
     DEFAULT_RULES,
     build_report,
     months_ending,
     parse_month,
+    record_kind,
     window,
 )
 from infra.db import connect_pool  # noqa: E402
@@ -69,7 +72,7 @@ CHANNELS = {
 }
 NOTIFICATION_COLUMNS = ("notification_id", "journey_id", "policy_number", "milestone", "channel",
                         "recipient_id", "recipient_role", "status", "error_code", "attempts",
-                        "created_at", "updated_at")
+                        "created_at", "updated_at", "kind")
 EVENT_COLUMNS = ("notification_id", "status", "provider_event_id", "occurred_at")
 BATCH = 100_000
 
@@ -104,7 +107,7 @@ class Seeder:
                                   "card_last4": f"{rng.randrange(10_000):04d}"})))
         return cid, pol
 
-    def _send(self, jid: str, pol: str, cid: str, key: str, channel: str, at: datetime,
+    def _send(self, jid: str, pol: str, cid: str, key: Key, channel: str, at: datetime,
               progress: float, role: str = "policyholder") -> tuple | None:
         if at >= self.now:
             return None
@@ -121,8 +124,9 @@ class Seeder:
             status = "bounced" if channel == "email" else "failed"
             error = rng.choice(errors)
         at += timedelta(seconds=rng.randrange(3600))
+        # The kind as the product writes it with the record (infra/deliveries.py).
         return (f"{jid}/{key}/{channel}/{cid}", jid, pol, key, channel, cid, role, status,
-                error, 1, at, at)
+                error, 1, at, at, record_kind(key, role).value)
 
     def journey(self, n: int) -> list[tuple]:
         """One journey's row and the notification rows of what happened by `now`."""
@@ -148,29 +152,29 @@ class Seeder:
                 self.debits.append((pol, started - 35 * k * day - timedelta(hours=k + 1), 1200,
                                     False, pick(rng, DEBIT_REASONS)))
         if trigger == "rescission":
-            send("rescission_notice", "letter", started + 0.1 * day)
-            send("rescission_notice", "email", started + 0.1 * day)
+            send(Key(Kind.RESCISSION_NOTICE), "letter", started + 0.1 * day)
+            send(Key(Kind.RESCISSION_NOTICE), "email", started + 0.1 * day)
             closed, outcome = started + 10 * day, "rescinded"
         else:
-            send("first_reminder", "sms", started + day)
-            send("first_reminder", "wechat", started + day)
+            send(Key(Kind.FIRST_REMINDER), "sms", started + day)
+            send(Key(Kind.FIRST_REMINDER), "wechat", started + day)
             if sends[-1] and sends[-1][7] == "failed" and sends[-2][7] == "failed":
-                send("first_reminder-fallback", "email", started + day)
+                send(Key(Kind.FIRST_REMINDER), "email", started + day)  # the fallback
             fate = rng.random()
             if fate < 0.03:  # terminated meanwhile
                 closed, outcome = started + rng.uniform(3, 30) * day, "cancelled"
             elif fate < 0.45 + 0.1 * progress:
                 closed, outcome = started + rng.uniform(2, 40) * day, "paid"
             else:
-                send("second_reminder", "voice", started + 45 * day)
+                send(Key(Kind.SECOND_REMINDER), "voice", started + 45 * day)
                 if rng.random() < 0.2:
-                    send("second_reminder", "agent_call", started + 45 * day)
+                    send(Key(Kind.SECOND_REMINDER), "agent_call", started + 45 * day)
                 if rng.random() < 0.35:
                     closed, outcome = started + rng.uniform(46, 60) * day, "paid"
                 else:
                     lapsed = started + 61 * day
-                    send("lapse_notice", "sms", lapsed + 0.4 * day)
-                    send("lapse_notice", "letter" if rng.random() < 0.2 else "email",
+                    send(Key(Kind.LAPSE_NOTICE), "sms", lapsed + 0.4 * day)
+                    send(Key(Kind.LAPSE_NOTICE), "letter" if rng.random() < 0.2 else "email",
                          lapsed + 0.4 * day)
                     back = (lapsed + rng.uniform(20, 150) * day
                             if rng.random() < 0.15 + 0.1 * progress else None)
@@ -178,11 +182,11 @@ class Seeder:
                         at = lapsed + 30 * k * day
                         if back and at > back:
                             break
-                        send(f"follow_up_{k}", "sms", at)
+                        send(Key(Kind.FOLLOW_UP, k), "sms", at)
                     if back:
                         closed, outcome = back, "reinstated"
         if outcome == "paid" and closed < self.now:
-            send("payment_confirmation", "sms", closed)
+            send(Key(Kind.PAYMENT_CONFIRMATION), "sms", closed)
         if rng.random() < 0.1:
             received = started + rng.uniform(1, 60) * day
             respond_by = received + day
@@ -395,7 +399,10 @@ async def run(args: argparse.Namespace, parent: Path) -> None:
     seeded = (parent / "postgres" / "PG_VERSION").exists()
     async with EmbeddedPostgres(parent / "postgres",
                                 cleanup_mode="stop" if args.data else "delete") as postgres:
-        await migrate(postgres.dsn)
+        began = time.perf_counter()
+        applied = await migrate(postgres.dsn)
+        if seeded and applied:  # on the kept data: what a migration costs on its tables
+            print(f"migrated {', '.join(applied)} in {time.perf_counter() - began:.1f} s")
         pool = await connect_pool(postgres.dsn, max_size=2)
         baseline_pool = await asyncpg.create_pool(postgres.dsn, min_size=1, max_size=1,
                                                   server_settings=WHOLE_TABLE_READS)

@@ -54,13 +54,13 @@ FROM generate_series(1, $1::int) i
 MESSAGES = """
 INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, channel,
                              recipient_id, recipient_role, template_id, template_version,
-                             body, status, attempts, created_at)
+                             body, status, attempts, created_at, kind)
 SELECT 'lapse-P' || i || '@run/' || m.key || '/C' || i, 'lapse-P' || i || '@run', 'P' || i,
        m.key, m.channel, 'C' || i, 'policyholder', m.key || '.' || m.channel, 1,
        '【安泰人寿】客户' || i || '您好，您的保单尾号' || right(i::text, 4)
        || '保费¥3,600.00已逾期，宽限期至2027年1月19日，期满未缴，保障将中止。'
        || '缴费请点击链接，咨询：400-800-1234',
-       'sending', 1, timestamptz '2026-11-23 10:00+08' + m.n * interval '20 days'
+       'sending', 1, timestamptz '2026-11-23 10:00+08' + m.n * interval '20 days', m.key
 FROM generate_series(1, $1::int) i,
      (VALUES (0, 'first_reminder', 'sms'), (1, 'second_reminder', 'voice'),
              (2, 'lapse_notice', 'sms')) m (n, key, channel)

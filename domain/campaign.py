@@ -23,10 +23,11 @@ from datetime import date, datetime, timedelta
 
 from pydantic import Field
 
+from domain.ids import MilestoneKey
 from domain.models import Channel, Code, MessageKind, Model, PolicyNumber
 from domain.plan import TZ
 
-CAMPAIGN_MILESTONE = MessageKind.BIND_CARD
+CAMPAIGN_MILESTONE = MilestoneKey(MessageKind.BIND_CARD)  # the key of the campaign's messages
 
 
 class CampaignRules(Model):

@@ -17,8 +17,10 @@ Definitions (the numbers a manager reads must mean one thing):
   provider's receipt of an SMS or e-mail, a voice call answered). Elsewhere (WeChat, WeCom,
   letters, agent calls) confirmed does not apply: its rate is not a 0 %, it is absent, and
   the overall confirmed rate is over the attempts on confirming channels only.
-- The milestone of a record is its key without resend/fallback/transaction suffixes and
-  without the follow-up month; messages to an emergency contact count on their own.
+- The milestone of a record is its key's message kind, without the follow-up month and
+  whatever suffix repeats it (resend, redial, transaction...); messages to an emergency
+  contact count on their own (`record_kind`, written with each record as
+  `notifications.kind`, migrations/0019_notification_kind.sql).
 - Formal-demand evidence: journeys whose first reminder (any channel, to the
   policyholder or group employer) went out in the month, and of them those whose demand
   was proven delivered by the rule the evidence pack states (domain/evidence.py
@@ -68,6 +70,7 @@ from domain.calendar import add_months
 from domain.campaign import rebound
 from domain.content.masking import mask_card, short_name
 from domain.evidence import DemandRecord, formal_demand
+from domain.ids import MilestoneKey
 from domain.journey import InquiryKind
 from domain.models import (
     ACCEPTED,
@@ -78,6 +81,7 @@ from domain.models import (
     MessageKind,
     Model,
     NotificationStatus,
+    Role,
     TriggerKind,
 )
 from domain.plan import TZ
@@ -107,6 +111,29 @@ CONTENT_RULE_CODES = frozenset({
     "glossary", "nested_brackets", "unbalanced_brackets", "amount_format", "repeated_place",
     "pii_pattern", "not_speakable", "no_variant", "no_template", "unbalanced_element",
     "not_for_product", "missing_context", "content_rule"})
+
+
+def record_kind(key: MilestoneKey, role: Role | str) -> MessageKind:
+    """The message kind a record counts under (its `notifications.kind`, written with the
+    record, the one place it is worked out): its key's kind, whatever the follow-up month
+    or suffix; a message to an emergency contact counts as `emergency_contact`, whatever
+    key it went out under."""
+    if Role(role) is Role.EMERGENCY_CONTACT:
+        return MessageKind.EMERGENCY_CONTACT
+    return key.kind
+
+
+FORMAL_DEMAND_ROLES = frozenset({Role.POLICYHOLDER, Role.GROUP_EMPLOYER})
+
+
+def is_formal_demand(key: MilestoneKey, role: Role | str) -> bool:
+    """Whether a record is one of the formal demand's: a first reminder (resends and
+    fallbacks included) to the policyholder or the group's employer. The evidence pack
+    decides it from the chained key and role, not from `notifications.kind`, which the
+    evidence chain does not cover; the review's SQL (`report_formal_demand`) says the same
+    over the column."""
+    return (record_kind(key, role) is MessageKind.FIRST_REMINDER
+            and Role(role) in FORMAL_DEMAND_ROLES)
 
 
 def failure_kind(error_code: str | None) -> FailureKind:

@@ -13,8 +13,10 @@ import asyncpg
 from pydantic import BaseModel
 
 from domain.content.render import RenderedMessage
+from domain.ids import MilestoneKey
 from domain.journey import SendRequest
 from domain.models import Channel, NotificationStatus, Role
+from domain.report import record_kind
 from domain.suppression import address_key, closed_channels
 from infra import agent_tasks
 
@@ -67,8 +69,9 @@ _WRITE_RECORD = """
 INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, channel,
                            recipient_id, recipient_role, template_id, template_version,
                            subject, body, status, error_code, attempts, provider_ref,
-                           created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $16, $14, COALESCE($15, now()))
+                           created_at, kind)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $16, $14, COALESCE($15, now()),
+        $17)
 ON CONFLICT (notification_id) DO UPDATE SET status = EXCLUDED.status,
     error_code = EXCLUDED.error_code,
     body = CASE WHEN EXCLUDED.status = 'sending' THEN EXCLUDED.body ELSE notifications.body END,
@@ -106,7 +109,7 @@ async def write_record(conn: asyncpg.Connection, notification_id: str, req: Send
             rendered.template_version if rendered else None,
             rendered.subject if rendered else None, rendered.body if rendered else None,
             status, error, provider_ref(notification_id), req.journey_at,
-            1 if attempted else 0)
+            1 if attempted else 0, record_kind(req.milestone_key, role).value)
         await add_event(conn, notification_id, status, error, detail)
 
 
@@ -417,8 +420,8 @@ async def sent_to_since(conn: asyncpg.Connection, customer_id: str, since: datet
 _START_CAMPAIGN_MESSAGE = """
 INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, channel,
                            recipient_id, recipient_role, template_id, template_version,
-                           subject, body, status, attempts, provider_ref)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'sending', 1, $12)
+                           subject, body, status, attempts, provider_ref, kind)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'sending', 1, $12, $13)
 ON CONFLICT (notification_id) DO UPDATE
 SET status = 'sending', attempts = notifications.attempts + 1, updated_at = now()
 WHERE notifications.status = 'queued'
@@ -428,8 +431,8 @@ _STATUS = "SELECT status FROM notifications WHERE notification_id = $1"
 
 
 async def start_campaign_message(conn: asyncpg.Connection, notification_id: str, run: str,
-                                 policy_number: str, milestone: str, channel: Channel,
-                                 recipient_id: str, role: str,
+                                 policy_number: str, milestone: MilestoneKey,
+                                 channel: Channel, recipient_id: str, role: str,
                                  rendered: RenderedMessage | None) -> bool:
     """A campaign's message on record like a journey's, `sending`; False when its record
     exists and is past `queued` (nothing to send)."""
@@ -437,7 +440,8 @@ async def start_campaign_message(conn: asyncpg.Connection, notification_id: str,
         _START_CAMPAIGN_MESSAGE, notification_id, run, policy_number, milestone, channel.value,
         recipient_id, role, rendered and rendered.template_id,
         rendered and rendered.template_version, rendered and rendered.subject,
-        rendered and rendered.body, provider_ref(notification_id)))
+        rendered and rendered.body, provider_ref(notification_id),
+        record_kind(milestone, role).value))
 
 
 async def status_of(conn: asyncpg.Connection, notification_id: str) -> str | None:

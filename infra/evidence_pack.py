@@ -33,7 +33,9 @@ from domain.evidence_pack import (
     code_words,
     on_time,
 )
+from domain.ids import MilestoneKey
 from domain.plan import TZ
+from domain.report import is_formal_demand
 from infra import store
 from infra.evidence import chain_head, snapshot, verify
 from infra.journey_history import RunHistory, read_run
@@ -43,8 +45,7 @@ LATEST_JOURNEY = """
 SELECT * FROM journeys WHERE policy_number = $1 ORDER BY started_at DESC, journey_id LIMIT 1
 """
 MESSAGES = """
-SELECT n.*, report_milestone(n.milestone, n.recipient_role) = 'first_reminder'
-            AND n.recipient_role IN ('policyholder', 'group_employer') AS formal_demand,
+SELECT n.*,
        s.address_masked, s.attachment_name, s.attachment,
        q.pdf AS letter_pdf, q.tracking_number, q.handed_over_at,
        (SELECT t.taken_by FROM agent_tasks t WHERE t.notification_id = n.notification_id
@@ -194,7 +195,8 @@ def _messages(rows, events, stamp) -> tuple[list[PackMessage], list[DemandRecord
                                  code_words=code_words(e["error_code"], n["channel"]),
                                  source="provider" if e["provider"] else "system")
                       for e in history]))
-        if n["formal_demand"]:
+        # From the chained key and role: the kind column is outside the evidence chain.
+        if is_formal_demand(MilestoneKey.parse(n["milestone"]), n["recipient_role"]):
             receipt = next((e for e in reversed(history) if e["status"] == "delivered"), None)
             demand.append(DemandRecord(
                 channel=n["channel"], status=n["status"],

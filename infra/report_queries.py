@@ -3,8 +3,9 @@
 Each monthly query counts one calendar month: $1 and $2 are its bounds (timestamptz, the
 end excluded), so it needs no time-zone arithmetic per row and its plan stays a range
 scan; the window's months are asked one by one. The definitions they implement are in
-domain/report.py; report_milestone() is in migrations/0003_report.sql, the indexes there
-and in 0010_scan_report.sql, the receipts per record in 0013_review_receipts.sql.
+domain/report.py. A record's milestone is its `kind` column, written with the record
+(domain/report.py `record_kind`, migrations/0019_notification_kind.sql, which also holds
+the indexes on it); the receipts per record are in 0013_review_receipts.sql.
 """
 
 from __future__ import annotations
@@ -36,17 +37,11 @@ from domain.report import (
     window,
 )
 
-# Grouped by the stored values first, so that report_milestone() runs once a group, not
-# once a record (its regular expression is most of the cost of a million rows).
+# The record's kind is its milestone (written with it): one index-only range of the month.
 NOTIFICATIONS = """
-SELECT channel, report_milestone(milestone, recipient_role) AS milestone, status, error_code,
-       sum(count)::integer AS count
-FROM (
-    SELECT channel, milestone, recipient_role, status, error_code, count(*) AS count
-    FROM notifications
-    WHERE created_at >= $1 AND created_at < $2
-    GROUP BY 1, 2, 3, 4, 5
-) stored
+SELECT channel, kind AS milestone, status, error_code, count(*)::integer AS count
+FROM notifications
+WHERE created_at >= $1 AND created_at < $2
 GROUP BY 1, 2, 3, 4
 """
 # The trends read a month's delivery rates over every milestone: no milestone to work out.
@@ -114,15 +109,15 @@ GROUP BY trigger
 """
 
 # Reminders stop when the premium is paid, so the journey's latest reminder record is the
-# last milestone reached before the payment.
+# last milestone reached before the payment (a message to an emergency contact is of its
+# own kind, not a reminder).
 PAID_IN_GRACE = """
-SELECT report_milestone(last.milestone, NULL) AS milestone, count(*) AS count
+SELECT last.kind AS milestone, count(*) AS count
 FROM journeys j
 LEFT JOIN LATERAL (
-    SELECT n.milestone
+    SELECT n.kind
     FROM notifications n
-    WHERE n.journey_id = j.journey_id AND n.recipient_role <> 'emergency_contact'
-      AND report_milestone(n.milestone, NULL) IN ('first_reminder', 'second_reminder')
+    WHERE n.journey_id = j.journey_id AND n.kind IN ('first_reminder', 'second_reminder')
     ORDER BY n.created_at DESC
     LIMIT 1
 ) last ON true

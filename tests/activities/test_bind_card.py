@@ -100,8 +100,9 @@ async def test_the_campaign_asks_once_a_month_outside_the_quiet_period(dev_env, 
     # B heard from a journey yesterday.
     await pool.execute(
         "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
-        "channel, recipient_id, recipient_role, status, created_at) VALUES "
-        "($1, 'lapse-x', $2, 'first_reminder', 'sms', $3, 'policyholder', 'sent', $4)",
+        "channel, recipient_id, recipient_role, status, created_at, kind) VALUES "
+        "($1, 'lapse-x', $2, 'first_reminder', 'sms', $3, 'policyholder', 'sent', $4, "
+        "'first_reminder')",
         f"lapse-x/first_reminder/sms/{prefix}B", numbers["B"], f"{prefix}B",
         now - timedelta(days=1))
     queue = f"test-{uuid.uuid4().hex[:8]}"

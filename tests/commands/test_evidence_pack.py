@@ -111,6 +111,16 @@ async def test_the_packs_json_says_what_the_records_say(finished, pool, short_tm
             assert demand["reference"] == sms["provider_message_id"]
             assert demand["at"] == delivered["at"] and delivered["source"] == "provider"
         await render_pages(pdf_path, kind)
+        if kind == "never-paid":
+            # `notifications.kind` is outside the evidence chain: a kind rewritten in the
+            # database does not move the formal demand, which the pack reads from the
+            # chained key and role.
+            changed = await pool.execute(
+                "UPDATE notifications SET kind = 'follow_up' WHERE journey_id = $1 "
+                "AND kind = 'first_reminder'", jid)
+            assert changed != "UPDATE 0"
+            again, _ = await pack_for(pool, finished, kind, short_tmp / "rewritten")
+            assert again["formal_demand"] == demand
 
 
 async def render_pages(pdf_path: Path, kind: str) -> None:

@@ -34,6 +34,7 @@ from domain.report import (
     mask_debit_failure,
     months_ending,
     parse_month,
+    record_kind,
     window,
 )
 from infra.report_queries import fetch_records
@@ -104,7 +105,7 @@ NOTIFICATIONS = [
      at(11, 16)),
     ("J7", "first_reminder", "wechat", "C7", "policyholder", "failed", "invalid_number",
      at(11, 16)),
-    ("J7", "first_reminder-fallback", "email", "C7", "policyholder", "sent", None, at(11, 16)),
+    ("J7", "first_reminder", "email", "C7", "policyholder", "sent", None, at(11, 16)),
     ("J7", "first_reminder-emergency", "sms", "C7.ec", "emergency_contact", "sent", None,
      at(11, 16)),
     ("J8", "first_reminder", "sms", "C5", "group_employer", "delivered", None, at(11, 23)),
@@ -117,7 +118,7 @@ NOTIFICATIONS = [
     ("J3", "lapse_notice", "email", "C3", "policyholder", "failed", None, at(11, 2)),
     ("J4", "lapse_notice", "sms", "C4", "policyholder", "sent", None, at(11, 5)),
     ("J3", "reinstatement_approved", "sms", "C3", "policyholder", "skipped", None, at(11, 20)),
-    ("J4", "payment_after_lapse-TX9", "sms", "C4", "policyholder", "sent", None, at(11, 6)),
+    ("J4", "payment_after_lapse-txn:TX9", "sms", "C4", "policyholder", "sent", None, at(11, 6)),
     # other months of the window, and outside it
     ("J3", "first_reminder", "sms", "C3", "policyholder", "delivered", None, at(9, 2)),
     ("J4", "first_reminder", "sms", "C4", "policyholder", "sent", None, at(9, 6)),
@@ -177,10 +178,10 @@ async def seed_journeys(conn, journeys, notifications) -> None:
     policy_of = {j[0]: j[1] for j in journeys}
     await conn.executemany(
         "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
-        "channel, recipient_id, recipient_role, status, error_code, created_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "channel, recipient_id, recipient_role, status, error_code, created_at, kind) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         [(f"{j}/{key}/{channel}/{who}", j, policy_of[j], key, channel, who, role, status,
-          error, created)
+          error, created, record_kind(MilestoneKey.parse(key), role))
          for j, key, channel, who, role, status, error, created in notifications])
     # The provider's callback that made each of them delivered: the proof the formal-demand
     # figure counts.
@@ -388,7 +389,7 @@ async def test_a_month_of_failures_only(pool):
               at(1, 6, year=2027)),
              ("J20", "first_reminder", "wechat", "C7", "policyholder", "failed",
               "invalid_number", at(1, 6, year=2027)),
-             ("J20", "first_reminder-fallback", "email", "C7", "policyholder", "bounced",
+             ("J20", "first_reminder", "email", "C7", "policyholder", "bounced",
               "mailbox_full", at(1, 6, year=2027))])
     report = await report_for(pool, date(2027, 1, 1))
     assert report.overall == rate(None, None, 3, accepted=0, delivered=0, failed=3,
@@ -413,7 +414,7 @@ async def test_records_not_sent_are_not_provider_failures(pool):
             [("J40", "first_reminder", "sms", "C7", "policyholder", "delivered", None, feb),
              ("J40", "first_reminder", "wechat", "C7", "policyholder", "failed", "no_address",
               feb),
-             ("J40", "first_reminder-fallback", "email", "C7", "policyholder", "failed",
+             ("J40", "first_reminder", "email", "C7", "policyholder", "failed",
               "suppressed", feb),
              ("J40", "second_reminder", "sms", "C7", "policyholder", "failed", "sms_segments",
               feb),

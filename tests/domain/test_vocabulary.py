@@ -1,10 +1,13 @@
 """One word per idea: each word of the vocabulary is one StrEnum, the database's CHECKs
-accept exactly its values, and a milestone key is one typed value that SQL reads alike."""
+accept exactly its values, and a milestone key is one typed value whose kind is written
+with its record, never read back out of its text in SQL."""
 
 from __future__ import annotations
 
+import ast
 import re
 from enum import StrEnum
+from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -35,7 +38,7 @@ from domain.models import (
     ProductKind,
     TriggerKind,
 )
-from domain.report import FAILED, PENDING
+from domain.report import FAILED, PENDING, record_kind
 from domain.voice_menu import CallChoice
 
 # Each column that holds a word of the vocabulary, and the word's type.
@@ -51,6 +54,7 @@ COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("notifications", "status"): NotificationStatus,
     ("notifications", "channel"): Channel,
     ("notifications", "recipient_role"): Role,
+    ("notifications", "kind"): MessageKind,
     ("inquiries", "kind"): InquiryKind,
     ("call_choices", "choice"): CallChoice,
 }
@@ -168,13 +172,71 @@ def test_milestones_are_message_kinds_in_timeline_order():
     assert [k for k in MessageKind if k in MILESTONES] == list(MILESTONES)
 
 
-async def test_sql_reads_a_key_as_the_domain_does(pool):
-    """report_milestone() (migrations/0003_report.sql) is SQL's one reading of a key: the
-    key's message kind, or emergency_contact for a message to the emergency contact."""
-    keys = _keys()
-    for role in (Role.POLICYHOLDER, Role.EMERGENCY_CONTACT):
-        read = await pool.fetch("SELECT k, report_milestone(k, $2) AS kind "
-                                "FROM unnest($1::text[]) k", [str(k) for k in keys], role)
-        expected = {str(k): (MessageKind.EMERGENCY_CONTACT if role is Role.EMERGENCY_CONTACT
-                             else k.kind) for k in keys}
-        assert {r["k"]: r["kind"] for r in read} == expected
+def test_a_record_counts_under_its_keys_kind_or_as_a_message_to_the_emergency_contact():
+    """domain/report.py `record_kind` is the one reading of a key for the review (written
+    with each record as notifications.kind): the key's message kind, whatever its
+    follow-up month or suffix, or emergency_contact for a message to the emergency
+    contact, whatever key it went out under."""
+    for key in _keys():
+        assert record_kind(key, Role.POLICYHOLDER) is key.kind
+        assert record_kind(key, "group_member") is key.kind
+        assert record_kind(key, Role.EMERGENCY_CONTACT) is MessageKind.EMERGENCY_CONTACT
+    assert record_kind(MilestoneKey.parse("follow_up_3-resend:2"), "insured") is \
+        MessageKind.FOLLOW_UP
+
+
+# Reading a key out of its text: a function that cuts or matches text applied to it, a
+# pattern match on it, or the function that did it before 0019.
+_TEXT_FUNCTION = re.compile(r"\b(regexp_\w+|split_part|substr\w*|strpos|position|left|right"
+                            r"|string_to_array|overlay|translate|replace)\s*\(", re.IGNORECASE)
+_PATTERN = re.compile(r"milestone\w*\s*(?:~|!~|(?:NOT\s+)?(?:I?LIKE|SIMILAR TO))", re.IGNORECASE)
+
+
+def _reads_key_text(sql: str) -> list[str]:
+    found = [m[0] for m in _PATTERN.finditer(sql)]
+    if "report_milestone" in sql:
+        found.append("report_milestone")
+    for call in _TEXT_FUNCTION.finditer(sql):
+        depth, end = 1, call.end()
+        while depth and end < len(sql):
+            depth += {"(": 1, ")": -1}.get(sql[end], 0)
+            end += 1
+        if "milestone" in sql[call.end():end]:
+            found.append(sql[call.start():end])
+    return found
+
+
+def test_the_check_sees_a_key_read_out_of_its_text():
+    for sql in ("regexp_replace(split_part(milestone, '-', 1), '_[0-9]+$', '')",
+                "split_part(n.milestone, '-', 1)", "WHERE milestone LIKE 'first%'",
+                "report_milestone(milestone, recipient_role)", "n.milestone ~ '^follow'"):
+        assert _reads_key_text(sql), sql
+    for sql in ("split_part(f, ' ', 1)", "n.milestone = 'reinstatement_refused-application:' "
+                "|| i.inquiry_id", "kind IN ('first_reminder')"):
+        assert not _reads_key_text(sql), sql
+
+
+def test_no_sql_of_the_product_reads_a_key_out_of_its_text():
+    """A record's kind is its `kind` column: no query of infra/ cuts or matches a key."""
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for path in sorted(root.joinpath("infra").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found += [f"{path.relative_to(root)}:{node.lineno}: {r}"
+                          for r in _reads_key_text(node.value)]
+    assert found == []
+
+
+async def test_no_sql_of_the_database_reads_a_key_out_of_its_text(pool):
+    """After every migration (0019 dropped report_milestone()), no function, view, index,
+    trigger or statistics of the schema cuts or matches a key."""
+    definitions = await pool.fetch("""
+        SELECT proname AS name, prosrc AS sql FROM pg_proc
+        WHERE pronamespace = 'public'::regnamespace
+        UNION ALL SELECT viewname, definition FROM pg_views WHERE schemaname = 'public'
+        UNION ALL SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
+        UNION ALL SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal
+        UNION ALL SELECT stxname, pg_get_statisticsobjdef(oid) FROM pg_statistic_ext""")
+    assert {d["name"]: _reads_key_text(d["sql"]) for d in definitions
+            if _reads_key_text(d["sql"])} == {}

@@ -14,6 +14,7 @@ import pytest
 
 from domain.plan import TZ
 from infra.db import connect_pool
+from infra.evidence import verify
 from infra.migrate import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,3 +267,47 @@ async def test_0013_refuses_to_drop_a_last_milestone_that_holds_a_value(empty_db
         await conn.close()
     assert kept == "first_reminder" and receipts is None
     assert (13, "0013_review_receipts") not in await recorded(empty_db_url)
+
+
+async def test_0019_gives_the_records_written_before_it_their_kind(empty_db_url, tmp_path):
+    """After 0019 a record's kind is a column, filled for the records already stored as
+    the review counted them before (suffixes and follow-up months aside, a message to the
+    emergency contact on its own), and their evidence chain is as it was: no new entry,
+    no record that reads as changed."""
+    conn = await _one_policy_before(empty_db_url, tmp_path, 19)
+    keys = [("N1", "first_reminder", "policyholder"), ("N2", "follow_up_3", "policyholder"),
+            ("N3", "first_reminder-resend1", "policyholder"),
+            ("N4", "first_reminder-emergency", "emergency_contact"),
+            ("N5", "payment_after_lapse-TX9", "policyholder"),
+            ("N6", "reinstatement_refused-application:Q1", "policyholder"),
+            ("N7", "second_reminder-redial:2", "group_member")]
+    try:
+        await conn.executemany(
+            "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
+            "channel, recipient_id, recipient_role, status) "
+            "VALUES ($1, 'J1', 'P1', $2, 'sms', 'C1', $3, 'sent')", keys)
+        await conn.execute("UPDATE notifications SET status = 'delivered' WHERE "
+                           "notification_id = 'N1'")
+        chained = await conn.fetch("SELECT * FROM evidence_chain ORDER BY chain_id, seq")
+        facts = await conn.fetch("SELECT * FROM report_first_reminders")
+        pool = await connect_pool(empty_db_url)
+        try:
+            before = (await verify(pool)).breaks
+            assert "0019_notification_kind" in await migrate(empty_db_url)
+            after = (await verify(pool)).breaks
+        finally:
+            await pool.close()
+        kinds = await conn.fetch("SELECT notification_id, kind FROM notifications")
+        assert await conn.fetch("SELECT * FROM evidence_chain ORDER BY chain_id, seq") == chained
+        assert await conn.fetch("SELECT * FROM report_first_reminders") == facts
+        nullable = await conn.fetchval(
+            "SELECT is_nullable FROM information_schema.columns "
+            "WHERE table_name = 'notifications' AND column_name = 'kind'")
+    finally:
+        await conn.close()
+    assert dict(map(tuple, kinds)) == {
+        "N1": "first_reminder", "N2": "follow_up", "N3": "first_reminder",
+        "N4": "emergency_contact", "N5": "payment_after_lapse", "N6": "reinstatement_refused",
+        "N7": "second_reminder"}
+    assert after == before and nullable == "NO"
+    assert not {b.kind for b in after} & {"record_changed", "change_not_allowed"}

@@ -220,8 +220,8 @@ async def test_lapse_callbacks_starts_and_stores_while_temporal_is_unreachable(
     await pool.execute(
         "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
         "channel, recipient_id, recipient_role, status, provider, provider_message_id, "
-        "provider_ref) VALUES ($1, 'lapse-x', $2, 'first_reminder', 'sms', 'C0001', "
-        "'policyholder', 'sent', 'twilio', $3, $4)", nid, POLICY, sid, ref)
+        "provider_ref, kind) VALUES ($1, 'lapse-x', $2, 'first_reminder', 'sms', 'C0001', "
+        "'policyholder', 'sent', 'twilio', $3, $4, 'first_reminder')", nid, POLICY, sid, ref)
     nobody, port = free_ports(2)
     env = clean_env(TEMPORAL_ADDRESS=f"127.0.0.1:{nobody}", DATABASE_URL=db_url,
                     LAPSE_DATA_DIR=str(short_tmp), TWILIO_ACCOUNT_SID=sb.TWILIO_ACCOUNT_SID,

@@ -38,8 +38,9 @@ async def sample(pool):
     await pool.execute(
         "INSERT INTO notifications (notification_id, journey_id, policy_number, milestone, "
         "channel, recipient_id, recipient_role, body, status, provider, provider_message_id, "
-        "provider_ref) VALUES ($1, $2, $3, 'first_reminder', 'sms', 'C0001', 'policyholder', "
-        "'text', 'sent', 'twilio', $4, $5)", NID, NID.split("/")[0], POLICY, SID, REF)
+        "provider_ref, kind) VALUES ($1, $2, $3, 'first_reminder', 'sms', 'C0001', "
+        "'policyholder', 'text', 'sent', 'twilio', $4, $5, 'first_reminder')",
+        NID, NID.split("/")[0], POLICY, SID, REF)
     return pool
 
 
