@@ -5,6 +5,13 @@ Every bench runs on a fresh stack under a private folder in /tmp: the Temporal d
 (headless), an embedded PostgreSQL, `lapse sandbox` and one or more `lapse-worker`
 processes, configured only through the environment the product documents. Everything it
 started is stopped when the bench ends, fails, or is interrupted (Ctrl-C, SIGTERM).
+
+A worker can be given a CPU limit (`start_worker(cpu=0.3)`), as a container's CPU limit
+gives it in production: its own CPU cgroup with a CFS quota of that many cores (cgroup v1's
+`cpu` controller, or cgroup v2's `cpu.max` where the `cpu` controller is enabled; root
+needed), entered before the worker's program starts. The cgroups are removed when the
+stack stops, like its processes; `CpuLimit.stat()` reads the periods in which the quota
+throttled the worker.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import ctypes
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -101,15 +110,26 @@ def _dev_servers() -> list[psutil.Process]:
 
 
 class Child:
-    """A process the bench started (worker, sandbox), its output in a log file."""
+    """A process the bench started (worker, sandbox), its output in a log file; with a
+    CpuLimit, it runs in that cgroup from its first instruction."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path):
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path,
+                 cpu_limit: CpuLimit | None = None):
         self.name = name
         self.log = log
+        self.cpu_limit = cpu_limit
+        procs = str(cpu_limit.path / "cgroup.procs") if cpu_limit else None
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if procs is not None:  # the whole process, its later threads and children too
+                with open(procs, "w") as f:
+                    f.write(str(os.getpid()))
+
         with log.open("ab") as out:
             self.popen = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=_die_with_parent)
+                                          preexec_fn=before_exec)
         self.process = psutil.Process(self.popen.pid)
         self.ended_by_bench = False
 
@@ -149,6 +169,163 @@ class Child:
             return ""
 
 
+@dataclass(frozen=True)
+class Throttling:
+    """A CPU cgroup's CFS counters: periods run, periods the quota throttled, time throttled."""
+    periods: int
+    throttled: int
+    throttled_seconds: float
+
+    def __sub__(self, other: Throttling) -> Throttling:
+        return Throttling(self.periods - other.periods, self.throttled - other.throttled,
+                          self.throttled_seconds - other.throttled_seconds)
+
+    @property
+    def share(self) -> float:
+        """Of the periods the group ran in, the share the quota cut short."""
+        return self.throttled / self.periods if self.periods else math.nan
+
+
+class CpuLimitUnavailable(RuntimeError):
+    pass
+
+
+_PERIOD_US = 100_000
+
+
+def _cgroup_mounts() -> list[tuple[int, Path]]:
+    """(version, mount point) of every cgroup hierarchy that can limit CPU: v1 with the
+    `cpu` controller, then v2 (whose `cpu` controller may still be missing)."""
+    found: list[tuple[int, Path]] = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            point, kind, options = Path(fields[1]), fields[2], fields[3].split(",")
+            if kind == "cgroup" and "cpu" in options:
+                found.append((1, point))
+            elif kind == "cgroup2":
+                found.append((2, point))
+    return sorted(found)
+
+
+def _own_cgroup(version: int) -> str:
+    """This process's cgroup path in the hierarchy of that version (/proc/self/cgroup)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if version == 2 and controllers == "":
+                return path
+            if version == 1 and "cpu" in controllers.split(","):
+                return path
+    return "/"
+
+
+def cpu_cgroup_parent() -> tuple[int, Path]:
+    """Where this machine lets the bench make CPU cgroups: (version, parent folder) under
+    this process's own cgroup (so the limits nest in any the bench runs under). Raises
+    CpuLimitUnavailable saying what was tried."""
+    tried = []
+    for version, mount in _cgroup_mounts():
+        parent = mount / _own_cgroup(version).lstrip("/")
+        if version == 1:
+            if os.access(parent, os.W_OK) and (parent / "cpu.cfs_quota_us").exists():
+                return version, parent
+            tried.append(f"{parent} (cgroup v1 cpu: not writable)")
+            continue
+        controllers = (parent / "cgroup.controllers")
+        if "cpu" not in (controllers.read_text().split() if controllers.exists() else []):
+            tried.append(f"{parent} (cgroup v2: no cpu controller)")
+            continue
+        try:  # the children's cpu.max exists only once the parent hands the controller down
+            (parent / "cgroup.subtree_control").write_text("+cpu")
+            return version, parent
+        except OSError as e:
+            tried.append(f"{parent} (cgroup v2: cannot enable cpu for children: "
+                         f"{e.strerror})")
+    raise CpuLimitUnavailable(
+        "--worker-cpu needs a CPU cgroup the bench can create (as root: cgroup v1's cpu "
+        "controller, or cgroup v2 with the cpu controller); tried: "
+        + ("; ".join(tried) or "no cgroup hierarchy mounted"))
+
+
+class CpuLimit:
+    """A CPU cgroup of its own with a CFS quota of `cores` (0.3: 30 ms of CPU every 100 ms,
+    across all the process's threads), as a container's CPU limit.
+
+        limit = CpuLimit.create("worker-0", 0.3)   # then Child(..., cpu_limit=limit)
+        limit.stat()                                # Throttling(periods, throttled, s)
+        limit.remove()                              # once its processes have ended
+    """
+
+    def __init__(self, version: int, path: Path, cores: float):
+        self.version = version
+        self.path = path
+        self.cores = cores
+
+    @classmethod
+    def create(cls, name: str, cores: float) -> CpuLimit:
+        if not 0.01 <= cores <= (os.cpu_count() or 1):
+            raise ValueError(f"a CPU limit of {cores:g} cores on {os.cpu_count()} cores")
+        version, parent = cpu_cgroup_parent()
+        _remove_stale(parent)
+        path = parent / f"lapse-bench-{os.getpid()}-{name}"
+        path.mkdir()
+        limit = cls(version, path, cores)
+        quota = max(1000, round(cores * _PERIOD_US))
+        try:
+            if version == 1:
+                (path / "cpu.cfs_period_us").write_text(str(_PERIOD_US))
+                (path / "cpu.cfs_quota_us").write_text(str(quota))
+            else:
+                (path / "cpu.max").write_text(f"{quota} {_PERIOD_US}")
+        except OSError:
+            limit.remove()
+            raise
+        return limit
+
+    def stat(self) -> Throttling:
+        values = {}
+        with contextlib.suppress(OSError):
+            for line in (self.path / "cpu.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                values[key] = int(value)
+        throttled = (values.get("throttled_time", 0) / 1e9 if self.version == 1
+                     else values.get("throttled_usec", 0) / 1e6)
+        return Throttling(values.get("nr_periods", 0), values.get("nr_throttled", 0),
+                          throttled)
+
+    def remove(self) -> None:
+        """Remove the cgroup; a process still in it (should a child outlive its stop) is
+        moved to the parent first, since only an empty cgroup can go."""
+        _remove_cgroup(self.path)
+
+
+def _remove_cgroup(path: Path) -> None:
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            with contextlib.suppress(OSError):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    (path.parent / "cgroup.procs").write_text(pid)
+            time.sleep(0.1)
+    print(f"could not remove the cgroup {path}", file=sys.stderr)
+
+
+def _remove_stale(parent: Path) -> None:
+    """The cgroups a bench killed with SIGKILL left behind (its pid gone)."""
+    for path in parent.glob("lapse-bench-*"):
+        m = re.match(r"lapse-bench-(\d+)-", path.name)
+        if m and not psutil.pid_exists(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
 class BenchStack:
     """The embedded stack of one bench run: dev server, PostgreSQL, sandbox, workers.
 
@@ -176,6 +353,7 @@ class BenchStack:
         self._socket_dir: Path | None = None
         self._restarted = False
         self._postgres_down = False
+        self.cpu_limits: list[CpuLimit] = []
 
     async def __aenter__(self) -> BenchStack:
         await start_or_stop(self._start, self._stop)
@@ -219,8 +397,14 @@ class BenchStack:
                                                "--callback-delay", "0"])
         await self._wait_listening(self.sandbox, port)
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
-        child = Child(name, args, env or self.env, self.dir / f"{name}-{len(self.children)}.log")
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None,
+               cpu: float | None = None) -> Child:
+        n = len(self.children)
+        limit = None
+        if cpu is not None:
+            limit = CpuLimit.create(f"{name}-{n}", cpu)
+            self.cpu_limits.append(limit)
+        child = Child(name, args, env or self.env, self.dir / f"{name}-{n}.log", limit)
         self.children.append(child)
         return child
 
@@ -239,11 +423,13 @@ class BenchStack:
                                        ) from None
                 await asyncio.sleep(0.2)
 
-    async def start_worker(self, task_queue: str | None = None) -> Child:
-        """A `lapse-worker` process on the bench's (or the given) task queue, polling."""
+    async def start_worker(self, task_queue: str | None = None, *,
+                           cpu: float | None = None) -> Child:
+        """A `lapse-worker` process on the bench's (or the given) task queue, polling; with
+        `cpu`, in a CPU cgroup of its own limited to that many cores (CpuLimit)."""
         env = dict(self.env)
         env["TEMPORAL_TASK_QUEUE"] = task_queue or self.task_queue
-        worker = self._spawn("worker", [str(BIN / "lapse-worker")], env)
+        worker = self._spawn("worker", [str(BIN / "lapse-worker")], env, cpu=cpu)
         deadline = time.monotonic() + 60
         while "worker started" not in worker.tail(50):
             if not worker.alive:
@@ -385,6 +571,8 @@ class BenchStack:
         for child in reversed(self.children):
             with contextlib.suppress(Exception):
                 await child.stop()
+        for limit in self.cpu_limits:
+            limit.remove()
         if self._http is not None:
             await self._http.close()
         if self.pool is not None:

@@ -16,14 +16,28 @@ machine kept busy meanwhile (other people's work included: a machine with no cor
 spare is the ceiling). The two-worker phase is compared with the one-worker phase of the
 same run. Each phase has its own task queue and customers.
 
+With `--worker-cpu CORES` every `lapse-worker` runs in a CPU cgroup of its own with a CFS
+quota of that many cores, as a container's CPU limit gives it in production (root, cgroup
+v1's `cpu` controller or v2's `cpu.max`; bench/_common.py). The worker is then the ceiling,
+not the machine: with quota q and the worker's CPU per message c, one worker carries q / c
+messages a second, two 2q / c. Per phase the bench prints beside the drain the cores each
+worker used over it against its quota, the share of CFS periods its quota throttled and
+the time throttled (cpu.stat: the quota, not the rate limit or the server, held it back),
+the predicted ceiling per channel (workers x q / c / channels) and the drain against it,
+and the two-worker drain against the one-worker drain (goal: close to 2, the second worker
+raising the ceiling). Pick q so that the capped workers, the dev server, PostgreSQL and the
+sandbox fit in the machine's cores, and rates (`--rates`) above the ceiling.
+
     .venv/bin/python bench/burst.py                        # 2,000 journeys per phase
     .venv/bin/python bench/burst.py --journeys 50 --lead-seconds 40
+    .venv/bin/python bench/burst.py --journeys 300 --worker-cpu 0.3   # each worker 0.3 core
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,8 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     BenchStack,
     Child,
+    CpuLimitUnavailable,
+    Throttling,
     arguments,
     at_shanghai,
+    cpu_cgroup_parent,
     machine,
     parse_at,
     run,
@@ -56,6 +73,7 @@ from infra import store  # noqa: E402
 
 CHANNELS = ("sms", "wechat")
 GOAL_SHARE = 0.9
+GOAL_SCALING = 1.8  # capped workers: two carry at least 90 % of twice what one carries
 
 
 @dataclass
@@ -72,11 +90,24 @@ class Phase:
     cpu_postgres: float = 0.0
     cpu_sandbox: float = 0.0
     busy_cores: float = 0.0  # the whole machine's, over the drain (others' work included)
+    drain_seconds: float = 0.0  # from the due instant to the last first reminder attempted
+    worker_cpu: list[float] = field(default_factory=list)  # each worker's, over the drain
+    throttling: list[Throttling] = field(default_factory=list)  # each capped worker's
     timed_out: bool = False
 
     def rate(self, channel: str) -> float:
         n, first, last = self.drain.get(channel, (0, 0.0, 0.0))
         return (n - 1) / (last - first) if n > 1 and last > first else float("nan")
+
+    @property
+    def messages(self) -> int:
+        return max(1, sum(d[0] for d in self.drain.values()))
+
+    def ceiling(self, cores: float) -> float:
+        """Messages a second per channel that `workers` workers of `cores` each carry at
+        this phase's worker CPU per message."""
+        per_message = self.cpu_workers / self.messages
+        return self.workers * cores / per_message / len(CHANNELS) if per_message else math.nan
 
 
 async def first_reminder_at(stack: BenchStack, number: str, due_day):
@@ -110,7 +141,8 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     await stack.load(lines)
     fr_at, fr_day = await first_reminder_at(stack, numbers[0], due_day)
     queue = f"{stack.task_queue}-{workers}w"
-    procs: list[Child] = [await stack.start_worker(queue) for _ in range(workers)]
+    procs: list[Child] = [await stack.start_worker(queue, cpu=args.worker_cpu)
+                          for _ in range(workers)]
     await stack.clear_outbox()
     lead = args.lead_seconds or max(60.0, n / 4)
     journey_start = fr_at - timedelta(seconds=lead * args.time_scale)
@@ -133,6 +165,8 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     result.prepared_by_due = await count_rows(stack, _PREPARED, numbers)
     cpu = (sum(p.cpu_seconds() for p in procs), stack.dev_server_cpu(),
            stack.sandbox.cpu_seconds(), stack.postgres_cpu())
+    each = [p.cpu_seconds() for p in procs]
+    throttled = [p.cpu_limit.stat() for p in procs if p.cpu_limit]
     wall_due = time.time()
     machine = psutil.cpu_times()
     deadline = time.monotonic() + args.timeout
@@ -145,6 +179,11 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
             result.timed_out = True
             break
         await asyncio.sleep(0.5)
+    result.drain_seconds = time.time() - wall_due
+    result.worker_cpu = [p.cpu_seconds() - before for p, before in zip(procs, each, strict=True)]
+    result.throttling = [p.cpu_limit.stat() - before
+                         for p, before in zip([p for p in procs if p.cpu_limit], throttled,
+                                              strict=True)]
     result.cpu_workers = sum(p.cpu_seconds() for p in procs) - cpu[0]
     result.cpu_dev = stack.dev_server_cpu() - cpu[1]
     result.cpu_sandbox = stack.sandbox.cpu_seconds() - cpu[2]
@@ -161,6 +200,28 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     return result
 
 
+def report_capped(phases: list[Phase], cores: float) -> None:
+    """Each capped worker's use of its quota over the drain, and the ceiling it predicts."""
+    rows = []
+    for p in phases:
+        for i, (used, t) in enumerate(zip(p.worker_cpu, p.throttling, strict=True)):
+            rows.append([f"{p.workers} worker{'s' if p.workers > 1 else ''}: worker {i + 1}",
+                         p.drain_seconds, used / p.drain_seconds if p.drain_seconds else math.nan,
+                         cores, f"{t.throttled}/{t.periods}", t.share, t.throttled_seconds])
+    print(table(["CPU quota over the drain", "drain s", "cores used", "quota",
+                 "throttled periods", "share", "throttled s"], rows))
+    print()
+    rows = []
+    for p in phases:
+        ceiling = p.ceiling(cores)
+        rows.append([f"{p.workers} worker{'s' if p.workers > 1 else ''}",
+                     p.cpu_workers / p.messages * 1000, p.workers * cores, ceiling]
+                    + [p.rate(c) / ceiling for c in CHANNELS])
+    print(table(["predicted ceiling", "worker CPU ms per message", "quota cores",
+                 "per channel /s (quota / CPU per message / 2)"]
+                + [f"{c} drain / ceiling" for c in CHANNELS], rows))
+
+
 def _busy(before, after, seconds: float) -> float:
     """Cores the whole machine kept busy between two psutil.cpu_times()."""
     idle = (after.idle - before.idle) + (getattr(after, "iowait", 0) - getattr(before, "iowait", 0))
@@ -170,8 +231,11 @@ def _busy(before, after, seconds: float) -> float:
 
 def report(phases: list[Phase], args: argparse.Namespace, rates: dict[str, float]) -> None:
     n = args.journeys
+    capped = (f", each worker limited to {args.worker_cpu:g} core (CFS quota)"
+              if args.worker_cpu else "")
     print(f"\n{n:,} first reminders due at one instant per phase, LAPSE_SEND_RATES "
-          f"{args.rates} (shared by the workers), time x{args.time_scale:g} ({machine()})\n")
+          f"{args.rates} (shared by the workers){capped}, time x{args.time_scale:g} "
+          f"({machine()})\n")
     rows = []
     for p in phases:
         for channel in CHANNELS:
@@ -186,7 +250,7 @@ def report(phases: list[Phase], args: argparse.Namespace, rates: dict[str, float
     print()
     rows = []
     for p in phases:
-        messages = max(1, sum(d[0] for d in p.drain.values()))
+        messages = p.messages
         rows.append([f"{p.workers} worker{'s' if p.workers > 1 else ''}",
                      p.cpu_workers / messages * 1000, p.cpu_dev / messages * 1000,
                      p.cpu_postgres / messages * 1000,
@@ -198,11 +262,21 @@ def report(phases: list[Phase], args: argparse.Namespace, rates: dict[str, float
     print(table(["CPU ms per message", "workers", "dev server", "PostgreSQL", "together",
                  "sandbox (provider)", "machine busy cores", "scan s", "prepared by due",
                  "prepared per s"], rows))
+    if args.worker_cpu:
+        print()
+        report_capped(phases, args.worker_cpu)
     if len(phases) > 1:
         base = phases[0]
         for p in phases[1:]:
             ratios = ", ".join(f"{c} {p.rate(c) / base.rate(c):.2f}" for c in CHANNELS)
-            print(f"\n{p.workers} workers against {base.workers} (same run): drain rate {ratios}")
+            goal = ""
+            if args.worker_cpu:
+                ok = all(p.rate(c) / base.rate(c) >= GOAL_SCALING * p.workers / base.workers / 2
+                         for c in CHANNELS)
+                goal = (f" (goal >= {GOAL_SCALING * p.workers / base.workers / 2:g}: the "
+                        f"workers raise the ceiling)   {'ok' if ok else 'BELOW GOAL'}")
+            print(f"\n{p.workers} workers against {base.workers} (same run): drain rate "
+                  f"{ratios}{goal}")
     for p in phases:
         if p.timed_out:
             print(f"\n{p.workers} workers: only {p.attempted} of {len(CHANNELS) * n} first "
@@ -242,9 +316,19 @@ def main() -> None:
                         default=[1, 2], help="worker processes per phase (default 1,2)")
     parser.add_argument("--lead-seconds", type=float, default=None,
                         help="from the scan to the due instant (default journeys/4, >= 60)")
+    parser.add_argument("--worker-cpu", type=float, default=None, metavar="CORES",
+                        help="run each lapse-worker in a CPU cgroup of its own limited to "
+                        "CORES (e.g. 0.3), as a container's CPU limit; root")
     args = parser.parse_args()
     if len(args.workers) > 6:
         parser.error("--workers: at most 6 phases")
+    if args.worker_cpu is not None:
+        if not 0.01 <= args.worker_cpu <= (psutil.cpu_count() or 1):
+            parser.error(f"--worker-cpu: between 0.01 and {psutil.cpu_count()} cores")
+        try:
+            cpu_cgroup_parent()
+        except CpuLimitUnavailable as e:
+            parser.error(str(e))
     run(lambda: bench(args))
 
 

@@ -11,8 +11,12 @@ every payment it times the call's answer, the journey reported closed (the first
 prints p50/p95/p99 of each with the goal (closed: p99 < 2 s in a burst, < 1 s paced) and
 the ratio, and the burst's p99 against the paced one measured in the same run.
 
+`--worker-cpu CORES` runs each `lapse-worker` in a CPU cgroup of its own limited to that
+many cores, as a container's CPU limit (bench/_common.py, root), and prints the share of
+CFS periods the quota throttled each worker during the burst.
+
     .venv/bin/python bench/payments.py [--payments 200] [--rate 5] [--time-scale 60]
-                                       [--workers 1,2]
+                                       [--workers 1,2] [--worker-cpu 0.3]
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     TZ,
     BenchStack,
+    CpuLimitUnavailable,
+    Throttling,
     arguments,
     at_shanghai,
+    cpu_cgroup_parent,
     machine,
     percentile,
     run,
@@ -101,6 +108,7 @@ class Phase:
     paced: list[Sample]
     burst: list[Sample]
     cpu: dict[str, float]
+    throttling: list[Throttling]  # each capped worker's, over the burst
 
 
 async def phase(stack: BenchStack, args: argparse.Namespace, workers: int,
@@ -110,7 +118,7 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int,
     n = args.payments
     day = today() - timedelta(days=1)
     queue = f"{stack.task_queue}-{workers}w"
-    procs = [await stack.start_worker(queue) for _ in range(workers)]
+    procs = [await stack.start_worker(queue, cpu=args.worker_cpu) for _ in range(workers)]
 
     def cpu_now() -> float:
         return sum(p.cpu_seconds() for p in procs) + stack.dev_server_cpu()
@@ -135,12 +143,15 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int,
     cpu["paced"] = cpu_now() - before
     await asyncio.sleep(5)  # the paced confirmations' callbacks settle
     before = cpu_now()
+    throttled = [p.cpu_limit.stat() for p in procs if p.cpu_limit]
     burst = await asyncio.gather(*(pay(payments, journeys, number)
                                    for number in burst_numbers))
     cpu["burst"] = cpu_now() - before
+    throttling = [p.cpu_limit.stat() - t
+                  for p, t in zip([p for p in procs if p.cpu_limit], throttled, strict=True)]
     for p in procs:
         await p.stop(grace=10)
-    return Phase(workers, list(paced), list(burst), cpu)
+    return Phase(workers, list(paced), list(burst), cpu, throttling)
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -149,8 +160,10 @@ async def bench(args: argparse.Namespace) -> int:
         phases = [await phase(stack, args, workers, series)
                   for series, workers in enumerate(args.workers)]
         load = machine()
+    capped = (f", each worker limited to {args.worker_cpu:g} core (CFS quota)"
+              if args.worker_cpu else "")
     print(f"\n{n} payments paced at {args.rate:g}/s and {n} at once, paid in full on running "
-          f"journeys (default send rates; {load})\n")
+          f"journeys (default send rates{capped}; {load})\n")
     rows = []
     for p in phases:
         label = f"{p.workers} worker{'s' if p.workers > 1 else ''}"
@@ -168,6 +181,12 @@ async def bench(args: argparse.Namespace) -> int:
           + "; ".join(f"{p.workers}w " + ", ".join(f"{mode} {p.cpu[mode] / n * 1000:.0f} ms"
                                                    for mode in ("paced", "burst"))
                       for p in phases))
+    for p in phases:
+        if p.throttling:
+            print(f"{p.workers}w burst, CFS periods throttled by the quota: "
+                  + ", ".join(f"worker {i + 1} {t.throttled}/{t.periods} "
+                              f"({t.throttled_seconds:.1f} s)"
+                              for i, t in enumerate(p.throttling)))
     ok = True
     base = None
     for p in phases:
@@ -195,7 +214,15 @@ def main() -> None:
     parser.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")],
                         default=[1], help="worker processes per phase, e.g. 1,2 (a phase "
                         "each, on its own task queue, in one run)")
+    parser.add_argument("--worker-cpu", type=float, default=None, metavar="CORES",
+                        help="run each lapse-worker in a CPU cgroup of its own limited to "
+                        "CORES (e.g. 0.3), as a container's CPU limit; root")
     args = parser.parse_args()
+    if args.worker_cpu is not None:
+        try:
+            cpu_cgroup_parent()
+        except CpuLimitUnavailable as e:
+            parser.error(str(e))
     run(lambda: bench(args))
 
 
