@@ -61,6 +61,7 @@ class EmbeddedTemporal:
         codec_endpoint: str | None = None,
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        launch_attempts: int = 3,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.namespace = namespace
@@ -69,12 +70,14 @@ class EmbeddedTemporal:
         self.codec_endpoint = codec_endpoint
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.launch_attempts = launch_attempts
         self.db_file = self.data_dir / "temporal.sqlite"
         self.log_file = self.data_dir / "temporal.log"
         self.address: str | None = None
         self.ui_url: str | None = None
         self._process: subprocess.Popen | None = None
         self._ui_port: int | None = None
+        self._log_from = 0  # where this launch's lines begin in the log
 
     def launch(self) -> None:
         """Start the process and return at once; `wait_ready` waits for it to answer."""
@@ -99,6 +102,7 @@ class EmbeddedTemporal:
         else:
             args.append("--headless")
         with self.log_file.open("a", encoding="utf-8") as log:
+            self._log_from = log.tell()
             log.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(args)}\n")
             log.flush()
             # Its own session: a Ctrl-C at the terminal reaches us, and we stop it in order.
@@ -152,9 +156,29 @@ class EmbeddedTemporal:
         return StackError(f"the Temporal dev server {what}: see {self.log_file}")
 
     async def start(self) -> EmbeddedTemporal:
-        self.launch()
-        await start_or_stop(self.wait_ready, self.stop)
-        return self
+        """Launch and wait until it answers. The ports are free when chosen, but another
+        process (any outgoing connection takes an ephemeral port) may bind one before the
+        server does, which then exits at once: that launch is retried on fresh ports."""
+        for attempt in range(1, self.launch_attempts + 1):
+            self.launch()
+            process = self._process
+            try:
+                await start_or_stop(self.wait_ready, self.stop)
+            except StackError:
+                if attempt < self.launch_attempts and self._lost_a_port(process):
+                    continue
+                raise
+            return self
+        raise AssertionError("unreachable")
+
+    def _lost_a_port(self, process: subprocess.Popen) -> bool:
+        """Whether this launch exited by itself because a port was taken before it could
+        bind it (not stopped by us after a timeout)."""
+        if process.returncode is None or process.returncode < 0:
+            return False
+        with self.log_file.open(encoding="utf-8", errors="replace") as log:
+            log.seek(self._log_from)
+            return "address already in use" in log.read()
 
     async def stop(self) -> None:
         """SIGTERM to its process group, SIGKILL if it is still there after the timeout."""
