@@ -7,11 +7,15 @@ one that failed, and which messages must reach the policyholder provably.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from domain.journey import Outcome, PaymentOutcome, Stage
+from domain.ids import MilestoneKey
+from domain.journey import Outcome, PaymentOutcome, RecipientScope, Stage
 from domain.models import Channel, MessageKind, PolicyStatus, ProductKind, Segment, TriggerKind
+from domain.plan import TZ, PlannedMilestone
 
 
 class ChannelRole(StrEnum):
@@ -111,3 +115,72 @@ def stand_ins(failed: Channel, order: list[Channel], tried: set[Channel],
         same.append(Channel.LETTER)
         others = [c for c in others if c is not Channel.LETTER]
     return same + others
+
+
+def segments_at(segments: Sequence[Segment], milestone_segment: Segment | None) -> list[Segment]:
+    """The journey's segments at a milestone: elderly from the milestone on which the
+    customer reaches the elderly age (the plan marks it, milestone by milestone), in place
+    of standard."""
+    out = list(segments)
+    if milestone_segment is Segment.ELDERLY and Segment.ELDERLY not in out:
+        out = [x for x in out if x is not Segment.STANDARD] + [Segment.ELDERLY]
+    return out
+
+
+def must_prove(kind: MessageKind | None, scope: RecipientScope) -> bool:
+    """Whether this message must reach this recipient on a provable channel: a formal
+    notice, to the policyholder."""
+    return kind in FORMAL_NOTICES and scope == "policyholder"
+
+
+def proven(reached_on: set[Channel]) -> bool:
+    """Whether the channels that reached the policyholder include a provable one."""
+    return bool(reached_on & PROVABLE)
+
+
+def needs_home_visit(failed: Channel, scope: RecipientScope, kind: MessageKind | None,
+                     segments: Sequence[Segment]) -> bool:
+    """An elderly policyholder who did not answer the second reminder's call: a branch
+    visits (MISSION section 3)."""
+    return (failed is Channel.VOICE and scope == "policyholder"
+            and kind is MessageKind.SECOND_REMINDER and Segment.ELDERLY in segments)
+
+
+def follow_up_paused(kind: MessageKind, stage: Stage) -> bool:
+    """Follow-ups and re-enrolment offers wait while underwriting decides a reinstatement."""
+    return kind in FOLLOW_UPS and stage is Stage.REINSTATING
+
+
+def rechecks_policy(kind: MessageKind) -> bool:
+    """Whether a milestone re-reads the policy before it goes out (a payment, a
+    termination or a reinstatement meanwhile may end the journey). A rescission notice
+    goes out whatever the policy's status or balance says."""
+    return kind is not MessageKind.RESCISSION_NOTICE
+
+
+def due_after_hold(milestones: Sequence[PlannedMilestone], now: datetime,
+                   lapses_at: datetime | None) -> list[MilestoneKey]:
+    """A journey held for its data goes on: of the milestones that fell due while it was
+    held, the latest goes out, and the formal demand while the policy has not lapsed;
+    the others are superseded. Returns the superseded keys."""
+    past = [i for i, m in enumerate(milestones) if m.at <= now]
+    keep = set(past[-1:])
+    for i in past:
+        if milestones[i].kind is MessageKind.FIRST_REMINDER and (
+                lapses_at is None or now < lapses_at):
+            keep.add(i)
+    return [milestones[i].key for i in past if i not in keep]
+
+
+def redial_at(now: datetime, attempt: int, max_attempts: int, gap: timedelta,
+              window: tuple[time, time], until: datetime | None) -> datetime | None:
+    """When an unanswered or busy call is dialled again: after the gap, while the attempts
+    allow, inside the call window (Shanghai time) and the milestone's time; None: fall
+    back instead. The number's daily cap is counted by the activity."""
+    if attempt > max_attempts:
+        return None
+    at = now + gap
+    local = at.astimezone(TZ).time()
+    if not (window[0] <= local < window[1]) or (until is not None and at > until):
+        return None
+    return at

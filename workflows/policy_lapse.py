@@ -58,14 +58,19 @@ with workflow.unsafe.imports_passed_through():
         payment_problem,
     )
     from domain.journey_rules import (
-        FOLLOW_UPS,
-        FORMAL_NOTICES,
-        PROVABLE,
         ROLE_OF,
+        due_after_hold,
         end_outcome,
         fallback_segment,
+        follow_up_paused,
         is_short_term,
+        must_prove,
+        needs_home_visit,
         payment_outcome,
+        proven,
+        rechecks_policy,
+        redial_at,
+        segments_at,
         stand_ins,
     )
     from domain.models import (
@@ -301,29 +306,21 @@ class PolicyLapseWorkflow:
         s.stage = Stage.AT_RISK
         await self._change_stage(Stage.AT_RISK, f"data verified by {verified.verified_by}: "
                                  "the journey goes on")
-        now = self._journey_now()
-        past = [i for i, m in enumerate(s.prep.plan.milestones) if m.at <= now]
-        keep = set(past[-1:])
-        lapses_at = s.prep.plan.lapses_at
-        for i in past:
-            if s.prep.plan.milestones[i].kind is MessageKind.FIRST_REMINDER and (
-                    lapses_at is None or now < lapses_at):
-                keep.add(i)
-        s.skipped = [s.prep.plan.milestones[i].key for i in past if i not in keep]
+        s.skipped = due_after_hold(s.prep.plan.milestones, self._journey_now(),
+                                   s.prep.plan.lapses_at)
 
     async def _run_milestone(self, m: PlannedMilestone) -> None:
         s = self._s
         if m.key in s.skipped:
             self._note(m.key, m.channels[0], NotificationStatus.SKIPPED, m.at)  # superseded
             return
-        if m.kind in FOLLOW_UPS and s.stage is Stage.REINSTATING:
-            # Paused while underwriting decides.
+        if follow_up_paused(m.kind, s.stage):
             self._note(m.key, m.channels[0], NotificationStatus.SKIPPED, m.at)
             return
         # The policy is re-checked by the milestone's own activity, right before it sends.
         await self._deliver(m.key, m.kind, m.slots_by_time(),
-                            until=m.until, formal=m.kind in FORMAL_NOTICES,
-                            recheck=m.kind is not MessageKind.RESCISSION_NOTICE)
+                            until=m.until, formal=must_prove(m.kind, "policyholder"),
+                            recheck=rechecks_policy(m.kind))
 
     # --- sending ----------------------------------------------------------------------
 
@@ -392,10 +389,10 @@ class PolicyLapseWorkflow:
                     break
         # Then the fallback order for whoever every channel failed.
         for channel in [c for c in order if c not in tried and c in usable]:
-            if not any(unreached.values()) and not (formal and not holder_ok & PROVABLE):
+            if not any(unreached.values()) and not (formal and not proven(holder_ok)):
                 break
             scopes = {scope: ids for scope, ids in unreached.items() if ids}
-            if formal and not holder_ok & PROVABLE and channel in PROVABLE:
+            if formal and not proven(holder_ok) and proven({channel}):
                 scopes.setdefault("policyholder", {s.prep.policyholder_id})
             if not scopes:
                 continue
@@ -408,7 +405,7 @@ class PolicyLapseWorkflow:
             self._holder(results, holder_ok, holder_failed)
         if unreached.get("policyholder"):
             await self._unreachable(key)
-        elif formal and not holder_ok & PROVABLE:
+        elif formal and not proven(holder_ok):
             # Reached, but on no channel whose delivery can be proven: a person decides.
             await self._task("notice_failed", str(key), priority=1)
         if unreached.get("members"):
@@ -576,14 +573,12 @@ class PolicyLapseWorkflow:
         return self._s.prep.fallbacks.get(segment) or self._s.prep.fallbacks[Segment.STANDARD]
 
     def _segments_for(self, key: MilestoneKey | None) -> list[Segment]:
-        """The journey's segments, elderly from the milestone on which the customer turns
-        the elderly age (decided in the plan, milestone by milestone)."""
-        segments = list(self._s.segments)
-        if key is not None:
-            m = next((m for m in self._s.prep.plan.milestones if m.key == key.base), None)
-            if m is not None and m.segment is Segment.ELDERLY and Segment.ELDERLY not in segments:
-                segments = [x for x in segments if x is not Segment.STANDARD] + [Segment.ELDERLY]
-        return segments
+        """The journey's segments at the milestone of `key` (`segments_at`)."""
+        m = self._planned(key.base) if key is not None else None
+        return segments_at(self._s.segments, m.segment if m is not None else None)
+
+    def _planned(self, base: MilestoneKey) -> PlannedMilestone | None:
+        return next((m for m in self._s.prep.plan.milestones if m.key == base), None)
 
     def _note(self, key: MilestoneKey, channel: Channel, status: NotificationStatus,
               at: datetime, notification_id: str | None = None, recipients: int = 1) -> None:
@@ -887,12 +882,12 @@ class PolicyLapseWorkflow:
             s.segments.remove(Segment.UNREACHABLE)
         s.resends += 1
         for key in missed:
-            m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
+            m = self._planned(key.base)
             message = m.kind if m else key.kind
             channels = m.channels if m else [Channel.SMS]
             await self._deliver(key.base.with_suffix(Suffix.RESEND, s.resends),
                                 message, [(self._journey_now(), channels)],
-                                formal=bool(m and m.kind in FORMAL_NOTICES))
+                                formal=must_prove(m.kind if m else None, "policyholder"))
         if s.public_notice and not s.undelivered:
             s.public_notice = False
             await workflow.execute_activity_method(
@@ -903,7 +898,7 @@ class PolicyLapseWorkflow:
     def _message_of(self, key: MilestoneKey) -> MessageKind | None:
         """The message kind a milestone key names: a planned milestone's kind, or an
         event message's own kind; None for a key this journey never sent."""
-        m = next((m for m in self._s.prep.plan.milestones if m.key == key.base), None)
+        m = self._planned(key.base)
         if m is not None:
             return m.kind
         return key.kind if key.month is None and key.kind in self._s.prep.usable else None
@@ -942,13 +937,10 @@ class PolicyLapseWorkflow:
                          recipient: str, channel_failed: Channel) -> None:
         """A message did not reach `recipient` on `channel_failed` after all: the same role
         first, then the fallback order; the unreachable handling when nothing works."""
-        s = self._s
-        m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
-        formal = m is not None and m.kind in FORMAL_NOTICES and scope == "policyholder"
-        if (channel_failed is Channel.VOICE and scope == "policyholder" and m is not None
-                and m.kind is MessageKind.SECOND_REMINDER
-                and Segment.ELDERLY in self._segments_for(key)):
-            # An elderly customer who did not answer the call: a visit may be needed.
+        m = self._planned(key.base)
+        kind = m.kind if m is not None else None
+        formal = must_prove(kind, scope)
+        if needs_home_visit(channel_failed, scope, kind, self._segments_for(key)):
             await self._task("home_visit", key.base, priority=2, nearest_branch=True)
         base = key.base if key.suffix is not Suffix.RESEND else key
         unreached: dict[RecipientScope, set[str] | None] = {scope: {recipient}}
@@ -958,7 +950,7 @@ class PolicyLapseWorkflow:
             results = [await self._send(base, message, channel, scope,
                                         only=[recipient] if scope == "members" else None)]
             self._merge(unreached, results)
-            if not unreached[scope] and (not formal or channel in PROVABLE):
+            if not unreached[scope] and (not formal or proven({channel})):
                 return
         if unreached[scope] and scope == "policyholder":
             await self._unreachable(base)
@@ -972,15 +964,13 @@ class PolicyLapseWorkflow:
         and the milestone's time, while the number's daily cap allows; False when not."""
         s = self._s
         attempt = (int(key.ref) + 1) if key.suffix is Suffix.REDIAL and key.ref.isdigit() else 1
-        if attempt > s.prep.max_dial_attempts:
-            return False
-        at = self._journey_now() + timedelta(minutes=s.prep.redial_gap_minutes)
+        m = self._planned(key.base)
+        at = redial_at(self._journey_now(), attempt, s.prep.max_dial_attempts,
+                       timedelta(minutes=s.prep.redial_gap_minutes), s.prep.voice_window,
+                       m.until if m is not None else None)
+        if at is None:
+            return False  # no attempt left, or the call window is over: fall back
         local = at.astimezone(TZ)
-        m = next((m for m in s.prep.plan.milestones if m.key == key.base), None)
-        window = s.prep.voice_window
-        until = m.until if m is not None and m.until is not None else None
-        if not (window[0] <= local.time() < window[1]) or (until is not None and at > until):
-            return False  # the call window is over: fall back
         allowed: bool = await workflow.execute_activity_method(
             JourneyActivities.may_dial, DialRequest(
                 policy_number=self._input.trigger.policy_number, day=local.date(),

@@ -1,14 +1,28 @@
-"""The journey's rules as pure functions (domain/journey_rules.py): what a payment does."""
+"""The journey's rules as pure functions (domain/journey_rules.py): what a payment does,
+who is visited, when a call is dialled again, what goes out after a hold."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
 
+from domain.ids import MilestoneKey
 from domain.journey import PaymentOutcome, Stage
-from domain.journey_rules import payment_outcome
-from domain.models import TriggerKind
+from domain.journey_rules import (
+    due_after_hold,
+    follow_up_paused,
+    must_prove,
+    needs_home_visit,
+    payment_outcome,
+    proven,
+    rechecks_policy,
+    redial_at,
+    segments_at,
+)
+from domain.models import Channel, MessageKind, Segment, TriggerKind
+from domain.plan import TZ, ChannelSlot, PlannedMilestone
 
 
 @pytest.mark.parametrize(("trigger", "stage", "owed", "outcome"), [
@@ -22,3 +36,103 @@ from domain.models import TriggerKind
 ])
 def test_what_a_stored_payment_does_to_the_journey(trigger, stage, owed, outcome):
     assert payment_outcome(trigger, stage, Decimal(owed)) is outcome
+
+
+def test_elderly_from_the_milestone_the_plan_marks_elderly():
+    standard = [Segment.STANDARD, Segment.HARDSHIP]
+    assert segments_at(standard, Segment.STANDARD) == standard
+    assert segments_at(standard, None) == standard
+    assert segments_at(standard, Segment.ELDERLY) == [Segment.HARDSHIP, Segment.ELDERLY]
+    already = [Segment.ELDERLY, Segment.UNREACHABLE]
+    assert segments_at(already, Segment.ELDERLY) == already
+
+
+@pytest.mark.parametrize(("failed", "scope", "kind", "segments", "visit"), [
+    (Channel.VOICE, "policyholder", MessageKind.SECOND_REMINDER, [Segment.ELDERLY], True),
+    (Channel.VOICE, "policyholder", MessageKind.SECOND_REMINDER, [Segment.STANDARD], False),
+    (Channel.SMS, "policyholder", MessageKind.SECOND_REMINDER, [Segment.ELDERLY], False),
+    (Channel.VOICE, "members", MessageKind.SECOND_REMINDER, [Segment.ELDERLY], False),
+    (Channel.VOICE, "policyholder", MessageKind.FIRST_REMINDER, [Segment.ELDERLY], False),
+    (Channel.VOICE, "policyholder", None, [Segment.ELDERLY], False),
+])
+def test_a_home_visit_only_for_the_elderly_policyholder_who_missed_the_second_call(
+        failed, scope, kind, segments, visit):
+    assert needs_home_visit(failed, scope, kind, segments) is visit
+
+
+def test_formal_notices_must_reach_the_policyholder_provably():
+    assert must_prove(MessageKind.FIRST_REMINDER, "policyholder")
+    assert must_prove(MessageKind.LAPSE_NOTICE, "policyholder")
+    assert must_prove(MessageKind.RESCISSION_NOTICE, "policyholder")
+    assert not must_prove(MessageKind.FIRST_REMINDER, "members")
+    assert not must_prove(MessageKind.SECOND_REMINDER, "policyholder")
+    assert not must_prove(None, "policyholder")
+    assert proven({Channel.WECHAT, Channel.EMAIL})
+    assert not proven({Channel.WECHAT})
+    assert not proven(set())
+
+
+def test_follow_ups_pause_while_underwriting_decides_and_rescission_is_never_rechecked():
+    assert follow_up_paused(MessageKind.FOLLOW_UP, Stage.REINSTATING)
+    assert follow_up_paused(MessageKind.REENROLMENT_OFFER, Stage.REINSTATING)
+    assert not follow_up_paused(MessageKind.FOLLOW_UP, Stage.LAPSED)
+    assert not follow_up_paused(MessageKind.LAPSE_NOTICE, Stage.REINSTATING)
+    assert not rechecks_policy(MessageKind.RESCISSION_NOTICE)
+    assert rechecks_policy(MessageKind.FIRST_REMINDER)
+
+
+WINDOW = (time(9), time(21))
+GAP = timedelta(minutes=30)
+
+
+def shanghai(hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 12, 7, hour, minute, tzinfo=TZ)
+
+
+@pytest.mark.parametrize(("now", "attempt", "until", "expected"), [
+    (shanghai(10), 2, None, shanghai(10, 30)),
+    (shanghai(20, 29), 6, None, shanghai(20, 59)),
+    (shanghai(20, 30), 2, None, None),  # 21:00 is outside the call window
+    (shanghai(8, 0), 2, None, None),  # 08:30 is before it
+    (shanghai(10), 7, None, None),  # no attempt left
+    (shanghai(10), 2, shanghai(10, 15), None),  # past the milestone's time
+    (shanghai(10), 2, shanghai(10, 30), shanghai(10, 30)),
+])
+def test_a_call_is_dialled_again_inside_the_window_the_attempts_and_the_milestone(
+        now, attempt, until, expected):
+    assert redial_at(now, attempt, 6, GAP, WINDOW, until) == expected
+
+
+def test_a_utc_clock_is_read_in_shanghai_for_the_call_window():
+    # 02:00 UTC is 10:00 in Shanghai (inside the window); 14:00 UTC is 22:00 (outside).
+    morning = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+    assert redial_at(morning, 1, 6, GAP, WINDOW, None) == morning + GAP
+    assert redial_at(morning + timedelta(hours=12), 1, 6, GAP, WINDOW, None) is None
+
+
+def planned(kind: MessageKind, day: int, index: int | None = None) -> PlannedMilestone:
+    at = datetime(2026, 12, day, 10, tzinfo=TZ)
+    key = MilestoneKey(kind, month=index) if index else MilestoneKey(kind)
+    return PlannedMilestone(key=key, kind=kind, index=index, day=date(2026, 12, day), at=at,
+                            slots=[ChannelSlot(channel=Channel.SMS, at=at)])
+
+
+PLAN = [planned(MessageKind.FIRST_REMINDER, 1), planned(MessageKind.SECOND_REMINDER, 10),
+        planned(MessageKind.LAPSE_NOTICE, 20), planned(MessageKind.FOLLOW_UP, 25, 1)]
+
+
+def test_after_a_hold_the_latest_due_and_the_formal_demand_before_the_lapse_go_out():
+    lapses = datetime(2026, 12, 20, 0, tzinfo=TZ)
+    # Held until the 12th: the first reminder (the formal demand) and the second go out.
+    assert due_after_hold(PLAN, datetime(2026, 12, 12, tzinfo=TZ), lapses) == []
+    # Held until after the lapse: only the lapse notice; the reminders are superseded.
+    assert due_after_hold(PLAN, datetime(2026, 12, 21, tzinfo=TZ), lapses) == [
+        "first_reminder", "second_reminder"]
+    # Held until the 26th: only the follow-up.
+    assert due_after_hold(PLAN, datetime(2026, 12, 26, tzinfo=TZ), lapses) == [
+        "first_reminder", "second_reminder", "lapse_notice"]
+    # Nothing due yet: nothing superseded.
+    assert due_after_hold(PLAN, datetime(2026, 11, 30, tzinfo=TZ), lapses) == []
+    # Without a lapse (a rescission): the formal demand always goes out.
+    assert due_after_hold(PLAN, datetime(2026, 12, 21, tzinfo=TZ), None) == [
+        "second_reminder"]
