@@ -235,12 +235,18 @@ class Journeys:
             raise
 
     async def pay(self, policy_number: str, payment: Payment) -> PaymentAnswer:
-        """Record a payment through the validated update; JourneyNotRunning if none runs."""
-        if not await self.is_running(policy_number):
-            raise JourneyNotRunning(policy_number)
+        """Record a payment through the validated update; JourneyNotRunning if none runs.
+
+        The update is the only call: a journey never started or already completed answers
+        NOT_FOUND (a describe() first would cost every payment a call, and a journey could
+        still complete in between)."""
         try:
             return await self.handle(policy_number).execute_update(
                 RECORD_PAYMENT, payment, result_type=PaymentAnswer)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND and not namespace_missing(err):
+                raise JourneyNotRunning(policy_number) from None
+            raise
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if getattr(cause, "type", None) == "TransactionConflict":

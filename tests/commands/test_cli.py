@@ -93,6 +93,15 @@ async def test_a_debit_failure_starts_a_journey_with_signal_with_start(dev_env, 
             assert paid.journey_running and paid.outcome == "paid_in_full"
             result = await journeys.handle(number).result()
             assert result.stage is Stage.CLOSED and result.outcome.value == "paid"
+            # The journey has completed: the update's NOT_FOUND sends the payment to the
+            # ledger, the same one retried is a duplicate there, and nothing is owed.
+            later = await payments.payment_received(number, _payment("T-B2", "100.00"))
+            assert (later.journey_running, later.outcome) == (False,
+                                                              "recorded_without_journey")
+            retried = await payments.payment_received(number, _payment("T-B1", "3600.00"))
+            assert (retried.journey_running, retried.outcome) == (False, "duplicate")
+            assert await pool.fetchval("SELECT count(*) FROM payments WHERE policy_number "
+                                       "= $1", number) == 2
     finally:
         await terminate_journeys(dev_env.client, [number])
 
