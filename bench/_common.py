@@ -648,6 +648,13 @@ def synthetic_policies(count: int, *, series: int, due_date: date,
     return lines, numbers
 
 
+def busy_cores(before, after) -> float:
+    """Cores the whole machine kept busy between two psutil.cpu_times() (whoever used them)."""
+    idle = (after.idle - before.idle) + (getattr(after, "iowait", 0) - getattr(before, "iowait", 0))
+    total = sum(after) - sum(before)
+    return (total - idle) / total * psutil.cpu_count() if total > 0 else 0.0
+
+
 def machine() -> str:
     """The load the figures were taken under: the machine is shared, and they swing with it."""
     one, five, _ = os.getloadavg()

@@ -55,6 +55,7 @@ from _common import (  # noqa: E402
     Throttling,
     arguments,
     at_shanghai,
+    busy_cores,
     cpu_cgroup_parent,
     machine,
     parse_at,
@@ -188,7 +189,7 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int, serie
     result.cpu_dev = stack.dev_server_cpu() - cpu[1]
     result.cpu_sandbox = stack.sandbox.cpu_seconds() - cpu[2]
     result.cpu_postgres = stack.postgres_cpu() - cpu[3]
-    result.busy_cores = _busy(machine, psutil.cpu_times(), time.time() - wall_due)
+    result.busy_cores = busy_cores(machine, psutil.cpu_times())
     await scan
     prepares.cancel()
     for channel in CHANNELS:
@@ -220,13 +221,6 @@ def report_capped(phases: list[Phase], cores: float) -> None:
     print(table(["predicted ceiling", "worker CPU ms per message", "quota cores",
                  "per channel /s (quota / CPU per message / 2)"]
                 + [f"{c} drain / ceiling" for c in CHANNELS], rows))
-
-
-def _busy(before, after, seconds: float) -> float:
-    """Cores the whole machine kept busy between two psutil.cpu_times()."""
-    idle = (after.idle - before.idle) + (getattr(after, "iowait", 0) - getattr(before, "iowait", 0))
-    total = sum(after) - sum(before)
-    return (total - idle) / total * psutil.cpu_count() if total > 0 and seconds > 0 else 0.0
 
 
 def report(phases: list[Phase], args: argparse.Namespace, rates: dict[str, float]) -> None:

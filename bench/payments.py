@@ -9,7 +9,14 @@ N of them in full paced (default 5 a second) and the other N all at once, each t
 every payment it times the call's answer, the journey reported closed (the first
 `status` query after the answer that says `closed`) and the workflow completed, and
 prints p50/p95/p99 of each with the goal (closed: p99 < 2 s in a burst, < 1 s paced) and
-the ratio, and the burst's p99 against the paced one measured in the same run.
+the ratio, and the burst's p99 against the paced one measured in the same run. For the
+burst it prints the CPU it cost per payment (the workers, the dev server, PostgreSQL) from
+its first call to its last journey completed, the machine's busy cores meanwhile, and the
+ceilings that CPU sets, the fewest seconds its work can take: all of it over the machine's
+cores, the dev server's alone as one lane (its SQLite takes one writer at a time) and,
+with a quota, the workers' over their quota; the closed p99 against the highest. The
+journeys' completion also waits for the confirmations, sent through the SMS rate limit
+(`LAPSE_SEND_RATES`, 10 a second by default).
 
 `--worker-cpu CORES` runs each `lapse-worker` in a CPU cgroup of its own limited to that
 many cores, as a container's CPU limit (bench/_common.py, root), and prints the share of
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import psutil  # noqa: E402
 from _common import (  # noqa: E402
     TZ,
     BenchStack,
@@ -39,6 +48,7 @@ from _common import (  # noqa: E402
     Throttling,
     arguments,
     at_shanghai,
+    busy_cores,
     cpu_cgroup_parent,
     machine,
     percentile,
@@ -103,12 +113,29 @@ async def first_reminders_out(stack: BenchStack, numbers: list[str], within: flo
 
 
 @dataclass
+class BurstCost:
+    """What the burst cost, from its first call to its last journey completed."""
+
+    seconds: float
+    workers: float  # CPU seconds of the worker processes
+    dev_server: float
+    postgres: float
+    busy_cores: float  # the whole machine's (others' work included)
+
+    def floor(self, cores: float) -> float:
+        """The fewest seconds the burst's CPU can take on `cores`: no payment of it can be
+        settled later than this after the first call if every core did only this work."""
+        return (self.workers + self.dev_server + self.postgres) / cores
+
+
+@dataclass
 class Phase:
     workers: int
     paced: list[Sample]
     burst: list[Sample]
     cpu: dict[str, float]
     throttling: list[Throttling]  # each capped worker's, over the burst
+    cost: BurstCost
 
 
 async def phase(stack: BenchStack, args: argparse.Namespace, workers: int,
@@ -144,14 +171,20 @@ async def phase(stack: BenchStack, args: argparse.Namespace, workers: int,
     await asyncio.sleep(5)  # the paced confirmations' callbacks settle
     before = cpu_now()
     throttled = [p.cpu_limit.stat() for p in procs if p.cpu_limit]
+    parts = (sum(p.cpu_seconds() for p in procs), stack.dev_server_cpu(), stack.postgres_cpu())
+    cores_before, began = psutil.cpu_times(), time.perf_counter()
     burst = await asyncio.gather(*(pay(payments, journeys, number)
                                    for number in burst_numbers))
     cpu["burst"] = cpu_now() - before
+    after = (sum(p.cpu_seconds() for p in procs), stack.dev_server_cpu(), stack.postgres_cpu())
+    cost = BurstCost(time.perf_counter() - began, *(a - b for a, b in zip(after, parts,
+                                                                          strict=True)),
+                     busy_cores=busy_cores(cores_before, psutil.cpu_times()))
     throttling = [p.cpu_limit.stat() - t
                   for p, t in zip([p for p in procs if p.cpu_limit], throttled, strict=True)]
     for p in procs:
         await p.stop(grace=10)
-    return Phase(workers, list(paced), list(burst), cpu, throttling)
+    return Phase(workers, list(paced), list(burst), cpu, throttling, cost)
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -181,6 +214,24 @@ async def bench(args: argparse.Namespace) -> int:
           + "; ".join(f"{p.workers}w " + ", ".join(f"{mode} {p.cpu[mode] / n * 1000:.0f} ms"
                                                    for mode in ("paced", "burst"))
                       for p in phases))
+    cores = os.cpu_count() or 1
+    rows = []
+    for p in phases:
+        c = p.cost
+        closed_p99 = percentile([s.closed for s in p.burst], 99)
+        quota = p.workers * args.worker_cpu if args.worker_cpu else None
+        floors = [c.floor(cores), c.dev_server, c.workers / quota if quota else 0.0]
+        rows.append([f"{p.workers} worker{'s' if p.workers > 1 else ''}",
+                     c.workers / n * 1000, c.dev_server / n * 1000, c.postgres / n * 1000,
+                     c.seconds, f"{c.busy_cores:.1f} of {cores}", floors[0], floors[1],
+                     f"{floors[2]:.1f}" if quota else "-", closed_p99,
+                     closed_p99 / max(floors)])
+    print("\nThe burst's CPU (first call to last journey completed) and the ceilings it sets, "
+          f"the fewest seconds its work can take: all of it on the {cores} cores; the dev "
+          "server's as one lane (its SQLite takes one writer); the workers' on their quota")
+    print(table(["burst", "worker ms/payment", "dev server ms", "PostgreSQL ms", "burst s",
+                 "machine busy", f"floor s, {cores} cores", "floor s, dev server lane",
+                 "floor s, workers' quota", "closed p99 s", "p99 / highest floor"], rows))
     for p in phases:
         if p.throttling:
             print(f"{p.workers}w burst, CFS periods throttled by the quota: "
