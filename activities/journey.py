@@ -51,6 +51,7 @@ from domain.models import (
 )
 from domain.plan import TZ, CompanyRules
 from domain.planner import PlanCache, plan_journey
+from domain.reinstatement import premium_schedule
 from domain.triggers import elderly_from, segments_for
 from domain.verification import RECENT_PAYMENT_DAYS, DataFacts, check_data
 from infra import agent_tasks, deliveries, evidence, journey_records, notes, payments, store
@@ -113,6 +114,7 @@ def preparation(trigger: Trigger, policy: Policy, product: Product, holder: Cust
     return Preparation(
         plan=plan, product_kind=product.kind.value, product_name=product.name,
         reinstatable=rules.reinstatable, interest_rate=rules.reinstatement_interest_rate,
+        schedule=premium_schedule(policy, product) if rules.reinstatable else None,
         recipients=1 + members, policyholder_id=holder.customer_id,
         fallbacks={s: rules.fallbacks_for(s) for s in (Segment.STANDARD, Segment.ELDERLY)},
         usable=_usable(),

@@ -25,7 +25,7 @@ from domain.models import (
     TriggerKind,
 )
 from domain.plan import JourneyPlan
-from domain.reinstatement import ReinstatementQuote
+from domain.reinstatement import PremiumSchedule, ReinstatementQuote
 
 
 class Stage(StrEnum):
@@ -245,6 +245,9 @@ class Preparation(Model):
     product_name: str
     reinstatable: bool
     interest_rate: Decimal
+    # The policy's regular premiums from its due date on: those that fall due after the
+    # lapse are part of what reinstatement costs (MISSION 8). None in plans made before.
+    schedule: PremiumSchedule | None = None
     recipients: int  # policyholder plus group members
     policyholder_id: str
     fallbacks: dict[Segment, list[Channel]]

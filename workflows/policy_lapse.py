@@ -1079,11 +1079,11 @@ class PolicyLapseWorkflow:
             return None
         # Every premium unpaid today, each with interest from its own due date (a payment
         # after lapse counts): what the ledger last said is owed, from the trigger's due
-        # date. No schedule yet.
+        # date, and each premium of the policy's schedule that fell due since.
         trigger = self._input.trigger
         owed = self._outstanding()
         dues = [Due(due_date=trigger.due_date, amount=owed)] if owed > 0 else []
-        return journey_quote(open_dues=dues, schedule=None, paid=Decimal("0"),
+        return journey_quote(open_dues=dues, schedule=s.prep.schedule, paid=Decimal("0"),
                              rate=s.prep.interest_rate, on=today,
                              insurer_fault=trigger.insurer_fault,
                              deadline=plan.reinstatement_deadline)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from datetime import date, timedelta
@@ -234,6 +235,36 @@ async def test_lapsed_then_reinstated(time_skipping_env, sample):
     assert await sample.fetchval(
         "SELECT handled_at IS NOT NULL FROM inquiries WHERE inquiry_id = 'R-1'")
     assert not any(m.startswith("follow_up") for m, _ in sent)
+
+
+MONTHLY = "P2026009101"  # the standard customer's ¥300 a month, due 2026-11-20
+
+
+async def test_a_monthly_premium_quote_counts_every_premium_fallen_due_since(
+        time_skipping_env, pool):
+    await load_sample(pool, [json.dumps({
+        "record": "policy", "policy_number": MONTHLY, "product_code": "LT-WL01",
+        "policyholder_id": "C0001", "effective_date": "2020-01-20", "premium": "300.00",
+        "payment_period": "monthly", "due_date": "2026-11-20",
+        "payment_method": {"kind": "manual"},
+        "dues": [{"due_date": "2026-11-20", "amount": "300.00", "paid_amount": "0"}]})])
+    async with journey_worker(time_skipping_env.client, pool, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, pool, MONTHLY, at("2026-11-21 08:00"))
+        # To the evening of Monday 2027-02-22, the first follow-up's day (L = 01-20; 02-20
+        # is a Saturday): the status reads the journey's clock of that send.
+        await time_skipping_env.sleep(timedelta(days=93, hours=12))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await handle.terminate("test done")
+    assert status.journey_now.date() == date(2027, 2, 22)
+    # The open premium and the three that fell due since, in grace, at the lapse and
+    # after it, each with its own days of interest at 5.5% a year (300 x 0.055 x days /
+    # 365, to the fen): 94 days 4.25, 64 days 2.89, 33 days 1.49, 2 days 0.09.
+    quote = status.reinstatement
+    assert [(str(i.due_date), i.days, i.interest) for i in quote.items] == [
+        ("2026-11-20", 94, Decimal("4.25")), ("2026-12-20", 64, Decimal("2.89")),
+        ("2027-01-20", 33, Decimal("1.49")), ("2027-02-20", 2, Decimal("0.09"))]
+    assert (quote.back_premium, quote.total) == (Decimal("1200.00"), Decimal("1208.72"))
+    assert status.outstanding == Decimal("300.00")  # what the ledger says fell due by D
 
 
 async def test_no_interest_when_the_lapse_was_the_insurers_fault(time_skipping_env, sample):
