@@ -16,6 +16,7 @@ from domain.ids import MilestoneKey
 from domain.journey import Outcome, PaymentOutcome, RecipientScope, Stage
 from domain.models import Channel, MessageKind, PolicyStatus, ProductKind, Segment, TriggerKind
 from domain.plan import TZ, PlannedMilestone
+from domain.provider_codes import OUR_SIDE
 
 
 class ChannelRole(StrEnum):
@@ -184,3 +185,10 @@ def redial_at(now: datetime, attempt: int, max_attempts: int, gap: timedelta,
     if not (window[0] <= local < window[1]) or (until is not None and at > until):
         return None
     return at
+
+
+def failed_for_good(reason: str | None) -> bool:
+    """Whether a failure says the customer cannot be reached at that address (an invalid
+    number, a bounce, a call unanswered, no address at all), not that we or the provider
+    failed (`provider_codes.OUR_SIDE`). A failure without a reason counts as for good."""
+    return reason not in OUR_SIDE

@@ -125,6 +125,7 @@ _OURS = _table(None, {
     "sms_too_long": ("短信超过500字", "SMS over 500 characters"),
     "content_rule": ("内容不符合规则，未发送", "breaks a content rule: not sent"),
     "interrupted": ("发送过程中断，服务商可能已接收", "interrupted: the provider may have it"),
+    "unconfirmed": ("发送中断且无法确认，未再发送", "interrupted, unconfirmed: not sent again"),
     "timeout": ("服务商未应答，可能已接收", "no answer: the provider may have it"),
     "connection_lost": ("连接中断，服务商可能已接收", "connection lost: the provider may have it"),
     "no_message_id": ("服务商未返回消息编号", "accepted without a message id"),
@@ -137,6 +138,26 @@ _OURS = _table(None, {
     "no_answer": ("坐席外呼无人接听", "agent call not answered"),
     "wrong_number": ("坐席外呼号码错误", "agent call: wrong number"),
     "not_delivered": ("人工核实未送达", "confirmed not delivered by an operator"),
+})
+
+# Failures on our side or the provider's, which say nothing of the customer's address: an
+# outage, a limit, our credentials, a content rule, a send we did not make. A message that
+# failed only so has not failed "for good" (MISSION 3: invalid number, bounced e-mail,
+# calls unanswered), so it never makes the customer unreachable (the emergency contact,
+# the public notice); a formal notice failed so goes to operations.
+OUR_SIDE: frozenset[str] = frozenset({
+    # ours
+    "provider_unavailable", "sms_segments", "sms_over_budget", "sms_too_long",
+    "content_rule", "interrupted", "unconfirmed", "timeout", "connection_lost", "no_message_id",
+    "connect_failed", "bad_response", "lookup_failed", "token_timeout",
+    "outside_call_hours", "dial_limit",
+    # Twilio: credentials, limits, outages, our account, its own errors
+    "20003", "20429", "20503", "30001", "30002", "30008", "twilio_error",
+    # WeChat and WeCom: tokens, quotas, system errors
+    "40001", "40014", "41001", "42001", "45009", "45011", "45033", "45047", "-1",
+    "failed: system failed",
+    # HTTP statuses of a request the provider did not take
+    "401", "403", "413", "429", "500", "502", "503", "504",
 })
 
 _BY_CHANNEL = {"sms": (_TWILIO,), "voice": (_TWILIO,), "email": (_SENDGRID,),

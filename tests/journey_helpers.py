@@ -31,20 +31,25 @@ class ProviderDouble:
     workflow asks to send; the real clients are exercised by the channel tests.
 
     `permanent` addresses are refused for good (like Twilio 21211); `transient` addresses
-    fail that many times first (like a 503).
+    fail that many times first (like a 503); `refused` addresses are refused with the
+    given code (`20003`: our credentials, not the customer's number).
     """
 
     provider = "provider-double"
 
     def __init__(self, permanent: set[str] = frozenset(),
-                 transient: dict[str, int] | None = None):
+                 transient: dict[str, int] | None = None,
+                 refused: dict[str, str] | None = None):
         self.sent: list[Outgoing] = []
         self.permanent = set(permanent)
         self.transient = dict(transient or {})
+        self.refused = dict(refused or {})
 
     async def send(self, message: Outgoing) -> str:
         if message.address in self.permanent:
             raise PermanentSendError("21211", "invalid number")
+        if message.address in self.refused:
+            raise PermanentSendError(self.refused[message.address], "refused")
         if self.transient.get(message.address, 0) > 0:
             self.transient[message.address] -= 1
             raise TransientSendError("503", "provider unavailable")

@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         ROLE_OF,
         due_after_hold,
         end_outcome,
+        failed_for_good,
         fallback_segment,
         follow_up_paused,
         is_short_term,
@@ -102,6 +103,9 @@ EVENT_MESSAGE_LIFETIME = timedelta(days=1)
 # However compressed the journey's time, a send keeps retrying at least this long of wall
 # time (a deadline a day of journey time away is a fraction of a second at high scales).
 MIN_SEND_RETRYING = timedelta(minutes=10)
+# Patches (workflow.patched) of a shipped journey's commands.
+# Only a customer whose every channel failed for good is unreachable (not after an outage).
+FOR_GOOD_ONLY = "unreachable-only-for-good"
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -344,6 +348,7 @@ class PolicyLapseWorkflow:
         if members and s.prep.recipients > 1:
             unreached["members"] = None
         tried: set[Channel] = set()
+        ours: set[str] = set()  # recipients one of whose channels failed on our side
         holder_ok: set[Channel] = set()  # channels that reached the policyholder
         holder_failed: list[Channel] = []
         at = slot_groups[0][0]
@@ -368,7 +373,7 @@ class PolicyLapseWorkflow:
             if s.stage is Stage.CLOSED and not self._settling:
                 return  # paid while this went out: no fallback, no reminder after it
             tried.update(channels)
-            self._merge(unreached, results)
+            self._merge(unreached, results, ours)
             self._holder(results, holder_ok, holder_failed)
         usable = self._usable(message)
         order = self._fallback_order(key)
@@ -383,7 +388,7 @@ class PolicyLapseWorkflow:
                 tried.add(channel)
                 results = [await self._send(key, message, channel, "policyholder",
                                             until=until)]
-                self._merge(unreached, results)
+                self._merge(unreached, results, ours)
                 self._holder(results, holder_ok, holder_failed)
                 if channel in holder_ok:
                     break
@@ -401,9 +406,15 @@ class PolicyLapseWorkflow:
                 self._send(key, message, channel, scope, only=sorted(ids)
                            if scope == "members" else None, until=until)
                 for scope, ids in scopes.items()))
-            self._merge(unreached, results)
+            self._merge(unreached, results, ours)
             self._holder(results, holder_ok, holder_failed)
-        if unreached.get("policyholder"):
+        holder = unreached.get("policyholder")
+        if holder and holder & ours and workflow.patched(FOR_GOOD_ONLY):
+            # Not every channel failed for good (an outage, a limit, a content rule): the
+            # customer is not unreachable; a formal notice goes to operations.
+            if formal:
+                await self._task("notice_failed", str(key), priority=1)
+        elif holder:
             await self._unreachable(key)
         elif formal and not proven(holder_ok):
             # Reached, but on no channel whose delivery can be proven: a person decides.
@@ -537,13 +548,16 @@ class PolicyLapseWorkflow:
 
     @staticmethod
     def _merge(unreached: dict[RecipientScope, set[str] | None],
-               results: list[tuple[RecipientScope, list[SendOutcome]]]) -> None:
-        """A recipient is unreached while every channel tried so far failed for them."""
+               results: list[tuple[RecipientScope, list[SendOutcome]]],
+               ours: set[str]) -> None:
+        """A recipient is unreached while every channel tried so far failed for them;
+        `ours` gathers those a channel failed for on our side (`failed_for_good`)."""
         per_scope: dict[RecipientScope, list[set[str]]] = {}
         for scope, outcomes in results:
             failed: set[str] = set()
             for out in outcomes:
                 failed |= set(out.failed)
+                ours.update(r for r in out.failed if not failed_for_good(out.reasons.get(r)))
             per_scope.setdefault(scope, []).append(failed)
         for scope, failures in per_scope.items():
             failed_everywhere = set.intersection(*failures)
@@ -931,10 +945,11 @@ class PolicyLapseWorkflow:
                 and failed.error_code.replace("_", "-") in REDIAL_CODES
                 and await self._schedule_redial(key)):
             return
-        await self._fall_back(key, message, scope, nid.recipient_id, failed.channel)
+        await self._fall_back(key, message, scope, nid.recipient_id, failed.channel,
+                              failed.error_code)
 
     async def _fall_back(self, key: MilestoneKey, message: MessageKind, scope: RecipientScope,
-                         recipient: str, channel_failed: Channel) -> None:
+                         recipient: str, channel_failed: Channel, reason: str) -> None:
         """A message did not reach `recipient` on `channel_failed` after all: the same role
         first, then the fallback order; the unreachable handling when nothing works."""
         m = self._planned(key.base)
@@ -944,15 +959,20 @@ class PolicyLapseWorkflow:
             await self._task("home_visit", key.base, priority=2, nearest_branch=True)
         base = key.base if key.suffix is not Suffix.RESEND else key
         unreached: dict[RecipientScope, set[str] | None] = {scope: {recipient}}
+        ours = set() if failed_for_good(reason) else {recipient}
         tried = {channel_failed}
         for channel in stand_ins(channel_failed, self._fallback_order(key), tried,
                                  self._usable(message)):
             results = [await self._send(base, message, channel, scope,
                                         only=[recipient] if scope == "members" else None)]
-            self._merge(unreached, results)
+            self._merge(unreached, results, ours)
             if not unreached[scope] and (not formal or proven({channel})):
                 return
-        if unreached[scope] and scope == "policyholder":
+        if (unreached[scope] and scope == "policyholder" and unreached[scope] & ours
+                and workflow.patched(FOR_GOOD_ONLY)):
+            if formal:
+                await self._task("notice_failed", str(base), priority=1)
+        elif unreached[scope] and scope == "policyholder":
             await self._unreachable(base)
         elif formal:
             await self._task("notice_failed", str(base), priority=1)
@@ -993,8 +1013,9 @@ class PolicyLapseWorkflow:
             return
         _, [out] = await self._send(key, message, Channel.VOICE, "policyholder", at=at)
         if not out.sent:
-            await self._fall_back(key, message, "policyholder", s.prep.policyholder_id,
-                                  Channel.VOICE)
+            holder = s.prep.policyholder_id
+            await self._fall_back(key, message, "policyholder", holder, Channel.VOICE,
+                                  out.reasons.get(holder, ""))
 
     # --- time and visibility -------------------------------------------------------------
 

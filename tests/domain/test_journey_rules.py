@@ -12,6 +12,7 @@ from domain.ids import MilestoneKey
 from domain.journey import PaymentOutcome, Stage
 from domain.journey_rules import (
     due_after_hold,
+    failed_for_good,
     follow_up_paused,
     must_prove,
     needs_home_visit,
@@ -23,6 +24,7 @@ from domain.journey_rules import (
 )
 from domain.models import Channel, MessageKind, Segment, TriggerKind
 from domain.plan import TZ, ChannelSlot, PlannedMilestone
+from domain.provider_codes import OUR_SIDE, meaning
 
 
 @pytest.mark.parametrize(("trigger", "stage", "owed", "outcome"), [
@@ -136,3 +138,17 @@ def test_after_a_hold_the_latest_due_and_the_formal_demand_before_the_lapse_go_o
     # Without a lapse (a rescission): the formal demand always goes out.
     assert due_after_hold(PLAN, datetime(2026, 12, 21, tzinfo=TZ), None) == [
         "second_reminder"]
+
+
+@pytest.mark.parametrize(("reason", "for_good"), [
+    ("21211", True), ("30005", True), ("no-answer", True), ("bounce", True), ("5.1.1", True),
+    ("43004", True), ("no_address", True), ("suppressed", True), (None, True), ("", True),
+    ("provider_unavailable", False), ("20003", False), ("content_rule", False),
+    ("sms_over_budget", False), ("dial_limit", False), ("503", False), ("42001", False),
+])
+def test_only_a_failure_of_the_customers_address_is_for_good(reason, for_good):
+    assert failed_for_good(reason) is for_good
+
+
+def test_every_failure_on_our_side_has_a_meaning_operators_can_read():
+    assert all(meaning(code) is not None for code in OUR_SIDE)

@@ -417,6 +417,36 @@ async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sam
         "SELECT removed_at IS NOT NULL FROM public_notices WHERE policy_number = $1", policy)
 
 
+async def test_a_customer_is_not_unreachable_when_the_failure_was_ours(time_skipping_env,
+                                                                        sample):
+    # The same customer (a mobile only), whose SMS and call are refused because our
+    # provider account's credentials fail (Twilio 20003), not because of the number.
+    policy = "P2026000009"
+    mobile = await sample.fetchval("SELECT mobile FROM customers WHERE customer_id = "
+                                   "(SELECT policyholder_id FROM policies "
+                                   " WHERE policy_number = $1)", policy)
+    sender = ProviderDouble(refused={mobile: "20003"})
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, policy, at("2026-11-18 08:00"))
+        await time_skipping_env.sleep(timedelta(hours=4))
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "failed_on_our_side")
+        await handle.terminate("test done")
+    failed = await sample.fetch("SELECT channel, error_code FROM notifications "
+                                "WHERE policy_number = $1 AND status = 'failed' "
+                                "ORDER BY channel", policy)
+    assert ("sms", "20003") in {(r["channel"], r["error_code"]) for r in failed}
+    # No emergency contact asked, no public notice, no contact repair: the formal demand
+    # that reached nobody goes to operations.
+    assert "unreachable" not in [s.value for s in status.segments]
+    assert not [m for m in sender.sent if "emergency" in m.notification_id]
+    assert await sample.fetchval("SELECT count(*) FROM public_notices "
+                                 "WHERE policy_number = $1", policy) == 0
+    tasks = await sample.fetch("SELECT kind, priority FROM agent_tasks "
+                               "WHERE policy_number = $1", policy)
+    assert [(t["kind"], t["priority"]) for t in tasks] == [("notice_failed", 1)]
+
+
 async def test_group_of_500_members_each_on_their_own_record(time_skipping_env, sample):
     members = [f'{{"record": "customer", "customer_id": "G5{i:04d}", "name": "成员{i}", '
                f'"birth_date": "1990-01-01", "mobile": "+86137{i:08d}"}}' for i in range(500)]
