@@ -259,8 +259,10 @@ def _default_channel_rules() -> list[ChannelRule]:
         ChannelRule(milestone=m.REENROLMENT_OFFER, segment=s.STANDARD, channels=[c.SMS]),
         ChannelRule(milestone=m.REENROLMENT_OFFER, segment=s.ELDERLY,
                     channels=[c.VOICE, c.SMS]),
+        # MISSION 8: by letter (e-mail with PDF, or paper) and SMS, and WeChat where the
+        # customer has it (an important service notice).
         ChannelRule(milestone=m.RESCISSION_NOTICE, segment=s.STANDARD,
-                    channels=[c.LETTER, c.EMAIL, c.SMS]),
+                    channels=[c.LETTER, c.EMAIL, c.SMS, c.WECHAT]),
     ]
 
 

@@ -168,7 +168,7 @@ async def test_a_rescinded_policy_gets_one_rescission_journey(time_skipping_env,
         finally:
             await terminate_journeys(time_skipping_env.client, numbers)
     notices = [m for m in sender.sent if m.notification_id.split("/")[1] == "rescission_notice"]
-    assert len(notices) == 3  # letter, e-mail and SMS, once
+    assert len(notices) == 4  # letter, e-mail, SMS and WeChat, once
 
 
 async def test_a_retried_scan_activity_resumes_from_its_heartbeat(dev_env, pool):

@@ -223,7 +223,7 @@ def test_rescission_is_one_notice_on_the_next_business_day():
     notice = plan.milestones[0]
     assert notice.kind is MessageKind.RESCISSION_NOTICE
     assert notice.at == at(2026, 10, 8, 10, 0)
-    assert notice.channels == [LETTER, EMAIL, SMS]
+    assert notice.channels == [LETTER, EMAIL, SMS, WECHAT]
     assert (plan.grace_ends_on, plan.lapses_on, plan.lapses_at,
             plan.reinstatement_deadline) == (None, None, None, None)
     same_day = plan_journey(trigger(date(2026, 9, 30), TriggerKind.RESCISSION,

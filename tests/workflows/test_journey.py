@@ -322,7 +322,7 @@ async def test_rescission_sends_one_formal_notice(time_skipping_env, sample):
     assert result.outcome is Outcome.RESCINDED
     assert await sent_records(sample, "P2026000005") == Counter({
         ("rescission_notice", "letter"): 1, ("rescission_notice", "email"): 1,
-        ("rescission_notice", "sms"): 1})
+        ("rescission_notice", "sms"): 1, ("rescission_notice", "wechat"): 1})
 
 
 async def test_short_term_not_renewed_offers_re_enrolment(time_skipping_env, sample):
