@@ -158,12 +158,17 @@ class _Planner:
                            short_term: bool) -> list[_Draft]:
         if reinstatable:
             kind, care = MessageKind.FOLLOW_UP, set(self.rules.care_email_months)
+            months = range(1, self.rules.follow_up_months + 1)
         elif short_term:
-            kind, care = MessageKind.REENROLMENT_OFFER, set()
+            # MISSION 8: the not-renewed notice carries the re-enrolment offer, repeated
+            # once one month later, by SMS and e-mail (on paper for the elderly, as the
+            # care messages); none when the product has no follow-up months.
+            kind, care = MessageKind.REENROLMENT_OFFER, {1}
+            months = range(1, min(self.rules.follow_up_months, 1) + 1)
         else:
             return []
         drafts = []
-        for k in range(1, self.rules.follow_up_months + 1):
+        for k in months:
             base = add_months(lapses_on, k)
             day = self.calendar.next_business_day(base, include_today=True)
             # Elderly customers get the care message on paper instead of by e-mail.

@@ -240,16 +240,15 @@ def test_short_term_offers_re_enrolment_instead_of_reinstatement():
         "first_reminder": date(2026, 4, 1),
         "second_reminder": date(2026, 5, 15),
         "lapse_notice": date(2026, 6, 1),  # 31 May is a Sunday
-        "reenrolment_offer_1": date(2026, 6, 30),
-        "reenrolment_offer_2": date(2026, 7, 31),
-        "reenrolment_offer_3": date(2026, 8, 31),
-        "reenrolment_offer_4": date(2026, 9, 30),
-        "reenrolment_offer_5": date(2026, 11, 2),  # 31 October is a Saturday
-        "reenrolment_offer_6": date(2026, 11, 30),
+        "reenrolment_offer_1": date(2026, 6, 30),  # repeated once, a month later
     }
     offers = [m for m in plan.milestones if m.kind is MessageKind.REENROLMENT_OFFER]
-    assert [m.index for m in offers] == [1, 2, 3, 4, 5, 6]
-    assert all(m.channels == [SMS] for m in offers)  # no care e-mail
+    assert [m.index for m in offers] == [1]
+    assert offers[0].channels == [SMS, EMAIL]  # MISSION 8: by SMS and e-mail
+    elderly = plan_journey(t, short_term(), {Segment.ELDERLY}, CAL)
+    assert LETTER in elderly.milestone("reenrolment_offer_1").channels
+    none = plan_journey(t, short_term(follow_up_months=0, care_email_months=[]), STANDARD, CAL)
+    assert "reenrolment_offer_1" not in days(none)
 
 
 def test_a_debit_failure_on_a_short_term_product_is_still_short_term():
@@ -265,7 +264,7 @@ def test_a_renewal_trigger_on_a_long_term_product_gets_no_reinstatement():
     plan = plan_journey(trigger(date(2026, 3, 31), TriggerKind.RENEWAL_UNPAID), long_term(),
                         STANDARD, CAL)
     assert plan.reinstatement_deadline is None
-    assert "reenrolment_offer_6" in days(plan)
+    assert "reenrolment_offer_1" in days(plan) and "reenrolment_offer_2" not in days(plan)
 
 
 def test_a_long_term_product_that_cannot_be_reinstated_has_no_follow_ups():

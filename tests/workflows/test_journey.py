@@ -334,7 +334,9 @@ async def test_short_term_not_renewed_offers_re_enrolment(time_skipping_env, sam
         ("first_reminder", "sms"): 1, ("first_reminder", "wechat"): 1,
         ("second_reminder", "voice"): 1,
         ("lapse_notice", "email"): 1, ("lapse_notice", "sms"): 1, ("lapse_notice", "wechat"): 1,
-        ("reenrolment_offer_1", "sms"): 1, ("reenrolment_offer_2", "sms"): 1})
+        # The lapse (not-renewed) notice carries the offer; it is repeated once, a month
+        # later, by SMS and e-mail (MISSION 8).
+        ("reenrolment_offer_1", "sms"): 1, ("reenrolment_offer_1", "email"): 1})
 
 
 async def test_debit_failure_details_reach_the_messages(time_skipping_env, sample):
@@ -560,10 +562,10 @@ async def test_compressed_time_runs_months_in_seconds_with_real_dates(dev_env, s
                                      10_000_000)
         result = await handle.result()
     assert result.outcome is Outcome.NOT_RENEWED
-    # Dates stay the journey's calendar dates: the last offer goes out on 2027-02-19.
+    # Dates stay the journey's calendar dates: the offer goes out on 2027-01-19.
     last = result.notifications[-1]
     assert (last.milestone, f"{last.at.astimezone(TZ):%Y-%m-%d %H:%M}") == (
-        "reenrolment_offer_2", "2027-02-19 10:00")
+        "reenrolment_offer_1", "2027-01-19 10:00")
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(sa.LAPSE_STAGE) == "closed"
     assert desc.typed_search_attributes.get(sa.POLICY_NUMBER) == "P2026000004"
