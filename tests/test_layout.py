@@ -67,3 +67,34 @@ def test_the_check_sees_a_statement_and_not_prose():
     assert STATEMENT.search("SELECT count(*)\nFROM notifications")
     assert STATEMENT.search("SELECT pg_advisory_xact_lock(hashtext($1))")
     assert not STATEMENT.search("Select the customers, then update the set of tasks.")
+
+
+def test_every_function_docs_architecture_names_exists():
+    """The newcomer's map (docs/architecture.md) names the one function that decides each
+    rule of MISSION 2-5: every dotted name in it must resolve (a module attribute, or a
+    model's field), so that a rename cannot leave the map pointing at nothing."""
+    import importlib
+
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    names = set(re.findall(r"`((?:domain|activities|workflows|infra|web|commands)"
+                           r"\.[A-Za-z_][\w.]*)`", text))
+    assert len(names) > 40
+    unresolved = []
+    for name in sorted(names):
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+                break
+            except ImportError:
+                continue
+        for part in parts[i:]:
+            fields = getattr(obj, "model_fields", {})
+            if part in fields:
+                obj = fields[part]
+            elif hasattr(obj, part):
+                obj = getattr(obj, part)
+            else:
+                unresolved.append(name)
+                break
+    assert unresolved == []
