@@ -7,11 +7,11 @@ from datetime import date, datetime, time, timedelta
 
 from domain.calendar import BusinessCalendar, add_months, add_years
 from domain.ids import MilestoneKey
+from domain.journey_rules import fallback_segment, is_short_term
 from domain.models import (
     Channel,
     MessageKind,
     Product,
-    ProductKind,
     Segment,
     Trigger,
     TriggerKind,
@@ -57,8 +57,7 @@ def plan_journey(trigger: Trigger, product: Product, segments: set[Segment],
         grace_ends_on = due + timedelta(days=rules.grace_days)
         lapses_on = grace_ends_on + timedelta(days=1)
         lapses_at = datetime.combine(lapses_on, time(0), TZ)
-        short_term = (trigger.kind is TriggerKind.RENEWAL_UNPAID
-                      or product.kind is ProductKind.SHORT_TERM)
+        short_term = is_short_term(trigger.kind, product.kind)
         reinstatable = rules.reinstatable and not short_term
         deadline = add_years(lapses_on, rules.reinstatement_years) if reinstatable else None
         drafts = planner.grace_drafts(due, grace_ends_on, lapses_on)
@@ -120,7 +119,7 @@ class _Planner:
         self.calendar = calendar
         self.company = company
         # Hardship changes the wording only, and group policies use the standard channels.
-        self.segment = Segment.ELDERLY if Segment.ELDERLY in segments else Segment.STANDARD
+        self.segment = fallback_segment(list(segments))
         self.elderly_from = elderly_from
 
     def segment_on(self, day: date) -> Segment:
