@@ -251,6 +251,9 @@ class Journeys:
             cause = err.cause
             if getattr(cause, "type", None) == "TransactionConflict":
                 raise PaymentRefused(CONFLICT) from None
+            if getattr(cause, "type", None) == "JourneyClosed":
+                # Closed (paid, reinstated) and finishing: no journey takes it any more.
+                raise JourneyNotRunning(policy_number) from None
             raise PaymentRefused(getattr(cause, "message", str(cause))) from None
 
     async def signal(self, policy_number: str, name: str, payload: Signal) -> None:
@@ -357,6 +360,9 @@ class PaymentSystem:
         try:
             answer = await self.journeys.pay(policy_number, payment)
         except JourneyNotRunning:
+            return await self._record_without_journey(policy_number, payment)
+        if answer.outcome is PaymentOutcome.JOURNEY_CLOSED:
+            # The journey closed while the update was on its way: the ledger takes it.
             return await self._record_without_journey(policy_number, payment)
         return PaymentResult(policy_number=policy_number, transaction_id=payment.transaction_id,
                              journey_running=True, accepted=answer.accepted,

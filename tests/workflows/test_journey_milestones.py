@@ -19,6 +19,7 @@ from activities.channels import Outgoing, PermanentSendError
 from domain.journey import Outcome, Payment, PaymentAnswer, Stage
 from domain.journey_rules import recheck_outcome
 from domain.models import PolicyStatus
+from infra.journeys import PaymentSystem
 from tests.journey_helpers import (
     ProviderDouble,
     at,
@@ -219,3 +220,40 @@ async def test_a_payment_whose_first_answer_was_lost_still_closes_the_journey(de
     assert [r["amount"] for r in stored] == [Decimal("3600.00")]
     sent = await sent_records(sample, STANDARD)
     assert sent[("payment_confirmation", "sms")] == 1
+
+
+class HeldConfirmation(ProviderDouble):
+    """The payment confirmation waits at the provider until released: the journey has
+    closed (paid) but its workflow is still running."""
+
+    def __init__(self):
+        super().__init__()
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, message: Outgoing) -> str:
+        if "/payment_confirmation/" in message.notification_id:
+            self.reached.set()
+            await self.release.wait()
+        return await super().send(message)
+
+
+async def test_a_payment_to_a_journey_closing_is_stored_not_refused(time_skipping_env, sample):
+    # Today's bug: between the close and the workflow's end the update's validator refused
+    # it ("the journey is closed"), and the money the bank took was on record nowhere.
+    sender = HeldConfirmation()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 10:00"))
+        payments = PaymentSystem(journeys, sample)
+        first = await payments.payment_received(STANDARD, pay("3600.00"))
+        assert first.outcome == "paid_in_full"
+        await asyncio.wait_for(sender.reached.wait(), timeout=30)
+        late = await payments.payment_received(STANDARD, pay("100.00"))
+        sender.release.set()
+        result = await handle.result()
+    assert result.outcome is Outcome.PAID
+    assert (late.journey_running, late.accepted, late.outcome) == (
+        False, True, "recorded_without_journey")
+    stored = await sample.fetch("SELECT amount FROM payments WHERE policy_number = $1 "
+                                "ORDER BY amount", STANDARD)
+    assert [r["amount"] for r in stored] == [Decimal("100.00"), Decimal("3600.00")]
