@@ -106,6 +106,8 @@ MIN_SEND_RETRYING = timedelta(minutes=10)
 # Patches (workflow.patched) of a shipped journey's commands.
 # Only a customer whose every channel failed for good is unreachable (not after an outage).
 FOR_GOOD_ONLY = "unreachable-only-for-good"
+# A payment signalled while the journey finishes its close is stored, not dropped.
+CLOSED_STILL_STORES = "closed-journey-stores-signalled-payment"
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -686,8 +688,11 @@ class PolicyLapseWorkflow:
                 async with self._pay_lock:
                     await self._apply_payment(signal)
             except ApplicationError as err:
-                workflow.logger.warning("payment signal ignored",
-                                        extra={"reason": err.type or "refused"})
+                if err.type == "JourneyClosed" and workflow.patched(CLOSED_STILL_STORES):
+                    await self._store_after_close(signal)
+                else:
+                    workflow.logger.warning("payment signal ignored",
+                                            extra={"reason": err.type or "refused"})
             self._wake()
             return
         if (isinstance(signal, DeliveryFailed) and not signal.permanent
@@ -798,6 +803,19 @@ class PolicyLapseWorkflow:
             raise ApplicationError(problem, type="InvalidPayment")
         if self._s is not None and self._s.stage is Stage.CLOSED:
             raise ApplicationError("the journey is closed", type="JourneyClosed")
+
+    async def _store_after_close(self, payment: Payment) -> None:
+        """A payment signalled while the journey finishes its close: nothing it does to the
+        journey any more, but the ledger takes it (as with no journey), never dropped."""
+        async with self._pay_lock:
+            stored: PaymentStored = await workflow.execute_local_activity_method(
+                JourneyActivities.record_payment,
+                PaymentRecord(policy_number=self._input.trigger.policy_number,
+                              payment=payment, journey_id=self._journey_id()),
+                summary=f"record payment {payment.transaction_id} (journey closed)",
+                **DB_CALL)
+        workflow.logger.info("payment signal after the close stored in the ledger",
+                             extra={"outcome": stored.outcome})
 
     async def _apply_payment(self, payment: Payment) -> PaymentAnswer:
         """Store the payment, decide what it does to the journey, answer. Whatever the

@@ -24,6 +24,7 @@ from tests.journey_helpers import (
     ProviderDouble,
     at,
     journey_worker,
+    keep_history,
     load_sample,
     sent_records,
     start_journey,
@@ -254,6 +255,24 @@ async def test_a_payment_to_a_journey_closing_is_stored_not_refused(time_skippin
     assert result.outcome is Outcome.PAID
     assert (late.journey_running, late.accepted, late.outcome) == (
         False, True, "recorded_without_journey")
+    stored = await sample.fetch("SELECT amount FROM payments WHERE policy_number = $1 "
+                                "ORDER BY amount", STANDARD)
+    assert [r["amount"] for r in stored] == [Decimal("100.00"), Decimal("3600.00")]
+
+
+async def test_a_payment_signalled_to_a_journey_closing_reaches_the_ledger(time_skipping_env,
+                                                                           sample):
+    # The contract's payment_received signal in the same window was logged "ignored".
+    sender = HeldConfirmation()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 10:00"))
+        await handle.signal("payment_received", pay("3600.00"))
+        await asyncio.wait_for(sender.reached.wait(), timeout=30)
+        await handle.signal("payment_received", pay("100.00"))
+        sender.release.set()
+        result = await handle.result()
+        await keep_history(handle, "signalled_after_close")
+    assert result.outcome is Outcome.PAID
     stored = await sample.fetch("SELECT amount FROM payments WHERE policy_number = $1 "
                                 "ORDER BY amount", STANDARD)
     assert [r["amount"] for r in stored] == [Decimal("100.00"), Decimal("3600.00")]
