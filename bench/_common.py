@@ -648,6 +648,25 @@ def synthetic_policies(count: int, *, series: int, due_date: date,
     return lines, numbers
 
 
+def add_worker_cpu(parser: argparse.ArgumentParser) -> None:
+    """`--worker-cpu CORES`: each lapse-worker in a CPU cgroup of its own (CpuLimit)."""
+    parser.add_argument("--worker-cpu", type=float, default=None, metavar="CORES",
+                        help="run each lapse-worker in a CPU cgroup of its own limited to "
+                        "CORES (e.g. 0.3), as a container's CPU limit; root")
+
+
+def check_worker_cpu(parser: argparse.ArgumentParser, cores: float | None) -> None:
+    """Refuse a `--worker-cpu` this machine cannot give, before anything starts."""
+    if cores is None:
+        return
+    if not 0.01 <= cores <= (psutil.cpu_count() or 1):
+        parser.error(f"--worker-cpu: between 0.01 and {psutil.cpu_count()} cores")
+    try:
+        cpu_cgroup_parent()
+    except CpuLimitUnavailable as e:
+        parser.error(str(e))
+
+
 def busy_cores(before, after) -> float:
     """Cores the whole machine kept busy between two psutil.cpu_times() (whoever used them)."""
     idle = (after.idle - before.idle) + (getattr(after, "iowait", 0) - getattr(before, "iowait", 0))

@@ -51,12 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     BenchStack,
     Child,
-    CpuLimitUnavailable,
     Throttling,
+    add_worker_cpu,
     arguments,
     at_shanghai,
     busy_cores,
-    cpu_cgroup_parent,
+    check_worker_cpu,
     machine,
     parse_at,
     run,
@@ -310,19 +310,11 @@ def main() -> None:
                         default=[1, 2], help="worker processes per phase (default 1,2)")
     parser.add_argument("--lead-seconds", type=float, default=None,
                         help="from the scan to the due instant (default journeys/4, >= 60)")
-    parser.add_argument("--worker-cpu", type=float, default=None, metavar="CORES",
-                        help="run each lapse-worker in a CPU cgroup of its own limited to "
-                        "CORES (e.g. 0.3), as a container's CPU limit; root")
+    add_worker_cpu(parser)
     args = parser.parse_args()
     if len(args.workers) > 6:
         parser.error("--workers: at most 6 phases")
-    if args.worker_cpu is not None:
-        if not 0.01 <= args.worker_cpu <= (psutil.cpu_count() or 1):
-            parser.error(f"--worker-cpu: between 0.01 and {psutil.cpu_count()} cores")
-        try:
-            cpu_cgroup_parent()
-        except CpuLimitUnavailable as e:
-            parser.error(str(e))
+    check_worker_cpu(parser, args.worker_cpu)
     run(lambda: bench(args))
 
 

@@ -44,12 +44,12 @@ import psutil  # noqa: E402
 from _common import (  # noqa: E402
     TZ,
     BenchStack,
-    CpuLimitUnavailable,
     Throttling,
+    add_worker_cpu,
     arguments,
     at_shanghai,
     busy_cores,
-    cpu_cgroup_parent,
+    check_worker_cpu,
     machine,
     percentile,
     run,
@@ -265,15 +265,9 @@ def main() -> None:
     parser.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")],
                         default=[1], help="worker processes per phase, e.g. 1,2 (a phase "
                         "each, on its own task queue, in one run)")
-    parser.add_argument("--worker-cpu", type=float, default=None, metavar="CORES",
-                        help="run each lapse-worker in a CPU cgroup of its own limited to "
-                        "CORES (e.g. 0.3), as a container's CPU limit; root")
+    add_worker_cpu(parser)
     args = parser.parse_args()
-    if args.worker_cpu is not None:
-        try:
-            cpu_cgroup_parent()
-        except CpuLimitUnavailable as e:
-            parser.error(str(e))
+    check_worker_cpu(parser, args.worker_cpu)
     run(lambda: bench(args))
 
 
