@@ -122,7 +122,8 @@ def preparation(trigger: Trigger, policy: Policy, product: Product, holder: Cust
         max_dial_attempts=company.max_dial_attempts_per_day,
         redial_gap_minutes=company.redial_gap_minutes,
         voice_window=(company.send_windows[Channel.VOICE].start,
-                      company.send_windows[Channel.VOICE].end))
+                      company.send_windows[Channel.VOICE].end),
+        send_windows={c: (w.start, w.end) for c, w in company.send_windows.items()})
 
 
 class JourneyActivities:

@@ -241,6 +241,10 @@ class Preparation(Model):
     max_dial_attempts: int = 6
     redial_gap_minutes: int = 30
     voice_window: tuple[time, time] = (time(9, 0), time(21, 0))
+    # Every channel's allowed hours (CompanyRules.send_windows): a message the journey
+    # sends on an event (a confirmation, a decision, a resend) waits out quiet hours too.
+    # Empty in plans made before: such journeys send event messages at once, as then.
+    send_windows: dict[Channel, tuple[time, time]] = Field(default_factory=dict)
     product_kind: ProductKind
     product_name: str
     reinstatable: bool
@@ -388,6 +392,17 @@ class StageChange(Model):
 # --- workflow input ----------------------------------------------------------------------
 
 
+class DeferredMessage(Model):
+    """An event message that arrived in its channels' quiet hours: sent at `at`."""
+
+    at: datetime
+    key: MilestoneKey
+    message: MessageKind
+    channels: list[Channel] = Field(min_length=1)
+    members: bool = False
+    formal: bool = False
+
+
 class JourneyState(Model):
     """What a journey carries over a continue-as-new."""
 
@@ -420,6 +435,7 @@ class JourneyState(Model):
     redials: list[tuple[datetime, MilestoneKey, int]] = Field(default_factory=list)
     resends: int = 0  # contact repairs so far: numbers the resends
     after_lapse: list[str] = Field(default_factory=list)  # payments to explain after lapse
+    deferred: list[DeferredMessage] = Field(default_factory=list)  # waiting out quiet hours
 
 
 class JourneyInput(Model):

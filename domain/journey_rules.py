@@ -7,7 +7,7 @@ one that failed, and which messages must reach the policyholder provably.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -192,3 +192,37 @@ def failed_for_good(reason: str | None) -> bool:
     number, a bounce, a call unanswered, no address at all), not that we or the provider
     failed (`provider_codes.OUR_SIDE`). A failure without a reason counts as for good."""
     return reason not in OUR_SIDE
+
+
+def allowed_at(at: datetime, channel: Channel,
+               windows: Mapping[Channel, tuple[time, time]]) -> datetime:
+    """The first moment from `at` at which `channel` may reach a customer: `at` inside its
+    daily window (Shanghai time), else the window's next opening (MISSION 2: no SMS or
+    WeChat outside 08:00-21:00, no call outside 09:00-21:00). A channel without a window
+    is never held back."""
+    window = windows.get(channel)
+    if window is None:
+        return at
+    start, end = window
+    local = at.astimezone(TZ)
+    if start <= local.time() < end:
+        return at
+    day = local.date() if local.time() < start else local.date() + timedelta(days=1)
+    return datetime.combine(day, start, TZ)
+
+
+def event_slots(at: datetime, channels: Sequence[Channel],
+                windows: Mapping[Channel, tuple[time, time]]
+                ) -> list[tuple[datetime, list[Channel]]]:
+    """An event message's channels grouped by the moment each may go out, earliest first."""
+    groups: dict[datetime, list[Channel]] = {}
+    for channel in channels:
+        groups.setdefault(allowed_at(at, channel, windows), []).append(channel)
+    return sorted(groups.items())
+
+
+def still_due_after_close(kind: MessageKind) -> bool:
+    """Whether a message that waited out quiet hours still goes once the journey has
+    closed: the customer must hear underwriting's decision; anything else (a reminder
+    resent, an explanation of reinstatement) is moot once the journey is over."""
+    return kind in (MessageKind.REINSTATEMENT_APPROVED, MessageKind.REINSTATEMENT_REFUSED)

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ContactUpdated,
         DataVerified,
         DebitFailedSignal,
+        DeferredMessage,
         DeliveryFailed,
         DialRequest,
         InquiryClosed,
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         ROLE_OF,
         due_after_hold,
         end_outcome,
+        event_slots,
         failed_for_good,
         fallback_segment,
         follow_up_paused,
@@ -73,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         redial_at,
         segments_at,
         stand_ins,
+        still_due_after_close,
     )
     from domain.models import (
         Channel,
@@ -108,6 +111,8 @@ MIN_SEND_RETRYING = timedelta(minutes=10)
 FOR_GOOD_ONLY = "unreachable-only-for-good"
 # A payment signalled while the journey finishes its close is stored, not dropped.
 CLOSED_STILL_STORES = "closed-journey-stores-signalled-payment"
+# An event message (a confirmation, a decision, a resend) waits out its quiet hours.
+EVENT_QUIET_HOURS = "event-messages-wait-out-quiet-hours"
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -115,7 +120,7 @@ REDIAL_CODES = frozenset({"busy", "no-answer"})
 @dataclass
 class _Event:
     at: datetime
-    kind: str  # "milestone", "lapse", "inquiry_deadline", "end"
+    kind: str  # "milestone", "lapse", "inquiry_deadline", "redial", "deferred", "end", ...
     summary: str
     ref: str = ""
 
@@ -229,6 +234,9 @@ class PolicyLapseWorkflow:
         for at, key, attempt in s.redials:
             events.append(_Event(at, "redial", f"until {key} is dialled again ({attempt})",
                                  key))
+        for d in s.deferred:
+            events.append(_Event(d.at, "deferred", f"until {d.key} may go out (quiet hours)",
+                                 d.key))
         if s.stage is Stage.AT_RISK and plan.lapses_at is not None:
             events.append(_Event(plan.lapses_at, "lapse", f"until the lapse at {plan.lapses_at}"))
         for inq in s.inquiries:
@@ -256,6 +264,15 @@ class PolicyLapseWorkflow:
             await self._escalate(event.ref)
         elif event.kind == "redial":
             await self._redial_now(event)
+        elif event.kind == "deferred":
+            d = min(self._s.deferred, key=lambda d: d.at)
+            self._s.deferred.remove(d)
+            # Its first channel opens at d.at (the clock may read a hair before): now; a
+            # channel that opens later keeps its own slot.
+            now = self._journey_now()
+            slots = [(now if at <= d.at else at, channels) for at, channels in
+                     event_slots(d.at, d.channels, self._s.prep.send_windows)]
+            await self._deliver(d.key, d.message, slots, members=d.members, formal=d.formal)
         elif event.kind == "hold_deadline":
             self._s.hold_escalated = True  # the same task, now the most urgent
             await self._task("data_verification", "hold", priority=1,
@@ -330,6 +347,25 @@ class PolicyLapseWorkflow:
 
     # --- sending ----------------------------------------------------------------------
 
+    async def _deliver_event(self, key: MilestoneKey, message: MessageKind,
+                             channels: list[Channel], *, members: bool = True,
+                             formal: bool = False) -> None:
+        """A message sent on an event (an explanation, a decision, a resend): now, or, in
+        its channels' quiet hours, deferred to when they open (the journey's next event),
+        each channel at its own opening."""
+        now = self._journey_now()
+        slots = event_slots(now, channels, self._s.prep.send_windows)
+        if slots == [(now, list(channels))] or not workflow.patched(EVENT_QUIET_HOURS):
+            await self._deliver(key, message, [(now, list(channels))], members=members,
+                                formal=formal)
+            return
+        if slots[0][0] > now:
+            self._s.deferred.append(DeferredMessage(at=slots[0][0], key=key, message=message,
+                                                    channels=list(channels),
+                                                    members=members, formal=formal))
+            return
+        await self._deliver(key, message, slots, members=members, formal=formal)
+
     def _usable(self, message: MessageKind) -> set[Channel]:
         """The channels with a template for `message`, as decided when the journey was
         planned (never the templates on disk: a deployment must not change a journey)."""
@@ -359,13 +395,18 @@ class PolicyLapseWorkflow:
             # Late (caught up after a hold, or a worker down for long): still worth a day.
             until = self._journey_now() + EVENT_MESSAGE_LIFETIME
         for at, channels in slot_groups:
-            # A later slot (a channel with later quiet hours) waits; signals are served.
-            while not self._settling and not await self._sleep_until(_Event(
-                    at, "slot", f"until {key} may go out on "
-                                f"{', '.join(c.value for c in channels)}")):
-                await self._drain_pending()
-                if s.stage is Stage.CLOSED:
-                    return
+            summary = f"until {key} may go out on {', '.join(c.value for c in channels)}"
+            if self._settling:
+                # Closed: an event message waits out quiet hours, nothing else is served
+                # (a payment meanwhile goes to the ledger).
+                if at > self._journey_now():
+                    await workflow.sleep(self._wall_wait(at), summary=summary)
+            else:
+                # A later slot (a channel with later quiet hours) waits; signals are served.
+                while not await self._sleep_until(_Event(at, "slot", summary)):
+                    await self._drain_pending()
+                    if s.stage is Stage.CLOSED:
+                        return
             stop, results = await self._send_slot(key, message, channels, list(unreached),
                                                   at=at, until=until, recheck=recheck)
             recheck = False  # once, before the first slot
@@ -648,12 +689,24 @@ class PolicyLapseWorkflow:
             return
         self._settling = True
         outcome = s.outcome
+        # What waited out quiet hours and still matters (underwriting's decision) goes
+        # once the close is on record; a reminder or an explanation is moot now.
+        later = sorted((d for d in s.deferred if still_due_after_close(d.message)),
+                       key=lambda d: d.at)
+        s.deferred = []
         if outcome is Outcome.PAID and self._payment is not None:
             # What the journey took is confirmed; a premium paid through another route
             # (the counter, a bank) is confirmed by that route, which knows the amount.
-            await self._deliver(MilestoneKey(MessageKind.PAYMENT_CONFIRMATION),
-                                MessageKind.PAYMENT_CONFIRMATION,
-                                [(self._journey_now(), [Channel.SMS])], members=False)
+            confirmation = MilestoneKey(MessageKind.PAYMENT_CONFIRMATION)
+            now = self._journey_now()
+            opens = event_slots(now, [Channel.SMS], s.prep.send_windows)[0][0]
+            if opens > now and workflow.patched(EVENT_QUIET_HOURS):
+                later.append(DeferredMessage(at=opens, key=confirmation,
+                                             message=MessageKind.PAYMENT_CONFIRMATION,
+                                             channels=[Channel.SMS]))
+            else:
+                await self._deliver(confirmation, MessageKind.PAYMENT_CONFIRMATION,
+                                    [(now, [Channel.SMS])], members=False)
         await self._change_stage(Stage.CLOSED, f"close the journey: {outcome.value}",
                                  outcome=outcome,
                                  policy_status=PolicyStatus.IN_FORCE if outcome in (
@@ -664,6 +717,11 @@ class PolicyLapseWorkflow:
                 JourneyActivities.set_public_notice,
                 args=[self._input.trigger.policy_number, False],
                 summary="remove the policy from the public unreachable notice", **DB_CALL)
+        for d in later:
+            await self._deliver(d.key, d.message,
+                                event_slots(self._journey_now(), d.channels,
+                                            s.prep.send_windows),
+                                members=d.members, formal=d.formal)
         s.closing = False
 
     # --- signals, update and query --------------------------------------------------------
@@ -744,10 +802,9 @@ class PolicyLapseWorkflow:
         while s.after_lapse and s.stage is not Stage.CLOSED:
             # A payment after the lapse does not restore cover alone: explain reinstatement.
             txn = s.after_lapse.pop(0)
-            await self._deliver(
+            await self._deliver_event(
                 MilestoneKey(MessageKind.PAYMENT_AFTER_LAPSE, suffix=Suffix.TXN, ref=txn),
-                MessageKind.PAYMENT_AFTER_LAPSE, [(self._journey_now(), [Channel.SMS])],
-                members=False)
+                MessageKind.PAYMENT_AFTER_LAPSE, [Channel.SMS], members=False)
         while self._pending and s.stage is not Stage.CLOSED:
             item = self._pending.pop(0)
             if s.stage is Stage.HELD and not isinstance(item, (DataVerified, DebitFailedSignal,
@@ -804,16 +861,21 @@ class PolicyLapseWorkflow:
         if self._s is not None and self._s.stage is Stage.CLOSED:
             raise ApplicationError("the journey is closed", type="JourneyClosed")
 
+    async def _store(self, payment: Payment, note: str = "") -> PaymentStored:
+        """The ledger's store of a payment, by a local activity: it runs inside the
+        workflow task that took the update, so the payer's answer waits for one round trip
+        to the server, not three."""
+        return await workflow.execute_local_activity_method(
+            JourneyActivities.record_payment,
+            PaymentRecord(policy_number=self._input.trigger.policy_number, payment=payment,
+                          journey_id=self._journey_id()),
+            summary=f"record payment {payment.transaction_id}{note}", **DB_CALL)
+
     async def _store_after_close(self, payment: Payment) -> None:
         """A payment signalled while the journey finishes its close: nothing it does to the
         journey any more, but the ledger takes it (as with no journey), never dropped."""
         async with self._pay_lock:
-            stored: PaymentStored = await workflow.execute_local_activity_method(
-                JourneyActivities.record_payment,
-                PaymentRecord(policy_number=self._input.trigger.policy_number,
-                              payment=payment, journey_id=self._journey_id()),
-                summary=f"record payment {payment.transaction_id} (journey closed)",
-                **DB_CALL)
+            stored = await self._store(payment, " (journey closed)")
         workflow.logger.info("payment signal after the close stored in the ledger",
                              extra={"outcome": stored.outcome})
 
@@ -827,13 +889,7 @@ class PolicyLapseWorkflow:
         if s.stage is Stage.CLOSED:
             return PaymentAnswer(accepted=False, outcome=PaymentOutcome.JOURNEY_CLOSED,
                                  outstanding=self._outstanding())
-        # A local activity: the store runs inside the workflow task that took the update,
-        # so the payer's answer waits for one round trip to the server, not three.
-        stored: PaymentStored = await workflow.execute_local_activity_method(
-            JourneyActivities.record_payment,
-            PaymentRecord(policy_number=self._input.trigger.policy_number, payment=payment,
-                          journey_id=self._journey_id()),
-            summary=f"record payment {payment.transaction_id}", **DB_CALL)
+        stored = await self._store(payment)
         self._read_ledger(stored.owed)
         if stored.outcome == "conflict":
             raise ApplicationError("the transaction id is already recorded for another "
@@ -890,18 +946,17 @@ class PolicyLapseWorkflow:
         await self._close_inquiry(decided.application_id, "reinstatement_decided",
                                   decided.reason)
         if decided.approved:
-            await self._deliver(MilestoneKey(MessageKind.REINSTATEMENT_APPROVED),
-                                MessageKind.REINSTATEMENT_APPROVED,
-                                [(self._journey_now(), [Channel.SMS])], members=False)
+            await self._deliver_event(MilestoneKey(MessageKind.REINSTATEMENT_APPROVED),
+                                      MessageKind.REINSTATEMENT_APPROVED, [Channel.SMS],
+                                      members=False)
             self._close(Outcome.REINSTATED)
             return
         s.stage = Stage.LAPSED
         s.application_id = None
-        await self._deliver(
+        await self._deliver_event(
             MilestoneKey(MessageKind.REINSTATEMENT_REFUSED, suffix=Suffix.APPLICATION,
                          ref=decided.application_id),
-            MessageKind.REINSTATEMENT_REFUSED, [(self._journey_now(), [Channel.SMS])],
-            members=False)
+            MessageKind.REINSTATEMENT_REFUSED, [Channel.SMS], members=False)
         await self._change_stage(Stage.LAPSED, "reinstatement refused: follow-ups resume")
 
     async def _contact_updated(self) -> None:
@@ -917,9 +972,9 @@ class PolicyLapseWorkflow:
             m = self._planned(key.base)
             message = m.kind if m else key.kind
             channels = m.channels if m else [Channel.SMS]
-            await self._deliver(key.base.with_suffix(Suffix.RESEND, s.resends),
-                                message, [(self._journey_now(), channels)],
-                                formal=must_prove(m.kind if m else None, "policyholder"))
+            await self._deliver_event(key.base.with_suffix(Suffix.RESEND, s.resends),
+                                      message, channels,
+                                      formal=must_prove(m.kind if m else None, "policyholder"))
         if s.public_notice and not s.undelivered:
             s.public_notice = False
             await workflow.execute_activity_method(
@@ -1084,6 +1139,10 @@ class PolicyLapseWorkflow:
             return str(JourneyId.of(info.workflow_id, info.first_execution_run_id))
         except IdError:  # started by hand under another id: the records still need one
             return f"{info.workflow_id}@{info.first_execution_run_id}"
+
+    def _wall_wait(self, journey_at: datetime) -> timedelta:
+        """How long, on the wall clock, until the journey clock reaches `journey_at`."""
+        return self._wall_time(journey_at) - workflow.now()
 
     def _wall_time(self, journey_at: datetime) -> datetime:
         """The wall-clock moment the journey clock reaches `journey_at`."""

@@ -88,17 +88,35 @@ async def test_a_debit_failure_starts_a_journey_with_signal_with_start(dev_env, 
             assert await pool.fetchval("SELECT count(*) FROM debit_attempts "
                                        "WHERE policy_number = $1 AND NOT succeeded",
                                        number) >= 2
-            # A payment to the running journey goes through the validated update.
+            # A payment to the running journey goes through the validated update. This
+            # journey runs on the wall clock: at night its confirmation waits for 08:00,
+            # so the test reads the close from the status, not the workflow's end.
             paid = await payments.payment_received(number, _payment("T-B1", "3600.00"))
             assert paid.journey_running and paid.outcome == "paid_in_full"
-            result = await journeys.handle(number).result()
+            status = await journeys.status(number)
+            assert status.stage is Stage.CLOSED and status.outcome.value == "paid"
+    finally:
+        await terminate_journeys(dev_env.client, [number])
+
+
+async def test_a_payment_after_the_journey_completed_goes_to_the_ledger(dev_env, pool):
+    prefix = unique_prefix()
+    await load_sample_as(pool, prefix)
+    number = f"{prefix}-P2026000001"
+    try:
+        async with journey_worker(dev_env.client, pool, ProviderDouble()) as journeys:
+            handle = await start_journey(journeys, pool, number, at("2026-11-27 11:00"))
+            payments = PaymentSystem(journeys, pool)
+            paid = await payments.payment_received(number, _payment("T-C1", "3600.00"))
+            assert paid.journey_running and paid.outcome == "paid_in_full"
+            result = await handle.result()
             assert result.stage is Stage.CLOSED and result.outcome.value == "paid"
-            # The journey has completed: the update's NOT_FOUND sends the payment to the
-            # ledger, the same one retried is a duplicate there, and nothing is owed.
-            later = await payments.payment_received(number, _payment("T-B2", "100.00"))
+            # Completed: the update's NOT_FOUND sends the payment to the ledger, the same
+            # one retried is a duplicate there.
+            later = await payments.payment_received(number, _payment("T-C2", "100.00"))
             assert (later.journey_running, later.outcome) == (False,
                                                               "recorded_without_journey")
-            retried = await payments.payment_received(number, _payment("T-B1", "3600.00"))
+            retried = await payments.payment_received(number, _payment("T-C1", "3600.00"))
             assert (retried.journey_running, retried.outcome) == (False, "duplicate")
             assert await pool.fetchval("SELECT count(*) FROM payments WHERE policy_number "
                                        "= $1", number) == 2

@@ -11,7 +11,9 @@ import pytest
 from domain.ids import MilestoneKey
 from domain.journey import PaymentOutcome, Stage
 from domain.journey_rules import (
+    allowed_at,
     due_after_hold,
+    event_slots,
     failed_for_good,
     follow_up_paused,
     must_prove,
@@ -21,6 +23,7 @@ from domain.journey_rules import (
     rechecks_policy,
     redial_at,
     segments_at,
+    still_due_after_close,
 )
 from domain.models import Channel, MessageKind, Segment, TriggerKind
 from domain.plan import TZ, ChannelSlot, PlannedMilestone
@@ -152,3 +155,37 @@ def test_only_a_failure_of_the_customers_address_is_for_good(reason, for_good):
 
 def test_every_failure_on_our_side_has_a_meaning_operators_can_read():
     assert all(meaning(code) is not None for code in OUR_SIDE)
+
+
+WINDOWS = {Channel.SMS: (time(8), time(21)), Channel.VOICE: (time(9), time(21))}
+
+
+@pytest.mark.parametrize(("hour", "minute", "channel", "expected"), [
+    (10, 0, Channel.SMS, shanghai(10)),
+    (8, 0, Channel.SMS, shanghai(8)),  # the window opens at 08:00 sharp
+    (7, 59, Channel.SMS, shanghai(8)),
+    (20, 59, Channel.SMS, shanghai(20, 59)),
+    (21, 0, Channel.SMS, datetime(2026, 12, 8, 8, 0, tzinfo=TZ)),  # closes at 21:00
+    (23, 30, Channel.SMS, datetime(2026, 12, 8, 8, 0, tzinfo=TZ)),
+    (8, 30, Channel.VOICE, shanghai(9)),
+    (3, 0, Channel.EMAIL, shanghai(3)),  # no window given: never held back
+])
+def test_an_event_message_waits_for_its_channels_window(hour, minute, channel, expected):
+    assert allowed_at(shanghai(hour, minute), channel, WINDOWS) == expected
+
+
+def test_an_event_message_goes_channel_by_channel_as_each_window_opens():
+    assert event_slots(shanghai(8, 30), [Channel.SMS, Channel.VOICE], WINDOWS) == [
+        (shanghai(8, 30), [Channel.SMS]), (shanghai(9), [Channel.VOICE])]
+    assert event_slots(shanghai(12), [Channel.SMS, Channel.VOICE], WINDOWS) == [
+        (shanghai(12), [Channel.SMS, Channel.VOICE])]
+    # A UTC clock is read in Shanghai: 14:00 UTC is 22:00 there.
+    assert allowed_at(datetime(2026, 12, 7, 14, 0, tzinfo=UTC), Channel.SMS, WINDOWS) == \
+        datetime(2026, 12, 8, 8, 0, tzinfo=TZ)
+
+
+def test_after_the_close_only_underwritings_decision_still_goes():
+    assert still_due_after_close(MessageKind.REINSTATEMENT_APPROVED)
+    assert still_due_after_close(MessageKind.REINSTATEMENT_REFUSED)
+    assert not still_due_after_close(MessageKind.PAYMENT_AFTER_LAPSE)
+    assert not still_due_after_close(MessageKind.FIRST_REMINDER)

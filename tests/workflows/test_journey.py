@@ -36,6 +36,7 @@ from domain.models import Channel, DebitFailureReason
 from domain.plan import TZ
 from domain.triggers import detect_trigger
 from infra import store
+from infra.journeys import PaymentSystem
 from tests.journey_helpers import (
     ProviderDouble,
     at,
@@ -265,6 +266,64 @@ async def test_a_monthly_premium_quote_counts_every_premium_fallen_due_since(
         ("2027-01-20", 33, Decimal("1.49")), ("2027-02-20", 2, Decimal("0.09"))]
     assert (quote.back_premium, quote.total) == (Decimal("1200.00"), Decimal("1208.72"))
     assert status.outstanding == Decimal("300.00")  # what the ledger says fell due by D
+
+
+def _sent_at(status: JourneyStatus, milestone: str) -> list[str]:
+    return [f"{n.at.astimezone(TZ):%Y-%m-%d %H:%M}" for n in status.notifications
+            if n.milestone == milestone and n.status == "sent"]
+
+
+async def test_a_payment_at_night_is_confirmed_when_sms_may_go_out(time_skipping_env, sample):
+    # Paid at 21:20 (SMS may go out 08:00-21:00): the journey closes at once, on record
+    # then; the confirmation goes at 08:00 the next morning, not in quiet hours.
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-23 21:20"))
+        paid = await PaymentSystem(journeys, sample).payment_received(STANDARD,
+                                                                      pay("3600.00"))
+        closed = await handle.query(PolicyLapseWorkflow.status)
+        result = await handle.result()
+        await keep_history(handle, "confirmed_after_quiet_hours")
+    assert (paid.outcome, closed.stage) == ("paid_in_full", Stage.CLOSED)
+    assert _sent_at(result, "payment_confirmation") == ["2026-11-24 08:00"]
+    closed_at = await sample.fetchval("SELECT closed_at FROM journeys "
+                                      "WHERE policy_number = $1", STANDARD)
+    assert f"{closed_at.astimezone(TZ):%Y-%m-%d %H}" == "2026-11-23 21"
+    assert await sent_records(sample, STANDARD) == Counter({("payment_confirmation", "sms"): 1})
+
+
+async def test_underwritings_decision_at_night_is_told_in_the_morning(time_skipping_env,
+                                                                        sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await _lapse(time_skipping_env, journeys, sample)  # 2027-01-21 08:00
+        await handle.signal("reinstatement_applied", ReinstatementApplied(
+            application_id="R-9", applied_at=at("2027-01-21 09:00")))
+        await time_skipping_env.sleep(timedelta(hours=14))  # 22:00
+        await handle.signal("reinstatement_decided", ReinstatementDecided(
+            application_id="R-9", approved=True, decided_at=at("2027-01-21 22:00")))
+        result = await handle.result()
+    assert result.outcome is Outcome.REINSTATED
+    assert _sent_at(result, "reinstatement_approved") == ["2027-01-22 08:00"]
+
+
+async def test_a_refusal_at_night_waits_for_the_morning_while_the_journey_goes_on(
+        time_skipping_env, sample):
+    async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
+        handle = await _lapse(time_skipping_env, journeys, sample)  # 2027-01-21 08:00
+        await handle.signal("reinstatement_applied", ReinstatementApplied(
+            application_id="R-8", applied_at=at("2027-01-21 09:00")))
+        await time_skipping_env.sleep(timedelta(hours=14))  # 22:00
+        await handle.signal("reinstatement_decided", ReinstatementDecided(
+            application_id="R-8", approved=False, decided_at=at("2027-01-21 22:00"),
+            reason="health"))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        night = await handle.query(PolicyLapseWorkflow.status)
+        await time_skipping_env.sleep(timedelta(hours=11))  # 2027-01-22 10:00
+        morning = await handle.query(PolicyLapseWorkflow.status)
+        await handle.terminate("test done")
+    # Back to the follow-ups at once; told at 08:00, not at 22:00.
+    assert (night.stage, _sent_at(night, "reinstatement_refused-application:R-8")) == (
+        Stage.LAPSED, [])
+    assert _sent_at(morning, "reinstatement_refused-application:R-8") == ["2027-01-22 08:00"]
 
 
 async def test_no_interest_when_the_lapse_was_the_insurers_fault(time_skipping_env, sample):
