@@ -291,15 +291,22 @@ async def test_a_payment_at_night_is_confirmed_when_sms_may_go_out(time_skipping
     assert await sent_records(sample, STANDARD) == Counter({("payment_confirmation", "sms"): 1})
 
 
+async def _decided_at_night(env, journeys, pool, application_id: str, approved: bool):
+    """Lapsed (2027-01-21 08:00), applied at 09:00, decided by underwriting at 22:00."""
+    handle = await _lapse(env, journeys, pool)
+    await handle.signal("reinstatement_applied", ReinstatementApplied(
+        application_id=application_id, applied_at=at("2027-01-21 09:00")))
+    await env.sleep(timedelta(hours=14))  # 22:00
+    await handle.signal("reinstatement_decided", ReinstatementDecided(
+        application_id=application_id, approved=approved, decided_at=at("2027-01-21 22:00"),
+        reason="" if approved else "health"))
+    return handle
+
+
 async def test_underwritings_decision_at_night_is_told_in_the_morning(time_skipping_env,
                                                                         sample):
     async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
-        handle = await _lapse(time_skipping_env, journeys, sample)  # 2027-01-21 08:00
-        await handle.signal("reinstatement_applied", ReinstatementApplied(
-            application_id="R-9", applied_at=at("2027-01-21 09:00")))
-        await time_skipping_env.sleep(timedelta(hours=14))  # 22:00
-        await handle.signal("reinstatement_decided", ReinstatementDecided(
-            application_id="R-9", approved=True, decided_at=at("2027-01-21 22:00")))
+        handle = await _decided_at_night(time_skipping_env, journeys, sample, "R-9", True)
         result = await handle.result()
     assert result.outcome is Outcome.REINSTATED
     assert _sent_at(result, "reinstatement_approved") == ["2027-01-22 08:00"]
@@ -308,13 +315,7 @@ async def test_underwritings_decision_at_night_is_told_in_the_morning(time_skipp
 async def test_a_refusal_at_night_waits_for_the_morning_while_the_journey_goes_on(
         time_skipping_env, sample):
     async with journey_worker(time_skipping_env.client, sample, ProviderDouble()) as journeys:
-        handle = await _lapse(time_skipping_env, journeys, sample)  # 2027-01-21 08:00
-        await handle.signal("reinstatement_applied", ReinstatementApplied(
-            application_id="R-8", applied_at=at("2027-01-21 09:00")))
-        await time_skipping_env.sleep(timedelta(hours=14))  # 22:00
-        await handle.signal("reinstatement_decided", ReinstatementDecided(
-            application_id="R-8", approved=False, decided_at=at("2027-01-21 22:00"),
-            reason="health"))
+        handle = await _decided_at_night(time_skipping_env, journeys, sample, "R-8", False)
         await time_skipping_env.sleep(timedelta(hours=1))
         night = await handle.query(PolicyLapseWorkflow.status)
         await time_skipping_env.sleep(timedelta(hours=11))  # 2027-01-22 10:00
