@@ -11,6 +11,13 @@ retry, search-attribute upserts, signals and updates received, local-activity ma
 (one per workflow task), child workflows (two each). Queries are billed too but never
 reach a history; the bench's own status polling is not the journey's cost and is left out.
 
+The journeys start as the daily Schedule starts them: at its hour (the default send time,
+10:00 Shanghai) on the latest business day up to today, so the figures do not move with
+the time of day the bench runs. One more never-paid journey starts that day at 06:00,
+before the SMS window: its first reminder waits until 08:00, one timer and one upsert
+more (a journey started by a debit failure at night, or on a day before its first
+reminder's, has that shape).
+
     .venv/bin/python bench/actions.py [--time-scale 176400] [--timeout 900]
 """
 
@@ -27,7 +34,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SAMPLE, TZ, BenchStack, arguments, run, table, verdict  # noqa: E402
+from _common import (  # noqa: E402
+    SAMPLE,
+    TZ,
+    BenchStack,
+    arguments,
+    at_shanghai,
+    run,
+    table,
+    verdict,
+)
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
@@ -40,16 +56,21 @@ from commands.demo_personas import (  # noqa: E402
     Player,
     play,
 )
+from commands.scan import DEFAULT_HOUR  # noqa: E402
 from contract import workflow_id  # noqa: E402
+from domain.calendar import BusinessCalendar  # noqa: E402
+from infra import store  # noqa: E402
 from infra.journeys import PaymentSystem  # noqa: E402
 
-# (kind, sample policy, how its customer behaves)
+EARLY_HOUR = 6  # before the SMS window (08:00): the first reminder waits for it
+# (kind, sample policy, how its customer behaves, the hour its journey starts)
 KINDS = (
-    ("never paid (8 months)", "P2026000001", NEVER_PAYS),
-    ("paid in grace", "P2026000003", PAY_IN_GRACE),
-    ("lapsed, reinstated", "P2026000008", REINSTATED),
-    ("group, not renewed", "P2026000007", GROUP),
-    ("rescission", "P2026000005", RESCINDED),
+    ("never paid (8 months)", "P2026000001", NEVER_PAYS, DEFAULT_HOUR),
+    ("never paid, started 06:00", "P2026000002", NEVER_PAYS, EARLY_HOUR),
+    ("paid in grace", "P2026000003", PAY_IN_GRACE, DEFAULT_HOUR),
+    ("lapsed, reinstated", "P2026000008", REINSTATED, DEFAULT_HOUR),
+    ("group, not renewed", "P2026000007", GROUP, DEFAULT_HOUR),
+    ("rescission", "P2026000005", RESCINDED, DEFAULT_HOUR),
 )
 GOALS = {"never paid (8 months)": 30}
 DEMO_SCALE = 176_400  # eight months in about two minutes, as the demo runs
@@ -119,21 +140,32 @@ async def journey_actions(client: Client, policy_number: str) -> Actions:
     return actions
 
 
+async def scan_day(stack: BenchStack):
+    """The latest business day up to today in Shanghai, by the calendar the journeys use."""
+    async with stack.pool.acquire() as conn:
+        calendar = BusinessCalendar(await store.load_calendar_years(conn))
+    return calendar.previous_business_day(datetime.now(TZ).date(), include_today=True)
+
+
 async def bench(args: argparse.Namespace) -> int:
     async with BenchStack("actions", time_scale=args.time_scale) as stack:
         await stack.start_worker()
         await stack.load(SAMPLE.read_text(encoding="utf-8").splitlines())
-        numbers = [number for _, number, _ in KINDS]
-        now = datetime.now(TZ)
+        numbers = [number for _, number, _, _ in KINDS]
+        day = await scan_day(stack)
+        starts = {number: at_shanghai(day, hour) for _, number, _, hour in KINDS}
         began = time.monotonic()
-        await stack.scan(numbers, now.date(), now)
-        players = [Player(number, role) for _, number, role in KINDS]
+        for hour in sorted({hour for *_, hour in KINDS}):
+            await stack.scan([number for _, number, _, h in KINDS if h == hour], day,
+                             at_shanghai(day, hour))
+        players = [Player(number, role) for _, number, role, _ in KINDS]
         journeys = stack.journeys()
         payments = PaymentSystem(journeys, stack.pool, time_scale=args.time_scale)
         try:
             async with asyncio.timeout(args.timeout):
-                await asyncio.gather(*(play(p, journeys, payments, stack.pool, now,
-                                            args.time_scale) for p in players))
+                await asyncio.gather(*(play(p, journeys, payments, stack.pool,
+                                            starts[p.policy_number], args.time_scale)
+                                       for p in players))
         except TimeoutError:
             print(f"actions: not every journey closed within {args.timeout:.0f} s",
                   file=sys.stderr)
@@ -146,13 +178,14 @@ async def bench(args: argparse.Namespace) -> int:
         await stack.wait_closed(numbers, 60)
         elapsed = time.monotonic() - began
         results = {kind: await journey_actions(stack.client, number)
-                   for kind, number, _ in KINDS}
+                   for kind, number, _, _ in KINDS}
     print(f"billable Temporal actions per journey, from {len(KINDS)} real histories "
-          f"(time x{args.time_scale:,.0f}, {elapsed:.0f} s)\n")
+          f"(started {day} {DEFAULT_HOUR:02d}:00 as the daily scan starts them, one at "
+          f"{EARLY_HOUR:02d}:00; time x{args.time_scale:,.0f}, {elapsed:.0f} s)\n")
     outcomes = {p.policy_number: p.status.outcome.value if p.status and p.status.outcome
                 else "-" for p in players}
     rows = []
-    for kind, number, _ in KINDS:
+    for kind, number, _, _ in KINDS:
         a = results[kind]
         goal = GOALS.get(kind)
         rows.append([kind, outcomes[number], *(a.counts[c] for c in COLUMNS), a.total,
@@ -160,7 +193,7 @@ async def bench(args: argparse.Namespace) -> int:
                      f"{a.total / goal:.2f}" if goal else "-"])
     print(table(["journey", "outcome", *COLUMNS, "total", "goal", "ratio"], rows))
     print("\nactivities by type:")
-    for kind, _, _ in KINDS:
+    for kind, *_ in KINDS:
         types = results[kind].activity_types
         print(f"  {kind}: " + ", ".join(f"{name} {n}" for name, n in types.most_common()))
     never, goal = results[KINDS[0][0]].total, GOALS[KINDS[0][0]]

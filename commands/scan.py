@@ -20,6 +20,7 @@ from temporalio.client import (
 from activities.scan import DEFAULT_PAGE_SIZE, scan_policies
 from commands.common import command, database, temporal
 from commands.schedules import print_schedule, shanghai_schedule, upsert_schedule
+from domain.models import ProductRules
 from domain.plan import TZ
 from domain.scan import ScanInput, ScanSummary
 from infra.journeys import Journeys
@@ -28,6 +29,12 @@ from workflows.scan import SCHEDULE_ID, DailyScanWorkflow
 # A missed run (cluster down, schedule paused) is still taken within a day: the scan is
 # idempotent, so catching up is safe, and after a day the next run covers the same ground.
 CATCHUP_WINDOW = timedelta(days=1)
+
+# The Schedule runs at the default send time (10:00): a policy due yesterday has its first
+# reminder due as its journey starts, so the journey sends it at once instead of waiting
+# for it (a timer and a search-attribute upsert: two billable actions a journey), and a
+# premium paid that morning starts no journey at all.
+DEFAULT_HOUR = ProductRules.model_fields["send_time"].default.hour
 
 
 def _whole(low: int, high: int):
@@ -48,8 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the day to scan (default: today in Shanghai)")
     p.add_argument("--schedule", action="store_true",
                    help="install or update the daily Temporal Schedule instead of scanning now")
-    p.add_argument("--hour", type=int, default=7, choices=range(24), metavar="H",
-                   help="with --schedule: the hour (Shanghai) it runs at (default 7)")
+    p.add_argument("--hour", type=int, default=DEFAULT_HOUR, choices=range(24), metavar="H",
+                   help="with --schedule: the hour (Shanghai) it runs at (default "
+                   f"{DEFAULT_HOUR}, the default send time)")
     p.add_argument("--concurrency", type=_whole(1, 500), default=20, metavar="N",
                    help="journey starts in flight at once (default 20)")
     p.add_argument("--page-size", type=_whole(1, 10_000), default=DEFAULT_PAGE_SIZE, metavar="N",
@@ -112,7 +120,7 @@ def summary_table(summary: ScanSummary) -> Table:
     return table
 
 
-def daily_schedule(task_queue: str, hour: int = 7, concurrency: int = 20,
+def daily_schedule(task_queue: str, hour: int = DEFAULT_HOUR, concurrency: int = 20,
                    page_size: int = DEFAULT_PAGE_SIZE) -> Schedule:
     return shanghai_schedule(
         ScheduleActionStartWorkflow(
@@ -125,7 +133,7 @@ def daily_schedule(task_queue: str, hour: int = 7, concurrency: int = 20,
         overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW)
 
 
-async def install_schedule(client: Client, task_queue: str, hour: int = 7,
+async def install_schedule(client: Client, task_queue: str, hour: int = DEFAULT_HOUR,
                            concurrency: int = 20, schedule_id: str = SCHEDULE_ID,
                            page_size: int = DEFAULT_PAGE_SIZE) -> ScheduleDescription:
     """Create the daily scan schedule, or update it in place when it exists."""

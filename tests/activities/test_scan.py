@@ -226,7 +226,7 @@ async def test_scan_pages_stops_after_max_pages_with_the_cursor_to_go_on(dev_env
 async def test_the_daily_schedule_is_installed_and_updated(dev_env):
     schedule_id = f"test-scan-{uuid.uuid4().hex[:8]}"
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    desc = await install_schedule(dev_env.client, queue, hour=7, schedule_id=schedule_id)
+    desc = await install_schedule(dev_env.client, queue, schedule_id=schedule_id)
     try:
         action = desc.schedule.action
         assert isinstance(action, ScheduleActionStartWorkflow)
@@ -235,7 +235,8 @@ async def test_the_daily_schedule_is_installed_and_updated(dev_env):
         assert desc.schedule.policy.overlap is ScheduleOverlapPolicy.SKIP
         assert desc.schedule.policy.catchup_window == timedelta(days=1)
         assert desc.schedule.spec.time_zone_name == "Asia/Shanghai"
-        assert desc.schedule.spec.calendars[0].hour[0].start == 7
+        # By default at 10:00, the default send time: the first reminders it starts are due.
+        assert desc.schedule.spec.calendars[0].hour[0].start == 10
         info = schedule_info(desc)
         assert info["state"] == "active" and info["next_run"] is not None
 

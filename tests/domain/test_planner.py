@@ -1,7 +1,7 @@
 """The journey timeline against the real 2026 calendar (expected dates worked out by hand)."""
 
 import json
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -414,3 +414,25 @@ def test_a_plan_cache_plans_again_for_other_rules():
                                                                      CAL)
     assert cache.made == 3 and first.lapses_on != cache.plan(t, other, STANDARD,
                                                              CAL_2027).lapses_on
+
+
+@settings(max_examples=60, deadline=None)
+@given(due=st.dates(min_value=date(2026, 1, 1), max_value=date(2026, 12, 30)),
+       minutes=st.integers(min_value=0, max_value=120),
+       segments=st.sampled_from([frozenset(STANDARD), frozenset({Segment.ELDERLY})]))
+def test_the_daily_scan_starts_journeys_when_their_first_reminder_is_due(due, minutes,
+                                                                         segments):
+    """The Schedule runs at the default send time: a premium due the business day before
+    gets its journey with the first reminder due, sent at once rather than after a timer
+    (and an upsert); a day after D that is no business day has it on the next one."""
+    from commands.scan import DEFAULT_HOUR
+
+    scan_day = due + timedelta(days=1)
+    starts_at = at(scan_day.year, scan_day.month, scan_day.day, DEFAULT_HOUR, 0) \
+        + timedelta(minutes=minutes)
+    plan = plan_journey(trigger(due), long_term(), set(segments), CAL, starts_at=starts_at)
+    first = plan.milestone("first_reminder")
+    if CAL.is_business_day(scan_day):
+        assert first.at <= starts_at and first.day == scan_day
+    else:
+        assert first.day == CAL.next_business_day(scan_day) and first.at > starts_at
