@@ -403,6 +403,21 @@ class DeferredMessage(Model):
     formal: bool = False
 
 
+class DeferredFallback(Model):
+    """The rest of a fallback for one recipient whose next channel was in its quiet hours
+    (a bounce reported at night): taken up at `at`, when that channel opens."""
+
+    at: datetime
+    key: MilestoneKey  # the message the fallback stands in for
+    message: MessageKind
+    scope: RecipientScope
+    recipient: str
+    failed: Channel  # the channel that did not reach the recipient first
+    tried: list[Channel] = Field(min_length=1)  # every channel tried for them so far
+    ours: bool = False  # a failure so far was on our side (`failed_for_good`: not for good)
+    formal: bool = False
+
+
 class JourneyState(Model):
     """What a journey carries over a continue-as-new."""
 
@@ -436,6 +451,7 @@ class JourneyState(Model):
     resends: int = 0  # contact repairs so far: numbers the resends
     after_lapse: list[str] = Field(default_factory=list)  # payments to explain after lapse
     deferred: list[DeferredMessage] = Field(default_factory=list)  # waiting out quiet hours
+    fallbacks: list[DeferredFallback] = Field(default_factory=list)  # the same, for fallbacks
 
 
 class JourneyInput(Model):

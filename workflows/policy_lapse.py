@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ContactUpdated,
         DataVerified,
         DebitFailedSignal,
+        DeferredFallback,
         DeferredMessage,
         DeliveryFailed,
         DialRequest,
@@ -60,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.journey_rules import (
         ROLE_OF,
+        allowed_at,
         due_after_hold,
         end_outcome,
         event_slots,
@@ -113,6 +115,13 @@ FOR_GOOD_ONLY = "unreachable-only-for-good"
 CLOSED_STILL_STORES = "closed-journey-stores-signalled-payment"
 # An event message (a confirmation, a decision, a resend) waits out its quiet hours.
 EVENT_QUIET_HOURS = "event-messages-wait-out-quiet-hours"
+# A fallback (after a bounce at night) and the emergency contact's SMS wait out theirs too.
+FALLBACK_QUIET_HOURS = "fallbacks-wait-out-quiet-hours"
+# A milestone caught up late (a worker down for hours) waits for its channels' hours.
+LATE_MILESTONE_QUIET_HOURS = "late-milestones-wait-out-quiet-hours"
+# Later than this on the wall clock, a milestone is caught up (an outage, a hold), not just
+# behind by a workflow task's latency (which compressed time turns into journey hours).
+CAUGHT_UP_AFTER = timedelta(minutes=1)
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -230,13 +239,17 @@ class PolicyLapseWorkflow:
             return min(events, key=lambda e: e.at)
         if s.next_index < len(plan.milestones):
             m = plan.milestones[s.next_index]
-            events.append(_Event(m.at, "milestone", f"until {m.key} on {m.day}", m.key))
+            events.append(_Event(self._milestone_at(m), "milestone",
+                                 f"until {m.key} on {m.day}", m.key))
         for at, key, attempt in s.redials:
             events.append(_Event(at, "redial", f"until {key} is dialled again ({attempt})",
                                  key))
         for d in s.deferred:
             events.append(_Event(d.at, "deferred", f"until {d.key} may go out (quiet hours)",
                                  d.key))
+        for f in s.fallbacks:
+            events.append(_Event(f.at, "fallback", f"until the fallback for {f.key} may go "
+                                 "out (quiet hours)", f.key))
         if s.stage is Stage.AT_RISK and plan.lapses_at is not None:
             events.append(_Event(plan.lapses_at, "lapse", f"until the lapse at {plan.lapses_at}"))
         for inq in s.inquiries:
@@ -258,8 +271,11 @@ class PolicyLapseWorkflow:
             await self._lapse()
         elif event.kind == "milestone":
             m = self._s.prep.plan.milestones[self._s.next_index]
+            if self._milestone_at(m) > self._journey_now():
+                return  # its timer fired hours ago (no worker): it waits for the morning
             self._s.next_index += 1
-            await self._run_milestone(m)
+            # Caught up in its channels' quiet hours, it waited for them: dated when it goes.
+            await self._run_milestone(m, waited=event.at > m.at)
         elif event.kind == "inquiry_deadline":
             await self._escalate(event.ref)
         elif event.kind == "redial":
@@ -273,6 +289,13 @@ class PolicyLapseWorkflow:
             slots = [(now if at <= d.at else at, channels) for at, channels in
                      event_slots(d.at, d.channels, self._s.prep.send_windows)]
             await self._deliver(d.key, d.message, slots, members=d.members, formal=d.formal)
+        elif event.kind == "fallback":
+            f = min(self._s.fallbacks, key=lambda f: f.at)
+            self._s.fallbacks.remove(f)
+            if f.scope == "emergency_contact":
+                await self._send(f.key, f.message, Channel.SMS, "emergency_contact")
+            else:
+                await self._fall_back_on(f)
         elif event.kind == "hold_deadline":
             self._s.hold_escalated = True  # the same task, now the most urgent
             await self._task("data_verification", "hold", priority=1,
@@ -332,7 +355,7 @@ class PolicyLapseWorkflow:
         s.skipped = due_after_hold(s.prep.plan.milestones, self._journey_now(),
                                    s.prep.plan.lapses_at)
 
-    async def _run_milestone(self, m: PlannedMilestone) -> None:
+    async def _run_milestone(self, m: PlannedMilestone, waited: bool = False) -> None:
         s = self._s
         if m.key in s.skipped:
             self._note(m.key, m.channels[0], NotificationStatus.SKIPPED, m.at)  # superseded
@@ -341,9 +364,43 @@ class PolicyLapseWorkflow:
             self._note(m.key, m.channels[0], NotificationStatus.SKIPPED, m.at)
             return
         # The policy is re-checked by the milestone's own activity, right before it sends.
-        await self._deliver(m.key, m.kind, m.slots_by_time(),
+        await self._deliver(m.key, m.kind, self._slots_now(m, waited),
                             until=m.until, formal=must_prove(m.kind, "policyholder"),
                             recheck=rechecks_policy(m.kind))
+
+    def _milestone_at(self, m: PlannedMilestone) -> datetime:
+        """When the milestone goes: its planned moment, or, caught up late in the quiet
+        hours of every one of its channels (the worker was down at 10:00 and is back at
+        22:00), when the first of them opens."""
+        now = self._journey_now()
+        if not self._caught_up(m.at, now):
+            return m.at
+        opens = min(allowed_at(now, c, self._s.prep.send_windows) for c in m.channels)
+        if opens > now and workflow.patched(LATE_MILESTONE_QUIET_HOURS):
+            return opens
+        return m.at
+
+    def _slots_now(self, m: PlannedMilestone,
+                   waited: bool) -> list[tuple[datetime, list[Channel]]]:
+        """The milestone's slots. Caught up late, those gone by go now if their channels
+        are open, else when they open (a call caught up at 08:00 waits for 09:00); `waited`:
+        the milestone waited for the morning, and its slots are dated then."""
+        slots = m.slots_by_time()
+        now = self._journey_now()
+        late = [c for at, channels in slots if at <= now for c in channels]
+        windows = self._s.prep.send_windows
+        if not late or not self._caught_up(m.at, now) \
+                or (not waited and event_slots(now, late, windows) == [(now, late)]) \
+                or not workflow.patched(LATE_MILESTONE_QUIET_HOURS):
+            return slots
+        groups: dict[datetime, list[Channel]] = {}
+        for at, channels in [*event_slots(now, late, windows),
+                             *((at, cs) for at, cs in slots if at > now)]:
+            groups.setdefault(at, []).extend(channels)
+        return sorted(groups.items())
+
+    def _caught_up(self, at: datetime, now: datetime) -> bool:
+        return (now - at) / self._input.time_scale >= CAUGHT_UP_AFTER
 
     # --- sending ----------------------------------------------------------------------
 
@@ -616,8 +673,18 @@ class PolicyLapseWorkflow:
         if Segment.UNREACHABLE not in s.segments:
             s.segments.append(Segment.UNREACHABLE)
         await self._task("contact_repair", str(key), priority=2)
-        await self._send(key.base.with_suffix(Suffix.EMERGENCY),
-                         MessageKind.EMERGENCY_CONTACT, Channel.SMS, "emergency_contact")
+        emergency = key.base.with_suffix(Suffix.EMERGENCY)
+        now = self._journey_now()
+        opens = allowed_at(now, Channel.SMS, s.prep.send_windows)
+        if opens > now and workflow.patched(FALLBACK_QUIET_HOURS):
+            # Nobody is texted at night, a third party least of all: at the window's opening.
+            s.fallbacks.append(DeferredFallback(
+                at=opens, key=emergency, message=MessageKind.EMERGENCY_CONTACT,
+                scope="emergency_contact", recipient=s.prep.policyholder_id,
+                failed=Channel.SMS, tried=[Channel.SMS]))
+        else:
+            await self._send(emergency, MessageKind.EMERGENCY_CONTACT, Channel.SMS,
+                             "emergency_contact")
         if not s.public_notice:
             s.public_notice = True
             await workflow.execute_activity_method(
@@ -694,6 +761,7 @@ class PolicyLapseWorkflow:
         later = sorted((d for d in s.deferred if still_due_after_close(d.message)),
                        key=lambda d: d.at)
         s.deferred = []
+        s.fallbacks = []  # a fallback for a reminder is moot once the journey is over
         if outcome is Outcome.PAID and self._payment is not None:
             # What the journey took is confirmed; a premium paid through another route
             # (the counter, a bank) is confirmed by that route, which knows the amount.
@@ -1027,27 +1095,43 @@ class PolicyLapseWorkflow:
         first, then the fallback order; the unreachable handling when nothing works."""
         m = self._planned(key.base)
         kind = m.kind if m is not None else None
-        formal = must_prove(kind, scope)
         if needs_home_visit(channel_failed, scope, kind, self._segments_for(key)):
             await self._task("home_visit", key.base, priority=2, nearest_branch=True)
-        base = key.base if key.suffix is not Suffix.RESEND else key
+        await self._fall_back_on(DeferredFallback(
+            at=self._journey_now(), key=key.base if key.suffix is not Suffix.RESEND else key,
+            message=message, scope=scope, recipient=recipient, failed=channel_failed,
+            tried=[channel_failed], ours=not failed_for_good(reason),
+            formal=must_prove(kind, scope)))
+
+    async def _fall_back_on(self, f: DeferredFallback) -> None:
+        """The fallback's channels in turn from where it stands. A channel in its quiet
+        hours (a bounce reported at night) defers the rest to its opening, the journey's
+        next event, while everything else goes on."""
+        scope, recipient, base = f.scope, f.recipient, f.key
         unreached: dict[RecipientScope, set[str] | None] = {scope: {recipient}}
-        ours = set() if failed_for_good(reason) else {recipient}
-        tried = {channel_failed}
-        for channel in stand_ins(channel_failed, self._fallback_order(key), tried,
-                                 self._usable(message)):
-            results = [await self._send(base, message, channel, scope,
+        ours = {recipient} if f.ours else set()
+        tried = set(f.tried)
+        for channel in stand_ins(f.failed, self._fallback_order(base), tried,
+                                 self._usable(f.message)):
+            now = self._journey_now()
+            opens = allowed_at(now, channel, self._s.prep.send_windows)
+            if opens > now and workflow.patched(FALLBACK_QUIET_HOURS):
+                self._s.fallbacks.append(f.model_copy(update={
+                    "at": opens, "tried": sorted(tried), "ours": bool(ours)}))
+                return
+            tried.add(channel)
+            results = [await self._send(base, f.message, channel, scope,
                                         only=[recipient] if scope == "members" else None)]
             self._merge(unreached, results, ours)
-            if not unreached[scope] and (not formal or proven({channel})):
+            if not unreached[scope] and (not f.formal or proven({channel})):
                 return
         if (unreached[scope] and scope == "policyholder" and unreached[scope] & ours
                 and workflow.patched(FOR_GOOD_ONLY)):
-            if formal:
+            if f.formal:
                 await self._task("notice_failed", str(base), priority=1)
         elif unreached[scope] and scope == "policyholder":
             await self._unreachable(base)
-        elif formal:
+        elif f.formal:
             await self._task("notice_failed", str(base), priority=1)
 
     # --- calls dialled again ----------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,6 +13,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+import activities.journey as journey_activities
 import contract as sa
 from activities.scan import scan_policies
 from contract import workflow_id
@@ -33,7 +34,7 @@ from domain.journey import (
     Stage,
 )
 from domain.models import Channel, DebitFailureReason
-from domain.plan import TZ
+from domain.plan import TZ, CompanyRules, SendWindow
 from domain.triggers import detect_trigger
 from infra import store
 from infra.journeys import PaymentSystem
@@ -614,6 +615,75 @@ async def test_delivery_failed_falls_back_to_the_next_channel(time_skipping_env,
     # channel whose delivery can be proven: the fallback order's next, e-mail.
     assert sent[("first_reminder", "wechat")] == 1
     assert sent[("first_reminder", "email")] == 1
+
+
+async def test_a_bounce_reported_at_night_falls_back_in_the_morning(time_skipping_env,
+                                                                    sample):
+    # The first reminder went at 10:00 on Monday 2026-11-23; the SMS provider reports at
+    # 22:00 that it never arrived. The formal demand's fallback (e-mail, the next channel
+    # whose delivery can be proven) waits for 08:00; the journey answers meanwhile.
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        await time_skipping_env.sleep(timedelta(days=2, hours=14))  # 2026-11-23 22:00
+        sms = next(m for m in sender.sent if m.channel is Channel.SMS)
+        await handle.signal("delivery_failed", DeliveryFailed(
+            notification_id=sms.notification_id, channel=Channel.SMS, error_code="30005",
+            permanent=True))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        night = await handle.query(PolicyLapseWorkflow.status)
+        await time_skipping_env.sleep(timedelta(hours=10))  # 2026-11-24 09:00
+        morning = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "fell_back_after_quiet_hours")
+        await handle.terminate("test done")
+    def emails(status: JourneyStatus) -> list[str]:
+        return [f"{n.at.astimezone(TZ):%Y-%m-%d %H:%M}" for n in status.notifications
+                if n.milestone == "first_reminder" and n.channel is Channel.EMAIL]
+
+    assert emails(night) == []
+    assert emails(morning) == ["2026-11-24 08:00"]
+    assert morning.next_milestone.name == "second_reminder"
+
+
+async def test_the_emergency_contact_is_not_texted_at_night(time_skipping_env, sample,
+                                                            monkeypatch):
+    # With the default hours a night's fallback waits for the morning and reaches the
+    # unreachable handling in daytime. Here only the SMS keeps its hours (configuration:
+    # every other channel may go until 23:59), for a customer with a mobile only. The
+    # first reminder reached them by SMS; at 22:00 the SMS is reported undeliverable and
+    # the number is gone: every other channel fails at once, so the customer is
+    # unreachable then (the repair task), but the emergency contact is texted at 08:00.
+    always = SendWindow(start=time(0, 0), end=time(23, 59))
+    monkeypatch.setattr(journey_activities, "_COMPANY", CompanyRules(send_windows={
+        **{c: always for c in CompanyRules().send_windows},
+        Channel.SMS: SendWindow(start=time(8, 0), end=time(21, 0))}))
+    policy = "P2026000009"
+    mobile = await sample.fetchval("SELECT mobile FROM customers WHERE customer_id = "
+                                   "(SELECT policyholder_id FROM policies "
+                                   " WHERE policy_number = $1)", policy)
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, policy, at("2026-11-18 08:00"))
+        await time_skipping_env.sleep(timedelta(hours=14))  # 2026-11-18 22:00
+        sms = next(m for m in sender.sent if m.channel is Channel.SMS)
+        sender.permanent.add(mobile)
+        await handle.signal("delivery_failed", DeliveryFailed(
+            notification_id=sms.notification_id, channel=Channel.SMS, error_code="30005",
+            permanent=True))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        night = await handle.query(PolicyLapseWorkflow.status)
+        texted_at_night = [m for m in sender.sent if "emergency" in m.notification_id]
+        await time_skipping_env.sleep(timedelta(hours=10))  # 2026-11-19 09:00
+        morning = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "emergency_after_quiet_hours")
+        await handle.terminate("test done")
+    assert "unreachable" in [s.value for s in night.segments]
+    assert await sample.fetchval("SELECT count(*) FROM agent_tasks WHERE policy_number = $1 "
+                                 "AND kind = 'contact_repair'", policy) == 1
+    assert texted_at_night == []
+    emergency = [(n.channel, f"{n.at.astimezone(TZ):%Y-%m-%d %H:%M}")
+                 for n in morning.notifications if "emergency" in n.milestone]
+    assert emergency == [(Channel.SMS, "2026-11-19 08:00")]
 
 
 async def test_compressed_time_runs_months_in_seconds_with_real_dates(dev_env, sample):

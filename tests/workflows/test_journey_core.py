@@ -28,6 +28,7 @@ from domain.journey import (
     VerificationOutcome,
 )
 from domain.models import Channel, TriggerKind
+from domain.plan import TZ
 from infra import agent_tasks, journey_records, tasks
 from infra.journeys import Journeys, PaymentRefused, PaymentSystem
 from tests.channel_helpers import attempt_env, eventually
@@ -214,6 +215,35 @@ async def test_a_journey_with_wrong_data_is_held_until_verified(time_skipping_en
     assert sent[("first_reminder", "sms")] == 1  # what fell due while held goes out now
     async with sample.acquire() as conn:
         assert await agent_tasks.list_tasks(conn, policy_number=HELD) == []  # settled by the signal
+
+
+async def test_a_journey_verified_at_night_sends_what_fell_due_in_the_morning(
+        time_skipping_env, sample):
+    # Operations verify the data at 22:00: the first reminder that fell due while held
+    # is caught up then, in the SMS's and WeChat's quiet hours, so it goes at 08:00 (as
+    # would a milestone a worker down all day catches up at night).
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle, _ = await _held(time_skipping_env, journeys, sample, sender)
+        async with sample.acquire() as conn:
+            await conn.execute("UPDATE customers SET birth_date = '1985-03-12' "
+                               "WHERE customer_id = 'C9001'")
+        await time_skipping_env.sleep(timedelta(hours=14))  # 2026-11-25 22:00
+        await handle.signal("data_verified", DataVerified(
+            verified_by="ops.wang", verified_at=at("2026-11-25 22:00"),
+            outcome=VerificationOutcome.PROCEED))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        night = await handle.query(PolicyLapseWorkflow.status)
+        sent_at_night = [m for m in sender.sent if m.policy_number == HELD]
+        await time_skipping_env.sleep(timedelta(hours=10))  # 2026-11-26 09:00
+        morning = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "verified_at_night")
+        await handle.terminate("test done")
+    assert (night.stage, night.next_milestone.name, sent_at_night) == (
+        Stage.AT_RISK, "first_reminder", [])
+    first = [(n.channel.value, f"{n.at.astimezone(TZ):%Y-%m-%d %H:%M}")
+             for n in morning.notifications if n.milestone == "first_reminder"]
+    assert sorted(first) == [("sms", "2026-11-26 08:00"), ("wechat", "2026-11-26 08:00")]
 
 
 async def test_a_held_journey_cancelled_sends_nothing(time_skipping_env, sample):
