@@ -375,7 +375,8 @@ class PolicyLapseWorkflow:
         now = self._journey_now()
         if not self._caught_up(m.at, now):
             return m.at
-        opens = min(allowed_at(now, c, self._s.prep.send_windows) for c in m.channels)
+        opens = min((allowed_at(now, c, self._s.prep.send_windows) for c in m.channels),
+                    default=now)
         if opens > now and workflow.patched(LATE_MILESTONE_QUIET_HOURS):
             return opens
         return m.at
