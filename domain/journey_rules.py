@@ -139,6 +139,21 @@ def proven(reached_on: set[Channel]) -> bool:
     return bool(reached_on & PROVABLE)
 
 
+def worth_resending(kind: MessageKind | None, position: int | None, latest: int,
+                    lapsed: bool) -> bool:
+    """Whether a message that reached nobody goes again once operations repair the
+    contact details (MISSION 3). An event's message (`position` None: a decision, an
+    explanation) and the latest milestone gone do; so does a formal notice while it holds
+    (the formal demand until the lapse, the lapse or rescission notice always). An earlier
+    reminder or follow-up is superseded by the later one: a second reminder resent after
+    the lapse would speak of a grace period that is over."""
+    if position is None or position == latest:
+        return True
+    if kind is MessageKind.FIRST_REMINDER:
+        return not lapsed
+    return kind in FORMAL_NOTICES
+
+
 def needs_home_visit(failed: Channel, scope: RecipientScope, kind: MessageKind | None,
                      segments: Sequence[Segment]) -> bool:
     """An elderly policyholder who did not answer the second reminder's call: a branch

@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         segments_at,
         stand_ins,
         still_due_after_close,
+        worth_resending,
     )
     from domain.models import (
         Channel,
@@ -122,6 +123,8 @@ LATE_MILESTONE_QUIET_HOURS = "late-milestones-wait-out-quiet-hours"
 # Later than this on the wall clock, a milestone is caught up (an outage, a hold), not just
 # behind by a workflow task's latency (which compressed time turns into journey hours).
 CAUGHT_UP_AFTER = timedelta(minutes=1)
+# A contact repaired resends only what still holds, not a reminder a later one superseded.
+CURRENT_RESENDS = "contact-repair-resends-what-still-holds"
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -1037,8 +1040,16 @@ class PolicyLapseWorkflow:
         if Segment.UNREACHABLE in s.segments:
             s.segments.remove(Segment.UNREACHABLE)
         s.resends += 1
+        plan = s.prep.plan.milestones
+        lapsed = s.stage in (Stage.LAPSED, Stage.REINSTATING)
         for key in missed:
             m = self._planned(key.base)
+            if m is not None and not worth_resending(m.kind, plan.index(m), s.next_index - 1,
+                                                     lapsed) \
+                    and workflow.patched(CURRENT_RESENDS):
+                self._note(key.base.with_suffix(Suffix.RESEND, s.resends), m.channels[0],
+                           NotificationStatus.SKIPPED, self._journey_now())
+                continue
             message = m.kind if m else key.kind
             channels = m.channels if m else [Channel.SMS]
             await self._deliver_event(key.base.with_suffix(Suffix.RESEND, s.resends),

@@ -24,6 +24,7 @@ from domain.journey_rules import (
     redial_at,
     segments_at,
     still_due_after_close,
+    worth_resending,
 )
 from domain.models import Channel, MessageKind, Segment, TriggerKind
 from domain.plan import TZ, ChannelSlot, PlannedMilestone
@@ -189,3 +190,19 @@ def test_after_the_close_only_underwritings_decision_still_goes():
     assert still_due_after_close(MessageKind.REINSTATEMENT_REFUSED)
     assert not still_due_after_close(MessageKind.PAYMENT_AFTER_LAPSE)
     assert not still_due_after_close(MessageKind.FIRST_REMINDER)
+
+
+M = MessageKind
+
+
+@pytest.mark.parametrize(("kind", "position", "lapsed", "resent"), [
+    (None, None, True, True),  # an event's message (a decision, an explanation)
+    (M.FOLLOW_UP, 4, True, True),  # the latest milestone gone
+    (M.FOLLOW_UP, 3, True, False),  # superseded by the next follow-up
+    (M.SECOND_REMINDER, 1, False, False),  # superseded by the lapse notice
+    (M.FIRST_REMINDER, 0, False, True),  # the formal demand, before the lapse
+    (M.FIRST_REMINDER, 0, True, False),  # ... and after it: its grace period is over
+    (M.LAPSE_NOTICE, 2, True, True),  # a formal notice holds
+])
+def test_a_repaired_contact_gets_again_only_what_still_holds(kind, position, lapsed, resent):
+    assert worth_resending(kind, position, latest=4, lapsed=lapsed) is resent

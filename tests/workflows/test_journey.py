@@ -480,6 +480,38 @@ async def test_unreachable_customer_then_contact_repaired(time_skipping_env, sam
         "SELECT removed_at IS NOT NULL FROM public_notices WHERE policy_number = $1", policy)
 
 
+async def test_a_contact_repaired_after_the_lapse_resends_only_what_still_holds(
+        time_skipping_env, sample):
+    # Unreachable from the first reminder to the lapse notice (the mobile refused as
+    # invalid): operations find a working number on the lapse notice's day. The lapse
+    # notice goes again; the formal demand and the second reminder, which speak of a grace
+    # period that is over, do not.
+    policy = "P2026000009"
+    mobile = await sample.fetchval("SELECT mobile FROM customers WHERE customer_id = "
+                                   "(SELECT policyholder_id FROM policies "
+                                   " WHERE policy_number = $1)", policy)
+    sender = ProviderDouble(permanent={mobile})
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, policy, at("2026-11-18 08:00"))
+        await time_skipping_env.sleep(timedelta(days=61, hours=4))  # 2027-01-18 12:00
+        lapsed = await handle.query(PolicyLapseWorkflow.status)
+        sender.permanent.clear()
+        await handle.signal("contact_updated",
+                            ContactUpdated(updated_at=at("2027-01-18 12:00")))
+        await time_skipping_env.sleep(timedelta(hours=1))
+        after = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "repaired_after_lapse")
+        await handle.terminate("test done")
+    assert lapsed.stage is Stage.LAPSED
+    assert {n.milestone for n in lapsed.notifications} >= {
+        "first_reminder", "second_reminder", "lapse_notice"}
+    resent = {m.notification_id.split("/")[1] for m in sender.sent
+              if "resend" in m.notification_id}
+    assert resent == {"lapse_notice-resend:1"}
+    skipped = sorted(n.milestone for n in after.notifications if n.status == "skipped")
+    assert skipped == ["first_reminder-resend:1", "second_reminder-resend:1"]
+
+
 async def test_a_customer_is_not_unreachable_when_the_failure_was_ours(time_skipping_env,
                                                                         sample):
     # The same customer (a mobile only), whose SMS and call are refused because our
