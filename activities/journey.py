@@ -123,7 +123,9 @@ def preparation(trigger: Trigger, policy: Policy, product: Product, holder: Cust
         redial_gap_minutes=company.redial_gap_minutes,
         voice_window=(company.send_windows[Channel.VOICE].start,
                       company.send_windows[Channel.VOICE].end),
-        send_windows={c: (w.start, w.end) for c, w in company.send_windows.items()})
+        send_windows={c: (w.start, w.end) for c, w in company.send_windows.items()},
+        hardship_channels={r.milestone: list(r.channels) for r in rules.channel_rules
+                           if r.segment is Segment.HARDSHIP})
 
 
 class JourneyActivities:

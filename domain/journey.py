@@ -245,6 +245,10 @@ class Preparation(Model):
     # sends on an event (a confirmation, a decision, a resend) waits out quiet hours too.
     # Empty in plans made before: such journeys send event messages at once, as then.
     send_windows: dict[Channel, tuple[time, time]] = Field(default_factory=dict)
+    # The channels a milestone adds once the customer has said they cannot pay (the
+    # product's HARDSHIP channel rules: an agent's call about the alternatives). The
+    # segment arises during the journey, so it is not in the plan. Empty in plans before.
+    hardship_channels: dict[MessageKind, list[Channel]] = Field(default_factory=dict)
     product_kind: ProductKind
     product_name: str
     reinstatable: bool

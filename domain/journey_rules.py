@@ -139,6 +139,22 @@ def proven(reached_on: set[Channel]) -> bool:
     return bool(reached_on & PROVABLE)
 
 
+def with_segment_channels(slots: Sequence[tuple[datetime, list[Channel]]],
+                          extra: Sequence[Channel],
+                          windows: Mapping[Channel, tuple[time, time]]
+                          ) -> list[tuple[datetime, list[Channel]]]:
+    """A milestone's slots with the channels a segment that arose during the journey adds
+    (hardship: an agent's call), each from the milestone's first slot at its own window's
+    opening; a channel the milestone has already keeps its slot."""
+    have = {c for _, channels in slots for c in channels}
+    groups: dict[datetime, list[Channel]] = {at: list(cs) for at, cs in slots}
+    for channel in extra:
+        if channel not in have and slots:
+            have.add(channel)
+            groups.setdefault(allowed_at(slots[0][0], channel, windows), []).append(channel)
+    return sorted(groups.items())
+
+
 def worth_resending(kind: MessageKind | None, position: int | None, latest: int,
                     lapsed: bool) -> bool:
     """Whether a message that reached nobody goes again once operations repair the

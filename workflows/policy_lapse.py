@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         segments_at,
         stand_ins,
         still_due_after_close,
+        with_segment_channels,
         worth_resending,
     )
     from domain.models import (
@@ -125,6 +126,8 @@ LATE_MILESTONE_QUIET_HOURS = "late-milestones-wait-out-quiet-hours"
 CAUGHT_UP_AFTER = timedelta(minutes=1)
 # A contact repaired resends only what still holds, not a reminder a later one superseded.
 CURRENT_RESENDS = "contact-repair-resends-what-still-holds"
+# A customer in hardship gets the milestones' hardship channels too (an agent's call).
+HARDSHIP_CHANNELS = "hardship-adds-its-channels"
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -366,8 +369,13 @@ class PolicyLapseWorkflow:
         if follow_up_paused(m.kind, s.stage):
             self._note(m.key, m.channels[0], NotificationStatus.SKIPPED, m.at)
             return
+        slots = self._slots_now(m, waited)
+        extra = s.prep.hardship_channels.get(m.kind, []) \
+            if Segment.HARDSHIP in s.segments else []
+        if [c for c in extra if c not in m.channels] and workflow.patched(HARDSHIP_CHANNELS):
+            slots = with_segment_channels(slots, extra, s.prep.send_windows)
         # The policy is re-checked by the milestone's own activity, right before it sends.
-        await self._deliver(m.key, m.kind, self._slots_now(m, waited),
+        await self._deliver(m.key, m.kind, slots,
                             until=m.until, formal=must_prove(m.kind, "policyholder"),
                             recheck=rechecks_policy(m.kind))
 

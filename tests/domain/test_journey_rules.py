@@ -24,6 +24,7 @@ from domain.journey_rules import (
     redial_at,
     segments_at,
     still_due_after_close,
+    with_segment_channels,
     worth_resending,
 )
 from domain.models import Channel, MessageKind, Segment, TriggerKind
@@ -206,3 +207,15 @@ M = MessageKind
 ])
 def test_a_repaired_contact_gets_again_only_what_still_holds(kind, position, lapsed, resent):
     assert worth_resending(kind, position, latest=4, lapsed=lapsed) is resent
+
+
+def test_a_segment_adds_its_channels_at_their_own_opening():
+    at10 = datetime(2027, 1, 4, 10, tzinfo=TZ)
+    at8 = datetime(2027, 1, 4, 8, tzinfo=TZ)
+    windows = {Channel.SMS: (time(8), time(21)), Channel.AGENT_CALL: (time(9), time(21))}
+    assert with_segment_channels([(at10, [Channel.VOICE])], [Channel.VOICE, Channel.AGENT_CALL],
+                                 windows) == [(at10, [Channel.VOICE, Channel.AGENT_CALL])]
+    # Caught up at 08:00, the agent's call waits for 09:00; SMS keeps its own slot.
+    assert with_segment_channels([(at8, [Channel.SMS])], [Channel.AGENT_CALL, Channel.SMS],
+                                 windows) == [(at8, [Channel.SMS]),
+                                              (at8 + timedelta(hours=1), [Channel.AGENT_CALL])]

@@ -631,6 +631,31 @@ async def test_debit_failed_signal_adds_a_later_failure(time_skipping_env, sampl
     assert "过期" in sms.body  # the next message explains the latest failure
 
 
+async def test_a_customer_in_hardship_gets_an_agents_call_with_the_second_reminder(
+        time_skipping_env, sample):
+    # The customer tells the hotline they cannot pay (a hardship inquiry, answered the
+    # same day): the second reminder (2027-01-04 10:00) is the automated call and, by the
+    # product's hardship rule, an agent's call about the alternatives.
+    sender = ProviderDouble()
+    async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
+        handle = await start_journey(journeys, sample, STANDARD, at("2026-11-21 08:00"))
+        await time_skipping_env.sleep(timedelta(days=4, hours=3))  # 2026-11-25 11:00
+        await handle.signal("inquiry_received", InquiryReceived(
+            inquiry_id="H-1", kind=InquiryKind.HARDSHIP, received_at=at("2026-11-25 11:00")))
+        await handle.signal("inquiry_handled", InquiryHandled(
+            inquiry_id="H-1", handled_at=at("2026-11-25 11:30"), note="缴费困难"))
+        await time_skipping_env.sleep(timedelta(days=40, hours=1))  # 2027-01-04 12:00
+        status = await handle.query(PolicyLapseWorkflow.status)
+        await keep_history(handle, "hardship_second_reminder")
+        await handle.terminate("test done")
+    second = sorted((n.channel.value, f"{n.at.astimezone(TZ):%Y-%m-%d %H:%M}")
+                    for n in status.notifications if n.milestone == "second_reminder")
+    assert second == [("agent_call", "2027-01-04 10:00"), ("voice", "2027-01-04 10:00")]
+    agent = next(m for m in sender.sent if m.channel is Channel.AGENT_CALL)
+    assert "second_reminder" in agent.notification_id and "困难" in agent.body
+    assert "hardship" in [x.value for x in status.segments]
+
+
 async def test_delivery_failed_falls_back_to_the_next_channel(time_skipping_env, sample):
     sender = ProviderDouble()
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
