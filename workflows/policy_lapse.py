@@ -110,24 +110,9 @@ EVENT_MESSAGE_LIFETIME = timedelta(days=1)
 # However compressed the journey's time, a send keeps retrying at least this long of wall
 # time (a deadline a day of journey time away is a fraction of a second at high scales).
 MIN_SEND_RETRYING = timedelta(minutes=10)
-# Patches (workflow.patched) of a shipped journey's commands.
-# Only a customer whose every channel failed for good is unreachable (not after an outage).
-FOR_GOOD_ONLY = "unreachable-only-for-good"
-# A payment signalled while the journey finishes its close is stored, not dropped.
-CLOSED_STILL_STORES = "closed-journey-stores-signalled-payment"
-# An event message (a confirmation, a decision, a resend) waits out its quiet hours.
-EVENT_QUIET_HOURS = "event-messages-wait-out-quiet-hours"
-# A fallback (after a bounce at night) and the emergency contact's SMS wait out theirs too.
-FALLBACK_QUIET_HOURS = "fallbacks-wait-out-quiet-hours"
-# A milestone caught up late (a worker down for hours) waits for its channels' hours.
-LATE_MILESTONE_QUIET_HOURS = "late-milestones-wait-out-quiet-hours"
 # Later than this on the wall clock, a milestone is caught up (an outage, a hold), not just
 # behind by a workflow task's latency (which compressed time turns into journey hours).
 CAUGHT_UP_AFTER = timedelta(minutes=1)
-# A contact repaired resends only what still holds, not a reminder a later one superseded.
-CURRENT_RESENDS = "contact-repair-resends-what-still-holds"
-# A customer in hardship gets the milestones' hardship channels too (an agent's call).
-HARDSHIP_CHANNELS = "hardship-adds-its-channels"
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -372,7 +357,7 @@ class PolicyLapseWorkflow:
         slots = self._slots_now(m, waited)
         extra = s.prep.hardship_channels.get(m.kind, []) \
             if Segment.HARDSHIP in s.segments else []
-        if [c for c in extra if c not in m.channels] and workflow.patched(HARDSHIP_CHANNELS):
+        if [c for c in extra if c not in m.channels]:
             slots = with_segment_channels(slots, extra, s.prep.send_windows)
         # The policy is re-checked by the milestone's own activity, right before it sends.
         await self._deliver(m.key, m.kind, slots,
@@ -388,7 +373,7 @@ class PolicyLapseWorkflow:
             return m.at
         opens = min((allowed_at(now, c, self._s.prep.send_windows) for c in m.channels),
                     default=now)
-        if opens > now and workflow.patched(LATE_MILESTONE_QUIET_HOURS):
+        if opens > now:
             return opens
         return m.at
 
@@ -402,8 +387,7 @@ class PolicyLapseWorkflow:
         late = [c for at, channels in slots if at <= now for c in channels]
         windows = self._s.prep.send_windows
         if not late or not self._caught_up(m.at, now) \
-                or (not waited and event_slots(now, late, windows) == [(now, late)]) \
-                or not workflow.patched(LATE_MILESTONE_QUIET_HOURS):
+                or (not waited and event_slots(now, late, windows) == [(now, late)]):
             return slots
         groups: dict[datetime, list[Channel]] = {}
         for at, channels in [*event_slots(now, late, windows),
@@ -424,7 +408,7 @@ class PolicyLapseWorkflow:
         each channel at its own opening."""
         now = self._journey_now()
         slots = event_slots(now, channels, self._s.prep.send_windows)
-        if slots == [(now, list(channels))] or not workflow.patched(EVENT_QUIET_HOURS):
+        if slots == [(now, list(channels))]:
             await self._deliver(key, message, [(now, list(channels))], members=members,
                                 formal=formal)
             return
@@ -521,7 +505,7 @@ class PolicyLapseWorkflow:
             self._merge(unreached, results, ours)
             self._holder(results, holder_ok, holder_failed)
         holder = unreached.get("policyholder")
-        if holder and holder & ours and workflow.patched(FOR_GOOD_ONLY):
+        if holder and holder & ours:
             # Not every channel failed for good (an outage, a limit, a content rule): the
             # customer is not unreachable; a formal notice goes to operations.
             if formal:
@@ -688,7 +672,7 @@ class PolicyLapseWorkflow:
         emergency = key.base.with_suffix(Suffix.EMERGENCY)
         now = self._journey_now()
         opens = allowed_at(now, Channel.SMS, s.prep.send_windows)
-        if opens > now and workflow.patched(FALLBACK_QUIET_HOURS):
+        if opens > now:
             # Nobody is texted at night, a third party least of all: at the window's opening.
             s.fallbacks.append(DeferredFallback(
                 at=opens, key=emergency, message=MessageKind.EMERGENCY_CONTACT,
@@ -780,7 +764,7 @@ class PolicyLapseWorkflow:
             confirmation = MilestoneKey(MessageKind.PAYMENT_CONFIRMATION)
             now = self._journey_now()
             opens = event_slots(now, [Channel.SMS], s.prep.send_windows)[0][0]
-            if opens > now and workflow.patched(EVENT_QUIET_HOURS):
+            if opens > now:
                 later.append(DeferredMessage(at=opens, key=confirmation,
                                              message=MessageKind.PAYMENT_CONFIRMATION,
                                              channels=[Channel.SMS]))
@@ -826,7 +810,7 @@ class PolicyLapseWorkflow:
                 async with self._pay_lock:
                     await self._apply_payment(signal)
             except ApplicationError as err:
-                if err.type == "JourneyClosed" and workflow.patched(CLOSED_STILL_STORES):
+                if err.type == "JourneyClosed":
                     await self._store_after_close(signal)
                 else:
                     workflow.logger.warning("payment signal ignored",
@@ -1053,8 +1037,7 @@ class PolicyLapseWorkflow:
         for key in missed:
             m = self._planned(key.base)
             if m is not None and not worth_resending(m.kind, plan.index(m), s.next_index - 1,
-                                                     lapsed) \
-                    and workflow.patched(CURRENT_RESENDS):
+                                                     lapsed):
                 self._note(key.base.with_suffix(Suffix.RESEND, s.resends), m.channels[0],
                            NotificationStatus.SKIPPED, self._journey_now())
                 continue
@@ -1135,7 +1118,7 @@ class PolicyLapseWorkflow:
                                  self._usable(f.message)):
             now = self._journey_now()
             opens = allowed_at(now, channel, self._s.prep.send_windows)
-            if opens > now and workflow.patched(FALLBACK_QUIET_HOURS):
+            if opens > now:
                 self._s.fallbacks.append(f.model_copy(update={
                     "at": opens, "tried": sorted(tried), "ours": bool(ours)}))
                 return
@@ -1145,8 +1128,7 @@ class PolicyLapseWorkflow:
             self._merge(unreached, results, ours)
             if not unreached[scope] and (not f.formal or proven({channel})):
                 return
-        if (unreached[scope] and scope == "policyholder" and unreached[scope] & ours
-                and workflow.patched(FOR_GOOD_ONLY)):
+        if unreached[scope] and scope == "policyholder" and unreached[scope] & ours:
             if f.formal:
                 await self._task("notice_failed", str(base), priority=1)
         elif unreached[scope] and scope == "policyholder":

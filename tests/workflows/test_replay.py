@@ -1,7 +1,8 @@
 """Every recorded journey history still replays on the current workflow code.
 
-A change that breaks this must go behind `workflow.patched` (README: changing the
-workflow safely). Histories are recorded from real runs of the journey tests with
+A change that breaks this re-records the histories it changes while nothing has been
+released, and goes behind `workflow.patched` from the first release on (README: changing
+the workflow safely). Histories are recorded from real runs of the journey tests with
 RECORD_HISTORIES=1.
 """
 
