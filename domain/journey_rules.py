@@ -7,7 +7,7 @@ one that failed, and which messages must reach the policyholder provably.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -147,12 +147,10 @@ def with_segment_channels(slots: Sequence[tuple[datetime, list[Channel]]],
     (hardship: an agent's call), each from the milestone's first slot at its own window's
     opening; a channel the milestone has already keeps its slot."""
     have = {c for _, channels in slots for c in channels}
-    groups: dict[datetime, list[Channel]] = {at: list(cs) for at, cs in slots}
-    for channel in extra:
-        if channel not in have and slots:
-            have.add(channel)
-            groups.setdefault(allowed_at(slots[0][0], channel, windows), []).append(channel)
-    return sorted(groups.items())
+    added = [c for c in dict.fromkeys(extra) if c not in have]
+    if not slots:
+        return []
+    return _by_time([*slots, *((allowed_at(slots[0][0], c, windows), [c]) for c in added)])
 
 
 def worth_resending(kind: MessageKind | None, position: int | None, latest: int,
@@ -246,10 +244,52 @@ def event_slots(at: datetime, channels: Sequence[Channel],
                 windows: Mapping[Channel, tuple[time, time]]
                 ) -> list[tuple[datetime, list[Channel]]]:
     """An event message's channels grouped by the moment each may go out, earliest first."""
+    return _by_time((allowed_at(at, channel, windows), [channel]) for channel in channels)
+
+
+def _by_time(pairs: Iterable[tuple[datetime, list[Channel]]]
+             ) -> list[tuple[datetime, list[Channel]]]:
+    """Channels grouped by the moment they go out, earliest first, in the order given."""
     groups: dict[datetime, list[Channel]] = {}
-    for channel in channels:
-        groups.setdefault(allowed_at(at, channel, windows), []).append(channel)
+    for at, channels in pairs:
+        groups.setdefault(at, []).extend(channels)
     return sorted(groups.items())
+
+
+# Later than this on the wall clock, a milestone is caught up (an outage, a hold), not just
+# behind by a workflow task's latency (which compressed time turns into journey hours).
+CAUGHT_UP_AFTER = timedelta(minutes=1)
+
+
+def caught_up(planned: datetime, now: datetime, time_scale: float) -> bool:
+    """Whether a step planned for `planned` is taken late enough to count as caught up."""
+    return (now - planned) / time_scale >= CAUGHT_UP_AFTER
+
+
+def milestone_moment(m: PlannedMilestone, now: datetime, time_scale: float,
+                     windows: Mapping[Channel, tuple[time, time]]) -> datetime:
+    """When a milestone goes: its planned moment, or, caught up late in the quiet hours of
+    every one of its channels (data verified at 22:00, a worker back at 22:00 after the
+    10:00 timer), when the first of them opens."""
+    if not caught_up(m.at, now, time_scale):
+        return m.at
+    opens = min((allowed_at(now, c, windows) for c in m.channels), default=now)
+    return opens if opens > now else m.at
+
+
+def caught_up_slots(m: PlannedMilestone, now: datetime, time_scale: float,
+                    windows: Mapping[Channel, tuple[time, time]], waited: bool
+                    ) -> list[tuple[datetime, list[Channel]]]:
+    """A milestone's slots as it goes. Caught up late, those gone by go now if their
+    channels are open, else when they open (a call caught up at 08:00 waits for 09:00);
+    `waited`: the milestone waited for the morning, and its slots are dated then."""
+    slots = m.slots_by_time()
+    late = [c for at, channels in slots if at <= now for c in channels]
+    if not late or not caught_up(m.at, now, time_scale) \
+            or (not waited and event_slots(now, late, windows) == [(now, late)]):
+        return slots
+    return _by_time([*event_slots(now, late, windows),
+                     *((at, cs) for at, cs in slots if at > now)])
 
 
 def still_due_after_close(kind: MessageKind) -> bool:

@@ -128,6 +128,13 @@ async def planned(handle: WorkflowHandle):
     return status
 
 
+async def holder_mobile(pool: asyncpg.Pool, policy_number: str) -> str:
+    """The policyholder's mobile, for a provider double to refuse or accept."""
+    return await pool.fetchval("SELECT mobile FROM customers WHERE customer_id = "
+                               "(SELECT policyholder_id FROM policies "
+                               " WHERE policy_number = $1)", policy_number)
+
+
 async def sent_records(pool: asyncpg.Pool, policy_number: str) -> Counter:
     """(milestone, channel) -> how many records a provider accepted."""
     rows = await pool.fetch(

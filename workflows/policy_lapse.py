@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.journey_rules import (
         ROLE_OF,
         allowed_at,
+        caught_up_slots,
         due_after_hold,
         end_outcome,
         event_slots,
@@ -69,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         fallback_segment,
         follow_up_paused,
         is_short_term,
+        milestone_moment,
         must_prove,
         needs_home_visit,
         payment_outcome,
@@ -110,9 +112,6 @@ EVENT_MESSAGE_LIFETIME = timedelta(days=1)
 # However compressed the journey's time, a send keeps retrying at least this long of wall
 # time (a deadline a day of journey time away is a fraction of a second at high scales).
 MIN_SEND_RETRYING = timedelta(minutes=10)
-# Later than this on the wall clock, a milestone is caught up (an outage, a hold), not just
-# behind by a workflow task's latency (which compressed time turns into journey hours).
-CAUGHT_UP_AFTER = timedelta(minutes=1)
 # Call statuses after which a call is dialled again (Twilio's words).
 REDIAL_CODES = frozenset({"busy", "no-answer"})
 
@@ -354,49 +353,19 @@ class PolicyLapseWorkflow:
         if follow_up_paused(m.kind, s.stage):
             self._note(m.key, m.channels[0], NotificationStatus.SKIPPED, m.at)
             return
-        slots = self._slots_now(m, waited)
-        extra = s.prep.hardship_channels.get(m.kind, []) \
-            if Segment.HARDSHIP in s.segments else []
-        if [c for c in extra if c not in m.channels]:
-            slots = with_segment_channels(slots, extra, s.prep.send_windows)
+        slots = caught_up_slots(m, self._journey_now(), self._input.time_scale,
+                                s.prep.send_windows, waited)
+        if Segment.HARDSHIP in s.segments:
+            slots = with_segment_channels(slots, s.prep.hardship_channels.get(m.kind, []),
+                                          s.prep.send_windows)
         # The policy is re-checked by the milestone's own activity, right before it sends.
         await self._deliver(m.key, m.kind, slots,
                             until=m.until, formal=must_prove(m.kind, "policyholder"),
                             recheck=rechecks_policy(m.kind))
 
     def _milestone_at(self, m: PlannedMilestone) -> datetime:
-        """When the milestone goes: its planned moment, or, caught up late in the quiet
-        hours of every one of its channels (the worker was down at 10:00 and is back at
-        22:00), when the first of them opens."""
-        now = self._journey_now()
-        if not self._caught_up(m.at, now):
-            return m.at
-        opens = min((allowed_at(now, c, self._s.prep.send_windows) for c in m.channels),
-                    default=now)
-        if opens > now:
-            return opens
-        return m.at
-
-    def _slots_now(self, m: PlannedMilestone,
-                   waited: bool) -> list[tuple[datetime, list[Channel]]]:
-        """The milestone's slots. Caught up late, those gone by go now if their channels
-        are open, else when they open (a call caught up at 08:00 waits for 09:00); `waited`:
-        the milestone waited for the morning, and its slots are dated then."""
-        slots = m.slots_by_time()
-        now = self._journey_now()
-        late = [c for at, channels in slots if at <= now for c in channels]
-        windows = self._s.prep.send_windows
-        if not late or not self._caught_up(m.at, now) \
-                or (not waited and event_slots(now, late, windows) == [(now, late)]):
-            return slots
-        groups: dict[datetime, list[Channel]] = {}
-        for at, channels in [*event_slots(now, late, windows),
-                             *((at, cs) for at, cs in slots if at > now)]:
-            groups.setdefault(at, []).extend(channels)
-        return sorted(groups.items())
-
-    def _caught_up(self, at: datetime, now: datetime) -> bool:
-        return (now - at) / self._input.time_scale >= CAUGHT_UP_AFTER
+        return milestone_moment(m, self._journey_now(), self._input.time_scale,
+                                self._s.prep.send_windows)
 
     # --- sending ----------------------------------------------------------------------
 

@@ -12,10 +12,12 @@ from domain.ids import MilestoneKey
 from domain.journey import PaymentOutcome, Stage
 from domain.journey_rules import (
     allowed_at,
+    caught_up_slots,
     due_after_hold,
     event_slots,
     failed_for_good,
     follow_up_paused,
+    milestone_moment,
     must_prove,
     needs_home_visit,
     payment_outcome,
@@ -219,3 +221,28 @@ def test_a_segment_adds_its_channels_at_their_own_opening():
     assert with_segment_channels([(at8, [Channel.SMS])], [Channel.AGENT_CALL, Channel.SMS],
                                  windows) == [(at8, [Channel.SMS]),
                                               (at8 + timedelta(hours=1), [Channel.AGENT_CALL])]
+
+
+def _milestone(at: datetime, *channels: Channel) -> PlannedMilestone:
+    return PlannedMilestone(key=MilestoneKey(MessageKind.FIRST_REMINDER),
+                            kind=MessageKind.FIRST_REMINDER, day=at.date(), at=at,
+                            slots=[ChannelSlot(channel=c, at=at) for c in channels])
+
+
+WINDOWS = {Channel.SMS: (time(8), time(21)), Channel.WECHAT: (time(8), time(21)),
+           Channel.VOICE: (time(9), time(21))}
+
+
+def test_a_milestone_caught_up_in_quiet_hours_goes_when_its_first_channel_opens():
+    planned = datetime(2026, 11, 23, 10, tzinfo=TZ)
+    m = _milestone(planned, Channel.SMS, Channel.VOICE)
+    night = datetime(2026, 11, 23, 22, tzinfo=TZ)
+    morning = datetime(2026, 11, 24, 8, tzinfo=TZ)
+    assert milestone_moment(m, night, 1, WINDOWS) == morning
+    assert milestone_moment(m, planned + timedelta(hours=3), 1, WINDOWS) == planned  # open
+    # 12 journey hours late in compressed time is a workflow task's latency: no wait.
+    assert milestone_moment(m, night, 176_400, WINDOWS) == planned
+    # At 08:00 the SMS goes, dated then; the call waits for 09:00.
+    assert caught_up_slots(m, morning, 1, WINDOWS, waited=True) == [
+        (morning, [Channel.SMS]), (morning + timedelta(hours=1), [Channel.VOICE])]
+    assert caught_up_slots(m, planned, 1, WINDOWS, waited=False) == m.slots_by_time()

@@ -42,6 +42,7 @@ from tests.journey_helpers import (
     ProviderDouble,
     at,
     begin_journey,
+    holder_mobile,
     journey_worker,
     keep_history,
     load_sample,
@@ -487,9 +488,7 @@ async def test_a_contact_repaired_after_the_lapse_resends_only_what_still_holds(
     # notice goes again; the formal demand and the second reminder, which speak of a grace
     # period that is over, do not.
     policy = "P2026000009"
-    mobile = await sample.fetchval("SELECT mobile FROM customers WHERE customer_id = "
-                                   "(SELECT policyholder_id FROM policies "
-                                   " WHERE policy_number = $1)", policy)
+    mobile = await holder_mobile(sample, policy)
     sender = ProviderDouble(permanent={mobile})
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, policy, at("2026-11-18 08:00"))
@@ -517,9 +516,7 @@ async def test_a_customer_is_not_unreachable_when_the_failure_was_ours(time_skip
     # The same customer (a mobile only), whose SMS and call are refused because our
     # provider account's credentials fail (Twilio 20003), not because of the number.
     policy = "P2026000009"
-    mobile = await sample.fetchval("SELECT mobile FROM customers WHERE customer_id = "
-                                   "(SELECT policyholder_id FROM policies "
-                                   " WHERE policy_number = $1)", policy)
+    mobile = await holder_mobile(sample, policy)
     sender = ProviderDouble(refused={mobile: "20003"})
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, policy, at("2026-11-18 08:00"))
@@ -715,9 +712,7 @@ async def test_the_emergency_contact_is_not_texted_at_night(time_skipping_env, s
         **{c: always for c in CompanyRules().send_windows},
         Channel.SMS: SendWindow(start=time(8, 0), end=time(21, 0))}))
     policy = "P2026000009"
-    mobile = await sample.fetchval("SELECT mobile FROM customers WHERE customer_id = "
-                                   "(SELECT policyholder_id FROM policies "
-                                   " WHERE policy_number = $1)", policy)
+    mobile = await holder_mobile(sample, policy)
     sender = ProviderDouble()
     async with journey_worker(time_skipping_env.client, sample, sender) as journeys:
         handle = await start_journey(journeys, sample, policy, at("2026-11-18 08:00"))
