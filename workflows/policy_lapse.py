@@ -134,6 +134,8 @@ class PolicyLapseWorkflow:
         # a payment is answered once it is stored and its effect decided.
         self._pay_lock = asyncio.Lock()
         self._woken = False
+        # The journey's timers by the journey moment they wait for (see _sleep_until).
+        self._timers: dict[datetime, asyncio.Task[None]] = {}
         self._pending: list[object] = []  # signals that need activities, in arrival order
         self._upserted: dict[str, object] = {}
         self._payment: Payment | None = None  # the payment being acknowledged right now
@@ -1153,19 +1155,33 @@ class PolicyLapseWorkflow:
         return s.journey_anchor + elapsed * self._input.time_scale
 
     async def _sleep_until(self, event: _Event) -> bool:
-        """Wait until the journey clock reaches the event; False when a signal came first."""
+        """Wait until the journey clock reaches the event; False when a signal came first.
+
+        A signal does not cancel the timer: the next wait for the same moment goes on with
+        it, so a bounce or a callback costs no new timer, and a timer that fires while the
+        signal's task is with the worker is never cancelled after the fact (the
+        time-skipping test server strands a run that does, temporalio/sdk-java#3088). A
+        timer left behind when the next moment changes fires later into a task that does
+        nothing."""
         self._woken = False
         if self._pending:
             return False
         wait = (event.at - self._journey_now()).total_seconds() / self._input.time_scale
         if wait <= 0:
+            self._timers.pop(event.at, None)
             return True
-        try:
-            await workflow.wait_condition(lambda: self._woken, timeout=timedelta(seconds=wait),
-                                          timeout_summary=event.summary)
-        except TimeoutError:
-            return True
-        return False
+        timer = self._timers.get(event.at)
+        if timer is None:
+            self._timers = {at: t for at, t in self._timers.items() if not t.done()}
+            timer = self._timers[event.at] = asyncio.create_task(
+                workflow.sleep(timedelta(seconds=wait), summary=event.summary))
+        woken = asyncio.create_task(workflow.wait_condition(lambda: self._woken))
+        await workflow.wait([timer, woken], return_when=asyncio.FIRST_COMPLETED)
+        if woken.done():  # a signal first, as a condition is checked before a timer fires
+            return False
+        woken.cancel()
+        del self._timers[event.at]
+        return True
 
     def _due_now(self) -> bool:
         """Whether the journey's next step is due already (a lapse and its notice at one
